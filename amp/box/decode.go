@@ -1,0 +1,226 @@
+package box
+
+import (
+	"fmt"
+	"io"
+)
+
+const (
+	// DefaultMaxBoxSize bounds the memory one box on a hostile stream can
+	// make a Decoder hold: 16 MiB, length prefixes included.
+	DefaultMaxBoxSize = 16 << 20
+	defaultBufSize    = 16 << 10
+	// Past this many fields, duplicate keys are found with a map rather
+	// than by scanning.
+	linearDupLimit = 16
+)
+
+// Decoder reads boxes from a stream. It reads ahead into its own buffer;
+// Buffered returns what it holds beyond the last box, so that a connection
+// can be handed to another protocol without losing bytes.
+//
+// A Decoder is not safe for concurrent use.
+type Decoder struct {
+	r          io.Reader
+	buf        []byte
+	start, end int   // unread bytes are buf[start:end]
+	max        int   // box size limit
+	err        error // sticky: once the stream is bad, it stays bad
+	scratch    Box
+	seen       map[string]struct{}
+}
+
+// NewDecoder returns a Decoder reading from r with the default limits.
+func NewDecoder(r io.Reader) *Decoder {
+	return &Decoder{r: r, max: DefaultMaxBoxSize}
+}
+
+// SetMaxBoxSize sets the largest box accepted, in wire bytes; n <= 0
+// restores DefaultMaxBoxSize.
+func (d *Decoder) SetMaxBoxSize(n int) {
+	if n <= 0 {
+		n = DefaultMaxBoxSize
+	}
+	d.max = n
+}
+
+// Buffered returns the bytes read from the stream but not yet decoded. The
+// slice aliases the decoder's buffer until its next call.
+func (d *Decoder) Buffered() []byte { return d.buf[d.start:d.end] }
+
+// Reset makes the decoder read from r, discarding buffered bytes and any
+// error. Take Buffered first if those bytes matter.
+func (d *Decoder) Reset(r io.Reader) {
+	d.r, d.start, d.end, d.err = r, 0, 0, nil
+}
+
+// Decode reads the next box into b, which owns its bytes afterwards.
+// It returns io.EOF when the stream ends cleanly between boxes.
+func (d *Decoder) Decode(b *Box) error {
+	if err := d.Next(&d.scratch); err != nil {
+		b.Reset()
+		return err
+	}
+	b.CopyFrom(&d.scratch)
+	d.scratch.Reset()
+	return nil
+}
+
+// Next reads the next box into b without copying: b aliases the decoder's
+// buffer and is valid only until the decoder's next call. It returns io.EOF
+// when the stream ends cleanly between boxes, an error wrapping
+// io.ErrUnexpectedEOF when it ends inside one, and *TooLongError,
+// ErrBoxTooLarge or *DuplicateKeyError for a malformed stream. Errors other
+// than a clean io.EOF are sticky.
+func (d *Decoder) Next(b *Box) error {
+	b.Reset()
+	if d.err != nil && d.start == d.end {
+		return d.err
+	}
+	pos := d.start // scan position: fields before it are complete
+	for {
+		avail := d.end - pos
+		if avail < 2 {
+			if err := d.fill(&pos, 2); err != nil {
+				return err
+			}
+			continue
+		}
+		kl := int(d.buf[pos])<<8 | int(d.buf[pos+1])
+		if kl == 0 {
+			pos += 2
+			break
+		}
+		if kl > MaxKeyLength {
+			return d.fail(&TooLongError{Key: true, Len: kl})
+		}
+		if avail < 4+kl {
+			if err := d.fill(&pos, 4+kl); err != nil {
+				return err
+			}
+			continue
+		}
+		vl := int(d.buf[pos+2+kl])<<8 | int(d.buf[pos+3+kl])
+		n := 4 + kl + vl
+		if pos+n+2-d.start > d.max {
+			return d.fail(fmt.Errorf("%w: more than %d bytes", ErrBoxTooLarge, d.max))
+		}
+		if avail < n {
+			if err := d.fill(&pos, n); err != nil {
+				return err
+			}
+			continue
+		}
+		rel := uint32(pos - d.start)
+		f := span{k: rel + 2, kl: uint32(kl), v: rel + 4 + uint32(kl), vl: uint32(vl)}
+		if err := d.checkDup(b, f); err != nil {
+			return d.fail(err)
+		}
+		b.fields = append(b.fields, f)
+		pos += n
+	}
+	b.data = d.buf[d.start:pos:pos]
+	b.alias = true
+	if pos == d.end {
+		d.start, d.end = 0, 0
+	} else {
+		d.start = pos
+	}
+	return nil
+}
+
+func (d *Decoder) key(f span) []byte {
+	return d.buf[d.start+int(f.k) : d.start+int(f.k+f.kl)]
+}
+
+func (d *Decoder) checkDup(b *Box, f span) error {
+	k := d.key(f)
+	n := len(b.fields)
+	if n < linearDupLimit {
+		for _, g := range b.fields {
+			if g.kl == f.kl && string(d.key(g)) == string(k) {
+				return &DuplicateKeyError{Key: truncate(k)}
+			}
+		}
+		return nil
+	}
+	if n == linearDupLimit {
+		if d.seen == nil {
+			d.seen = make(map[string]struct{})
+		}
+		clear(d.seen)
+		for _, g := range b.fields {
+			d.seen[string(d.key(g))] = struct{}{}
+		}
+	}
+	if _, dup := d.seen[string(k)]; dup {
+		return &DuplicateKeyError{Key: truncate(k)}
+	}
+	d.seen[string(k)] = struct{}{}
+	return nil
+}
+
+func (d *Decoder) fail(err error) error {
+	d.err = err
+	d.start, d.end = 0, 0
+	return err
+}
+
+// fill reads until need bytes are available from *pos, compacting or
+// growing the buffer (never past the box limit plus one read) as needed.
+func (d *Decoder) fill(pos *int, need int) error {
+	if d.err != nil {
+		return d.eofErr(*pos)
+	}
+	if d.buf == nil {
+		d.buf = make([]byte, defaultBufSize)
+	}
+	boxSoFar := *pos - d.start
+	if *pos+need > len(d.buf) {
+		if d.start > 0 {
+			copy(d.buf, d.buf[d.start:d.end])
+			*pos -= d.start
+			d.end -= d.start
+			d.start = 0
+		}
+		if *pos+need > len(d.buf) {
+			size := 2 * len(d.buf)
+			for size < boxSoFar+need {
+				size *= 2
+			}
+			if limit := d.max + defaultBufSize; size > limit {
+				size = max(limit, boxSoFar+need)
+			}
+			nb := make([]byte, size)
+			copy(nb, d.buf[:d.end])
+			d.buf = nb
+		}
+	}
+	n, err := d.r.Read(d.buf[d.end:])
+	d.end += n
+	if err != nil {
+		d.err = err
+		if n == 0 {
+			return d.eofErr(*pos)
+		}
+	}
+	if n == 0 && err == nil {
+		return nil // io.Reader allows it; try again
+	}
+	return nil
+}
+
+// eofErr turns the sticky read error into what Next reports: a clean EOF
+// only when no byte of a box has been read.
+func (d *Decoder) eofErr(pos int) error {
+	err := d.err
+	if err == io.EOF {
+		if d.start == d.end && pos == d.start {
+			return io.EOF
+		}
+		err = fmt.Errorf("box: stream ended inside a box (%d bytes): %w", d.end-d.start, io.ErrUnexpectedEOF)
+		d.err = err
+	}
+	d.start, d.end = 0, 0
+	return err
+}

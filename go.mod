@@ -1,0 +1,3 @@
+module github.com/ampmux/ampmux
+
+go 1.26
