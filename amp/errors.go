@@ -42,3 +42,26 @@ func (e *ArgumentError) Error() string {
 }
 
 func (e *ArgumentError) Unwrap() error { return e.Err }
+
+// RemoteError is an error answer from the peer: its _error_code and
+// _error_description. Err is the local error the command declares for Code
+// (so errors.Is(err, ErrZeroDivision) works), ErrUnhandledCommand,
+// ErrUnknownRemote, or nil for a code the command does not declare.
+//
+// A responder may also return a *RemoteError to answer with any code; Fatal
+// then closes the connection after the answer is sent.
+type RemoteError struct {
+	Code        string
+	Description string
+	Fatal       bool
+	Err         error
+}
+
+func (e *RemoteError) Error() string {
+	if e.Description == "" {
+		return "amp: remote error " + e.Code
+	}
+	return "amp: remote error " + e.Code + ": " + e.Description
+}
+
+func (e *RemoteError) Unwrap() error { return e.Err }

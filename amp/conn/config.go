@@ -1,0 +1,64 @@
+package conn
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/ampmux/ampmux/amp"
+)
+
+// Config configures a connection. The zero value is usable: no responders
+// (every command is answered UNHANDLED) and the defaults below.
+type Config struct {
+	// Handler finds responders for commands the peer sends.
+	Handler amp.Locator
+	// MaxBoxSize bounds one incoming box in bytes (default 16 MiB).
+	MaxBoxSize int
+	// MaxHandlers bounds the responders running on their own goroutine at
+	// once; when reached, the reader waits, which pushes back on the peer
+	// (default 1024).
+	MaxHandlers int
+	// MaxWriteBuffer is how many bytes of outgoing boxes may wait for the
+	// network before callers block (default 4 MiB; answers may use four
+	// times as much before the reader blocks too).
+	MaxWriteBuffer int
+	// WriteTimeout bounds each write to the network; a peer that reads
+	// nothing for that long loses the connection (default 0: no limit).
+	WriteTimeout time.Duration
+	// BaseContext is the parent of the context responders get (default
+	// context.Background()).
+	BaseContext context.Context
+	// Logger receives protocol errors and responder failures that become
+	// UNKNOWN answers (default slog.Default()).
+	Logger *slog.Logger
+	// OnError, if set, is called once with the error that ended the
+	// connection (nil after a clean Close or a clean hang-up by the peer).
+	OnError func(c *Conn, err error)
+}
+
+const (
+	defaultMaxHandlers    = 1024
+	defaultMaxWriteBuffer = 4 << 20
+	finalFlushTimeout     = 2 * time.Second
+)
+
+func (cfg *Config) withDefaults() Config {
+	c := Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.MaxHandlers <= 0 {
+		c.MaxHandlers = defaultMaxHandlers
+	}
+	if c.MaxWriteBuffer <= 0 {
+		c.MaxWriteBuffer = defaultMaxWriteBuffer
+	}
+	if c.BaseContext == nil {
+		c.BaseContext = context.Background()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

@@ -1,0 +1,11 @@
+// Package conn runs AMP over a net.Conn: one reader goroutine decoding
+// boxes and dispatching them, one writer goroutine that coalesces the boxes
+// of many callers into few writes, and a table of calls waiting for their
+// answers. Both ends of an AMP connection may call and respond.
+//
+// Responders come from a Locator (usually an *amp.Mux). Inline responders
+// run on the reader goroutine, as Twisted runs every responder; the others
+// run on a goroutine each, at most Config.MaxHandlers at a time.
+//
+// Server serves a net.Listener like http.Server, with Shutdown to drain.
+package conn
