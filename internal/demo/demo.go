@@ -128,9 +128,9 @@ func Register(m *amp.Mux) {
 	amp.HandleInline(m, Fail, func(_ context.Context, a FailArgs) (struct{}, error) {
 		switch a.Kind {
 		case "declared":
-			return struct{}{}, errors.Join(ErrDeclared, errors.New("declared: "+a.Kind))
+			return struct{}{}, described{"declared: " + a.Kind, ErrDeclared}
 		case "fatal":
-			return struct{}{}, ErrFatal
+			return struct{}{}, described{"fatal", ErrFatal}
 		}
 		return struct{}{}, errors.New("undeclared")
 	})
@@ -175,3 +175,13 @@ func notesOf(ctx context.Context) *notes {
 	}
 	return n.(*notes)
 }
+
+// described is err with the text Twisted's responder would give it (the
+// error answer's description is the error's text).
+type described struct {
+	msg string
+	err error
+}
+
+func (d described) Error() string { return d.msg }
+func (d described) Unwrap() error { return d.err }
