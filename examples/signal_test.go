@@ -1,0 +1,5 @@
+package examples_test
+
+import "os"
+
+var interruptSignal = os.Interrupt
