@@ -1,0 +1,96 @@
+// Command callbench measures AMP calls per second on one loopback TCP
+// connection, client and server in separate processes, next to a raw TCP
+// "floor" that moves messages of the same sizes with no protocol work.
+//
+// Subcommands:
+//
+//	callbench serve-amp   -addr 127.0.0.1:0 [-api raw|typed] [-cpuprofile F]
+//	callbench serve-floor -addr 127.0.0.1:0 [-cpuprofile F]
+//	callbench amp   -addr A -inflight N -duration 3s [-api raw|typed] [-warmup 500ms] [-cpuprofile F]
+//	callbench floor -addr A -inflight N -duration 3s [-warmup 500ms] [-cpuprofile F]
+//	callbench run   [-inflight 1,16,256] [-duration 3s] [-runs 3] [-api raw,typed] [-warmup 500ms]
+//
+// Servers print "LISTENING <addr>" on stdout and serve until stdin closes
+// or SIGTERM/SIGINT. Clients print one "RESULT key=value ..." line and exit
+// non-zero if any call failed or got a wrong answer. run re-executes this
+// binary for every server and every client and prints a Markdown table;
+// see scripts/bench-conn.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usageText = `usage: callbench <command> [flags]
+
+commands:
+  serve-amp    AMP server answering Sum(a, b) -> total
+  serve-floor  raw TCP floor server: 44-byte requests, 29-byte responses
+  amp          AMP client: -inflight goroutines calling Sum on one connection
+  floor        pipelined raw TCP client against serve-floor
+  run          start servers and clients as processes, print a Markdown table
+
+"callbench <command> -h" lists the command's flags.
+`
+
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := dispatch(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "callbench:", err)
+		os.Exit(1)
+	}
+}
+
+func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return errUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve-amp", "serve-floor":
+		return serveMain(ctx, cmd, rest, stdin, stdout, stderr)
+	case "amp", "floor":
+		return clientMain(ctx, cmd, rest, stdout, stderr)
+	case "run":
+		return runMain(ctx, rest, stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usageText)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "callbench: unknown command %q\n\n%s", cmd, usageText)
+		return errUsage
+	}
+}
+
+// parseFlags parses fs and maps errors to errUsage (the FlagSet has
+// already printed them).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "callbench %s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return errUsage
+	}
+	return nil
+}

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime/pprof"
+	"strconv"
+	"sync"
+
+	"github.com/ampmux/ampmux/amp"
+	"github.com/ampmux/ampmux/amp/box"
+	"github.com/ampmux/ampmux/amp/conn"
+)
+
+// SumArgs and SumReply are the typed Sum of Twisted's AMP example.
+type SumArgs struct {
+	A int64 `amp:"a"`
+	B int64 `amp:"b"`
+}
+
+type SumReply struct {
+	Total int64 `amp:"total"`
+}
+
+// Sum is the typed command; the raw API speaks the same wire boxes.
+var Sum = amp.NewCommand[SumArgs, SumReply]("Sum", amp.Spec{})
+
+// rawSum answers Sum through the box API without allocating.
+func rawSum(_ context.Context, req, resp *box.Box) error {
+	av, okA := req.Get("a")
+	bv, okB := req.Get("b")
+	if !okA || !okB {
+		return &amp.RemoteError{Code: amp.CodeUnknown, Description: "Sum needs a and b"}
+	}
+	a, err := strconv.ParseInt(string(av), 10, 64)
+	if err != nil {
+		return &amp.RemoteError{Code: amp.CodeUnknown, Description: "bad a"}
+	}
+	b, err := strconv.ParseInt(string(bv), 10, 64)
+	if err != nil {
+		return &amp.RemoteError{Code: amp.CodeUnknown, Description: "bad b"}
+	}
+	var tmp [24]byte
+	resp.Set("total", strconv.AppendInt(tmp[:0], a+b, 10))
+	return nil
+}
+
+func typedSum(_ context.Context, a SumArgs) (SumReply, error) {
+	return SumReply{Total: a.A + a.B}, nil
+}
+
+func checkAPI(api string) error {
+	if api != "raw" && api != "typed" {
+		return fmt.Errorf("-api must be raw or typed, not %q", api)
+	}
+	return nil
+}
+
+// newAMPMux returns the Sum responder for api, run inline on the reader.
+func newAMPMux(api string) (*amp.Mux, error) {
+	if err := checkAPI(api); err != nil {
+		return nil, err
+	}
+	m := amp.NewMux()
+	if api == "raw" {
+		m.HandleBoxInline("Sum", rawSum)
+	} else {
+		amp.HandleInline(m, Sum, typedSum)
+	}
+	return m, nil
+}
+
+// startAMPServer serves AMP on l until the returned server is closed.
+func startAMPServer(l net.Listener, api string) (io.Closer, error) {
+	m, err := newAMPMux(api)
+	if err != nil {
+		return nil, err
+	}
+	srv := &conn.Server{Handler: m}
+	go srv.Serve(l)
+	return srv, nil
+}
+
+// Wire sizes of the floor: a Sum call box with a 5-digit tag, and its
+// answer. Built with the codec so that they are the real bytes.
+const (
+	floorReqSize  = 44
+	floorRespSize = 29
+)
+
+var floorReq, floorResp = func() ([]byte, []byte) {
+	var req, resp box.Box
+	req.SetString(amp.KeyAsk, "f4240")
+	req.SetString(amp.KeyCommand, "Sum")
+	req.SetString("a", "13")
+	req.SetString("b", "81")
+	resp.SetString(amp.KeyAnswer, "f4240")
+	resp.SetString("total", "94")
+	q, err1 := box.Append(nil, &req)
+	r, err2 := box.Append(nil, &resp)
+	if err1 != nil || err2 != nil || len(q) != floorReqSize || len(r) != floorRespSize {
+		panic(fmt.Sprintf("callbench: floor messages are %d and %d bytes (%v, %v)", len(q), len(r), err1, err2))
+	}
+	return q, r
+}()
+
+const floorBufSize = 64 << 10
+
+// floorServer answers every complete 44-byte request with a 29-byte
+// response: one Read of whatever is there, one Write of all its answers.
+type floorServer struct {
+	l     net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	done  bool
+	wg    sync.WaitGroup
+}
+
+func startFloorServer(l net.Listener) *floorServer {
+	s := &floorServer{l: l, conns: make(map[net.Conn]struct{})}
+	s.wg.Add(1)
+	go s.accept()
+	return s
+}
+
+func (s *floorServer) accept() {
+	defer s.wg.Done()
+	for {
+		nc, err := s.l.Accept()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		if s.done {
+			s.mu.Unlock()
+			nc.Close()
+			return
+		}
+		s.conns[nc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serve(nc)
+	}
+}
+
+func (s *floorServer) serve(nc net.Conn) {
+	defer func() {
+		nc.Close()
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	buf := make([]byte, floorBufSize)
+	out := bytesRepeat(floorResp, floorBufSize/floorReqSize+1)
+	partial := 0 // bytes of a request not yet complete
+	for {
+		n, err := nc.Read(buf)
+		if n > 0 {
+			total := partial + n
+			k := total / floorReqSize
+			partial = total % floorReqSize
+			if k > 0 {
+				if _, werr := nc.Write(out[:k*floorRespSize]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Close stops accepting, closes every connection and waits.
+func (s *floorServer) Close() error {
+	s.mu.Lock()
+	s.done = true
+	s.l.Close()
+	for nc := range s.conns {
+		nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func bytesRepeat(p []byte, n int) []byte {
+	out := make([]byte, 0, len(p)*n)
+	for range n {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// serveMain runs serve-amp or serve-floor until stdin closes or ctx ends.
+func serveMain(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:0", "address to listen on")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the server's whole life to `file`")
+	api := "raw"
+	if cmd == "serve-amp" {
+		fs.StringVar(&api, "api", "raw", "responder: raw (box API, HandleBoxInline) or typed (Command, HandleInline)")
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := checkAPI(api); err != nil {
+		return err
+	}
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	var srv io.Closer
+	if cmd == "serve-amp" {
+		if srv, err = startAMPServer(l, api); err != nil {
+			l.Close()
+			return err
+		}
+	} else {
+		srv = startFloorServer(l)
+	}
+	if _, err := fmt.Fprintf(stdout, "LISTENING %s\n", l.Addr()); err != nil {
+		srv.Close()
+		return err
+	}
+	stdinClosed := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, stdin)
+		close(stdinClosed)
+	}()
+	select {
+	case <-stdinClosed:
+	case <-ctx.Done():
+	}
+	return srv.Close()
+}
+
+// startCPUProfile starts profiling into path ("" does nothing) and returns
+// the function that stops it.
+func startCPUProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, errors.Join(errors.New("cpuprofile"), err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
