@@ -1,0 +1,50 @@
+package amp_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/ampmux/ampmux/amp"
+	"github.com/ampmux/ampmux/amp/conn"
+)
+
+type DivideArgs struct {
+	Numerator   int64 `amp:"numerator"`
+	Denominator int64 `amp:"denominator"`
+}
+
+type DivideReply struct {
+	Result float64 `amp:"result"`
+}
+
+var ErrZeroDivision = errors.New("division by zero")
+
+var Divide = amp.NewCommand[DivideArgs, DivideReply]("Divide", amp.Spec{
+	Errors: map[string]error{"ZERO_DIVISION": ErrZeroDivision},
+})
+
+func Example() {
+	m := amp.NewMux()
+	amp.HandleInline(m, Divide, func(_ context.Context, a DivideArgs) (DivideReply, error) {
+		if a.Denominator == 0 {
+			return DivideReply{}, ErrZeroDivision
+		}
+		return DivideReply{Result: float64(a.Numerator) / float64(a.Denominator)}, nil
+	})
+	a, b := net.Pipe()
+	server := conn.New(a, &conn.Config{Handler: m})
+	defer server.Close()
+	client := conn.New(b, nil)
+	defer client.Close()
+
+	ctx := context.Background()
+	r, err := Divide.Call(ctx, client, DivideArgs{Numerator: 1, Denominator: 4})
+	fmt.Println(r.Result, err)
+	_, err = Divide.Call(ctx, client, DivideArgs{Numerator: 1, Denominator: 0})
+	fmt.Println(errors.Is(err, ErrZeroDivision), err)
+	// Output:
+	// 0.25 <nil>
+	// true amp: remote error ZERO_DIVISION: division by zero
+}

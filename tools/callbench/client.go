@@ -1,0 +1,482 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ampmux/ampmux/amp/box"
+	"github.com/ampmux/ampmux/amp/conn"
+)
+
+// clientConfig is what the amp and floor clients run.
+type clientConfig struct {
+	Addr     string
+	Inflight int
+	Duration time.Duration
+	Warmup   time.Duration
+	API      string // amp only: raw or typed
+}
+
+// watchdogGrace is how long after the planned end a client gives up on a
+// server that stopped answering, and fails.
+const watchdogGrace = 10 * time.Second
+
+// Result is one client run; its text form is the RESULT line.
+type Result struct {
+	Kind          string // amp or floor
+	API           string // raw or typed; empty for floor
+	Inflight      int
+	Calls         int64   // calls completed in the measured window
+	Seconds       float64 // length of the measured window
+	CallsPerSec   float64
+	P50us, P99us  float64 // sampled latency, microseconds
+	Errors        int64
+	AllocsPerCall float64 // client process, measured window
+	GCs           int64   // client process, measured window
+}
+
+// String is the machine-readable RESULT line.
+func (r Result) String() string {
+	var sb strings.Builder
+	sb.WriteString("RESULT kind=" + r.Kind)
+	if r.API != "" {
+		sb.WriteString(" api=" + r.API)
+	}
+	fmt.Fprintf(&sb, " inflight=%d calls=%d seconds=%.6f calls_per_sec=%.0f p50_us=%.1f p99_us=%.1f errors=%d allocs_per_call=%.3f gcs=%d",
+		r.Inflight, r.Calls, r.Seconds, r.CallsPerSec, r.P50us, r.P99us, r.Errors, r.AllocsPerCall, r.GCs)
+	return sb.String()
+}
+
+// parseResult reads a RESULT line.
+func parseResult(line string) (Result, error) {
+	var r Result
+	fields := strings.Fields(line)
+	if len(fields) == 0 || fields[0] != "RESULT" {
+		return r, fmt.Errorf("not a RESULT line: %q", line)
+	}
+	kv := map[string]string{}
+	for _, f := range fields[1:] {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || k == "" {
+			return r, fmt.Errorf("RESULT field %q is not key=value", f)
+		}
+		kv[k] = v
+	}
+	get := func(k string) (string, error) {
+		v, ok := kv[k]
+		if !ok {
+			return "", fmt.Errorf("RESULT line lacks %s: %q", k, line)
+		}
+		return v, nil
+	}
+	var errs []error
+	num := func(k string, dst *float64) {
+		v, err := get(k)
+		if err == nil {
+			*dst, err = strconv.ParseFloat(v, 64)
+		}
+		errs = append(errs, err)
+	}
+	integer := func(k string, dst *int64) {
+		v, err := get(k)
+		if err == nil {
+			*dst, err = strconv.ParseInt(v, 10, 64)
+		}
+		errs = append(errs, err)
+	}
+	var err error
+	r.Kind, err = get("kind")
+	errs = append(errs, err)
+	r.API = kv["api"]
+	var inflight int64
+	integer("inflight", &inflight)
+	r.Inflight = int(inflight)
+	integer("calls", &r.Calls)
+	num("seconds", &r.Seconds)
+	num("calls_per_sec", &r.CallsPerSec)
+	num("p50_us", &r.P50us)
+	num("p99_us", &r.P99us)
+	integer("errors", &r.Errors)
+	num("allocs_per_call", &r.AllocsPerCall)
+	integer("gcs", &r.GCs)
+	if err := errors.Join(errs...); err != nil {
+		return r, err
+	}
+	if r.Kind != "amp" && r.Kind != "floor" {
+		return r, fmt.Errorf("RESULT kind %q is neither amp nor floor", r.Kind)
+	}
+	return r, nil
+}
+
+// sampler keeps latency samples in preallocated memory; once full it
+// overwrites the oldest.
+type sampler struct {
+	buf []int64 // nanoseconds
+	n   int
+}
+
+func newSampler(capacity int) sampler { return sampler{buf: make([]int64, 0, capacity)} }
+
+func (s *sampler) add(ns int64) {
+	if len(s.buf) < cap(s.buf) {
+		s.buf = append(s.buf, ns)
+	} else {
+		s.buf[s.n%len(s.buf)] = ns
+	}
+	s.n++
+}
+
+// percentiles returns p50 and p99 in microseconds.
+func percentiles(samples []int64) (p50, p99 float64) {
+	if len(samples) == 0 {
+		return 0, 0
+	}
+	slices.Sort(samples)
+	at := func(q float64) float64 {
+		i := min(int(q*float64(len(samples))), len(samples)-1)
+		return float64(samples[i]) / 1e3
+	}
+	return at(0.50), at(0.99)
+}
+
+// sampleEvery: one call in this many is timed.
+const sampleEvery = 16
+
+// totalSamples bounds the latency samples a client keeps.
+const totalSamples = 1 << 18
+
+// memWindow measures allocations and GCs over the measured window.
+type memWindow struct{ mallocs, gcs uint64 }
+
+func readMem() memWindow {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return memWindow{ms.Mallocs, uint64(ms.NumGC)}
+}
+
+const (
+	phaseWarmup int32 = iota
+	phaseMeasure
+	phaseStop
+)
+
+// ampWorker is one calling goroutine's state, apart from the others'.
+type ampWorker struct {
+	calls   int64
+	samples sampler
+	_       [64]byte // keep workers on separate cache lines
+}
+
+// runAMPClient runs cfg.Inflight goroutines, each calling Sum and waiting
+// for its answer, on one shared connection.
+func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
+	res := Result{Kind: "amp", API: cfg.API, Inflight: cfg.Inflight}
+	if err := checkAPI(cfg.API); err != nil {
+		return res, err
+	}
+	if cfg.Inflight < 1 {
+		return res, errors.New("-inflight must be at least 1")
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	c, err := conn.Dial(dctx, "tcp", cfg.Addr, nil)
+	cancel()
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+
+	var (
+		phase    atomic.Int32
+		errCount atomic.Int64
+		firstErr atomic.Pointer[error]
+		failed   = make(chan struct{})
+		failOnce sync.Once
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		errCount.Add(1)
+		firstErr.CompareAndSwap(nil, &err)
+		phase.Store(phaseStop)
+		failOnce.Do(func() { close(failed) })
+	}
+	perWorker := max(totalSamples/cfg.Inflight, 64)
+	workers := make([]*ampWorker, cfg.Inflight)
+	callCtx := context.Background() // no per-call timeout: the watchdog closes the conn
+	for i := range workers {
+		w := &ampWorker{samples: newSampler(perWorker)}
+		workers[i] = w
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var args, reply box.Box
+			args.SetString("a", "13")
+			args.SetString("b", "81")
+			typedArgs := SumArgs{A: 13, B: 81}
+			for n := uint(0); ; n++ {
+				before := phase.Load()
+				if before == phaseStop {
+					return
+				}
+				timed := before == phaseMeasure && n%sampleEvery == 0
+				var t0 time.Time
+				if timed {
+					t0 = time.Now()
+				}
+				if cfg.API == "raw" {
+					err := c.CallBox(callCtx, "Sum", &args, &reply)
+					if err != nil {
+						fail(fmt.Errorf("Sum call: %w", err))
+						return
+					}
+					if v, _ := reply.Get("total"); string(v) != "94" {
+						fail(fmt.Errorf("Sum(13, 81) answered %s, want total 94", reply.String()))
+						return
+					}
+				} else {
+					r, err := Sum.Call(callCtx, c, typedArgs)
+					if err != nil {
+						fail(fmt.Errorf("Sum call: %w", err))
+						return
+					}
+					if r.Total != 94 {
+						fail(fmt.Errorf("Sum(13, 81) answered total %d, want 94", r.Total))
+						return
+					}
+				}
+				if phase.Load() == phaseMeasure {
+					w.calls++
+					if timed {
+						w.samples.add(int64(time.Since(t0)))
+					}
+				}
+			}
+		}()
+	}
+
+	watchdog := time.AfterFunc(cfg.Warmup+cfg.Duration+watchdogGrace, func() {
+		fail(errors.New("server stopped answering (watchdog)"))
+		c.NetConn().Close() // fails the calls still waiting
+	})
+	defer watchdog.Stop()
+
+	var start, end time.Time
+	var m0, m1 memWindow
+	stopped := false
+	wait := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-failed:
+		case <-ctx.Done():
+			fail(ctx.Err())
+		}
+		return false
+	}
+	if wait(cfg.Warmup) {
+		m0 = readMem()
+		start = time.Now()
+		phase.Store(phaseMeasure)
+		if wait(cfg.Duration) {
+			phase.Store(phaseStop)
+			end = time.Now()
+			m1 = readMem()
+			stopped = true
+		}
+	}
+	phase.Store(phaseStop)
+	wg.Wait()
+
+	res.Errors = errCount.Load()
+	if p := firstErr.Load(); p != nil {
+		return res, *p
+	}
+	if !stopped {
+		return res, errors.New("run stopped early")
+	}
+	var all []int64
+	for _, w := range workers {
+		res.Calls += w.calls
+		all = append(all, w.samples.buf...)
+	}
+	res.Seconds = end.Sub(start).Seconds()
+	res.CallsPerSec = float64(res.Calls) / res.Seconds
+	res.P50us, res.P99us = percentiles(all)
+	if res.Calls > 0 {
+		res.AllocsPerCall = float64(m1.mallocs-m0.mallocs) / float64(res.Calls)
+	}
+	res.GCs = int64(m1.gcs - m0.gcs)
+	if res.Calls == 0 {
+		return res, errors.New("no call completed in the measured window")
+	}
+	return res, nil
+}
+
+// runFloorClient keeps cfg.Inflight 44-byte requests outstanding on one
+// connection: one reader loop reads answers in bulk and sends one new
+// request per complete answer, all of one read's refills in one Write.
+func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
+	res := Result{Kind: "floor", Inflight: cfg.Inflight}
+	n := cfg.Inflight
+	if n < 1 {
+		return res, errors.New("-inflight must be at least 1")
+	}
+	var d net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	nc, err := d.DialContext(dctx, "tcp", cfg.Addr)
+	cancel()
+	if err != nil {
+		return res, err
+	}
+	defer nc.Close()
+	stopCtx := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
+	defer stopCtx()
+
+	base := time.Now()
+	warmEnd := cfg.Warmup.Nanoseconds()
+	end := (cfg.Warmup + cfg.Duration).Nanoseconds()
+	nc.SetDeadline(base.Add(cfg.Warmup + cfg.Duration + watchdogGrace))
+
+	reqs := bytesRepeat(floorReq, n)
+	sentAt := make([]int64, n) // request i was sent at sentAt[i%n]
+	samples := newSampler(totalSamples)
+	buf := make([]byte, floorBufSize)
+
+	now := time.Since(base).Nanoseconds()
+	for i := range sentAt {
+		sentAt[i] = now
+	}
+	if _, err := nc.Write(reqs); err != nil {
+		return res, err
+	}
+	var (
+		sent, rcvd      = int64(n), int64(0)
+		have            int // bytes of buf holding unread answers
+		started, ending bool
+		mStart, mEnd    int64
+		m0, m1          memWindow
+	)
+	for sent > rcvd {
+		k0, err := nc.Read(buf[have:])
+		if err != nil {
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			if err == io.EOF {
+				err = errors.New("server closed the connection")
+			}
+			res.Errors++
+			return res, fmt.Errorf("after %d answers: %w", rcvd, err)
+		}
+		now = time.Since(base).Nanoseconds()
+		have += k0
+		k := have / floorRespSize
+		counting := started && !ending
+		for j := range k {
+			if !bytes.Equal(buf[j*floorRespSize:(j+1)*floorRespSize], floorResp) {
+				res.Errors++
+				return res, fmt.Errorf("answer %d is %q, want %q", rcvd, buf[j*floorRespSize:(j+1)*floorRespSize], floorResp)
+			}
+			if counting && rcvd%sampleEvery == 0 {
+				samples.add(now - sentAt[rcvd%int64(n)])
+			}
+			rcvd++
+		}
+		copy(buf, buf[k*floorRespSize:have])
+		have -= k * floorRespSize
+		switch {
+		case counting:
+			res.Calls += int64(k)
+			mEnd = now
+			if now >= end {
+				ending = true
+				m1 = readMem()
+			}
+		case !started && now >= warmEnd:
+			started = true
+			mStart = now
+			m0 = readMem()
+		}
+		if ending || k == 0 {
+			continue
+		}
+		for range k {
+			sentAt[sent%int64(n)] = now
+			sent++
+		}
+		if _, err := nc.Write(reqs[:k*floorReqSize]); err != nil {
+			res.Errors++
+			return res, err
+		}
+	}
+	if have != 0 {
+		res.Errors++
+		return res, fmt.Errorf("%d stray bytes after the last answer", have)
+	}
+	res.Seconds = float64(mEnd-mStart) / 1e9
+	if res.Calls == 0 || res.Seconds <= 0 {
+		return res, errors.New("no answer in the measured window")
+	}
+	res.CallsPerSec = float64(res.Calls) / res.Seconds
+	res.P50us, res.P99us = percentiles(samples.buf)
+	res.AllocsPerCall = float64(m1.mallocs-m0.mallocs) / float64(res.Calls)
+	res.GCs = int64(m1.gcs - m0.gcs)
+	return res, nil
+}
+
+// clientMain runs the amp or floor client and prints its RESULT line.
+func clientMain(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg clientConfig
+	fs.StringVar(&cfg.Addr, "addr", "", "server address (required)")
+	fs.IntVar(&cfg.Inflight, "inflight", 1, "calls in flight at once")
+	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "length of the measured window")
+	fs.DurationVar(&cfg.Warmup, "warmup", 500*time.Millisecond, "unmeasured run before the window")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the client (warmup included) to `file`")
+	if cmd == "amp" {
+		fs.StringVar(&cfg.API, "api", "raw", "raw (Conn.CallBox, reused boxes) or typed (Command.Call)")
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if cfg.Addr == "" {
+		fmt.Fprintf(stderr, "callbench %s: -addr is required\n", cmd)
+		return errUsage
+	}
+	if cfg.Duration <= 0 || cfg.Warmup < 0 {
+		fmt.Fprintf(stderr, "callbench %s: -duration must be positive and -warmup not negative\n", cmd)
+		return errUsage
+	}
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
+	}
+	var res Result
+	if cmd == "amp" {
+		res, err = runAMPClient(ctx, cfg)
+	} else {
+		res, err = runFloorClient(ctx, cfg)
+	}
+	stopProfile()
+	if err == nil || res.Calls > 0 || res.Errors > 0 {
+		fmt.Fprintln(stdout, res)
+	}
+	if err != nil {
+		return fmt.Errorf("%s client (inflight %d): %w", cmd, cfg.Inflight, err)
+	}
+	return nil
+}

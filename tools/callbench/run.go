@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// runOptions is what the run subcommand measures.
+type runOptions struct {
+	Inflight []int
+	APIs     []string
+	Duration time.Duration
+	Warmup   time.Duration
+	Runs     int
+}
+
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	inflight := fs.String("inflight", "1,16,256", "comma-separated calls in flight")
+	apis := fs.String("api", "raw,typed", "comma-separated AMP APIs to measure (raw, typed)")
+	var opt runOptions
+	fs.DurationVar(&opt.Duration, "duration", 3*time.Second, "measured window of each client run")
+	fs.DurationVar(&opt.Warmup, "warmup", 500*time.Millisecond, "unmeasured run before each window")
+	fs.IntVar(&opt.Runs, "runs", 3, "runs of each cell; the table shows the median")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	for _, s := range strings.Split(*inflight, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "callbench run: bad -inflight %q\n", *inflight)
+			return errUsage
+		}
+		opt.Inflight = append(opt.Inflight, n)
+	}
+	for _, s := range strings.Split(*apis, ",") {
+		s = strings.TrimSpace(s)
+		if checkAPI(s) != nil || slices.Contains(opt.APIs, s) {
+			fmt.Fprintf(stderr, "callbench run: bad -api %q\n", *apis)
+			return errUsage
+		}
+		opt.APIs = append(opt.APIs, s)
+	}
+	if opt.Runs < 1 || opt.Duration <= 0 || opt.Warmup < 0 {
+		fmt.Fprintln(stderr, "callbench run: -runs and -duration must be positive")
+		return errUsage
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	return runBench(ctx, self, opt, stdout, stderr)
+}
+
+// server is a serve-* child process.
+type server struct {
+	name  string
+	addr  string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan struct{} // closed when Wait has returned
+	err   error         // Wait's error, once done is closed
+}
+
+// startServer runs "self serve-..." and waits for its LISTENING line.
+func startServer(ctx context.Context, self, name string, args []string, stderr io.Writer) (*server, error) {
+	cmd := exec.Command(self, args...)
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	lw := &listenWriter{addr: make(chan string, 1), rest: stderr}
+	cmd.Stdout = lw
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s server: %w", name, err)
+	}
+	s := &server{name: name, cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	go func() {
+		s.err = cmd.Wait()
+		close(s.done)
+	}()
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case s.addr = <-lw.addr:
+		return s, nil
+	case <-s.done:
+		return nil, fmt.Errorf("%s server exited before listening: %v", name, s.err)
+	case <-t.C:
+		s.stop()
+		return nil, fmt.Errorf("%s server printed no LISTENING line in 10s", name)
+	case <-ctx.Done():
+		s.stop()
+		return nil, ctx.Err()
+	}
+}
+
+// stop closes the server's stdin, and kills it if it has not exited 2 s
+// later. It reports how the server ended.
+func (s *server) stop() error {
+	s.stdin.Close()
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-s.done:
+		return s.err
+	case <-t.C:
+		s.cmd.Process.Kill()
+		<-s.done
+		return fmt.Errorf("%s server did not exit within 2s of stdin closing; killed", s.name)
+	}
+}
+
+// listenWriter finds "LISTENING <addr>" in a server's stdout and passes
+// every other line on.
+type listenWriter struct {
+	mu   sync.Mutex
+	buf  []byte
+	addr chan string
+	seen bool
+	rest io.Writer
+}
+
+func (w *listenWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimSpace(string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+		if a, ok := strings.CutPrefix(line, "LISTENING "); ok && !w.seen {
+			w.seen = true
+			w.addr <- strings.TrimSpace(a)
+			continue
+		}
+		fmt.Fprintf(w.rest, "server: %s\n", line)
+	}
+	return len(p), nil
+}
+
+// runClient runs one client process and returns its parsed RESULT.
+func runClient(ctx context.Context, self string, args []string, timeout time.Duration, stderr io.Writer) (Result, error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, self, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &errOut
+	cmd.WaitDelay = 2 * time.Second
+	err := cmd.Run()
+	what := "callbench " + strings.Join(args, " ")
+	if err != nil {
+		msg := strings.TrimSpace(errOut.String())
+		if cctx.Err() == context.DeadlineExceeded {
+			msg += fmt.Sprintf(" (killed after %v)", timeout)
+		}
+		return Result{}, fmt.Errorf("%s: %v: %s", what, err, msg)
+	}
+	if errOut.Len() > 0 {
+		fmt.Fprintf(stderr, "%s: %s", what, errOut.String())
+	}
+	var results []Result
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "RESULT ") {
+			r, err := parseResult(sc.Text())
+			if err != nil {
+				return Result{}, fmt.Errorf("%s: %w", what, err)
+			}
+			results = append(results, r)
+		}
+	}
+	if len(results) != 1 {
+		return Result{}, fmt.Errorf("%s: printed %d RESULT lines, want 1; stdout: %q", what, len(results), out.String())
+	}
+	r := results[0]
+	if r.Errors != 0 || r.Calls <= 0 {
+		return Result{}, fmt.Errorf("%s: %d errors, %d calls", what, r.Errors, r.Calls)
+	}
+	return r, nil
+}
+
+// column is one measured kind: the floor or one AMP API.
+type column struct {
+	kind, api string
+	server    *server
+}
+
+func (c column) label() string {
+	if c.kind == "floor" {
+		return "floor"
+	}
+	return "amp " + c.api
+}
+
+// runBench starts the servers, runs every client, and prints the table.
+func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr io.Writer) (err error) {
+	started := time.Now()
+	load0 := loadAvg()
+	cols := []column{{kind: "floor"}}
+	for _, api := range opt.APIs {
+		cols = append(cols, column{kind: "amp", api: api})
+	}
+	// Stop every server we started, whatever happens.
+	var servers []*server
+	defer func() {
+		for _, s := range servers {
+			if serr := s.stop(); serr != nil && err == nil {
+				err = serr
+			}
+		}
+	}()
+	for i := range cols {
+		args := []string{"serve-floor", "-addr", "127.0.0.1:0"}
+		if cols[i].kind == "amp" {
+			args = []string{"serve-amp", "-addr", "127.0.0.1:0", "-api", cols[i].api}
+		}
+		s, err := startServer(ctx, self, cols[i].label(), args, stderr)
+		if err != nil {
+			return err
+		}
+		servers = append(servers, s)
+		cols[i].server = s
+	}
+
+	timeout := opt.Warmup + opt.Duration + watchdogGrace + 20*time.Second
+	results := make(map[int][][]Result) // inflight -> column -> runs
+	for _, n := range opt.Inflight {
+		results[n] = make([][]Result, len(cols))
+		for run := 1; run <= opt.Runs; run++ {
+			line := fmt.Sprintf("inflight %d, run %d/%d:", n, run, opt.Runs)
+			for ci, col := range cols {
+				args := []string{col.kind, "-addr", col.server.addr, "-inflight", strconv.Itoa(n),
+					"-duration", opt.Duration.String(), "-warmup", opt.Warmup.String()}
+				if col.kind == "amp" {
+					args = append(args, "-api", col.api)
+				}
+				r, err := runClient(ctx, self, args, timeout, stderr)
+				if err != nil {
+					return err
+				}
+				results[n][ci] = append(results[n][ci], r)
+				line += fmt.Sprintf("  %s %s/s", col.label(), humanInt(r.CallsPerSec))
+			}
+			fmt.Fprintln(stderr, line)
+		}
+	}
+	printTable(stdout, opt, cols, results, started, load0)
+	return nil
+}
+
+// medianRun returns the run with the median calls/s (the lower middle one
+// for an even count).
+func medianRun(runs []Result) Result {
+	s := slices.Clone(runs)
+	slices.SortFunc(s, func(a, b Result) int {
+		switch {
+		case a.CallsPerSec < b.CallsPerSec:
+			return -1
+		case a.CallsPerSec > b.CallsPerSec:
+			return 1
+		}
+		return 0
+	})
+	return s[(len(s)-1)/2]
+}
+
+func printTable(w io.Writer, opt runOptions, cols []column, results map[int][][]Result, started time.Time, load0 string) {
+	fmt.Fprintf(w, "## AMP Sum calls/s on one loopback TCP connection vs a raw TCP floor\n\n")
+	fmt.Fprintf(w, "- date: %s (took %s)\n", started.Format("2006-01-02 15:04:05 MST"), time.Since(started).Round(time.Second))
+	fmt.Fprintf(w, "- machine: nproc %d, %s, Linux %s\n", runtime.NumCPU(), cpuModel(), kernel())
+	fmt.Fprintf(w, "- go: %s %s/%s, GOMAXPROCS default in each process\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(w, "- load average: %s before, %s after\n", load0, loadAvg())
+	fmt.Fprintf(w, "- each cell: median of %d runs (interleaved floor, amp ...), %v measured after %v warmup; client and server are separate processes; p50/p99 from the median run (1 call in %d timed)\n",
+		opt.Runs, opt.Duration, opt.Warmup, sampleEvery)
+	fmt.Fprintf(w, "- floor: %d-byte requests, %d-byte answers (a Sum call box and its answer), pipelined by one reader loop, one Write per Read on both sides\n\n", floorReqSize, floorRespSize)
+
+	head := []string{"in flight", "floor calls/s"}
+	for _, c := range cols[1:] {
+		head = append(head, c.label()+" calls/s", "% of floor")
+	}
+	for _, c := range cols {
+		head = append(head, c.label()+" p50/p99 µs")
+	}
+	fmt.Fprintf(w, "| %s |\n", strings.Join(head, " | "))
+	seps := make([]string, len(head))
+	for i := range seps {
+		seps[i] = "---:"
+	}
+	fmt.Fprintf(w, "|%s|\n", strings.Join(seps, "|"))
+	for _, n := range opt.Inflight {
+		med := make([]Result, len(cols))
+		for i := range cols {
+			med[i] = medianRun(results[n][i])
+		}
+		row := []string{strconv.Itoa(n), humanInt(med[0].CallsPerSec)}
+		for i := range cols[1:] {
+			r := med[i+1]
+			row = append(row, humanInt(r.CallsPerSec), fmt.Sprintf("%.0f%%", 100*r.CallsPerSec/med[0].CallsPerSec))
+		}
+		for _, r := range med {
+			row = append(row, fmt.Sprintf("%s / %s", humanUs(r.P50us), humanUs(r.P99us)))
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+	}
+
+	fmt.Fprintf(w, "\nEvery run, calls/s in run order (client allocations per call at the median run):\n\n")
+	head = []string{"in flight"}
+	for _, c := range cols {
+		head = append(head, c.label())
+	}
+	fmt.Fprintf(w, "| %s |\n", strings.Join(head, " | "))
+	fmt.Fprintf(w, "|%s|\n", strings.Join(seps[:len(head)], "|"))
+	for _, n := range opt.Inflight {
+		row := []string{strconv.Itoa(n)}
+		for i := range cols {
+			var parts []string
+			for _, r := range results[n][i] {
+				parts = append(parts, humanInt(r.CallsPerSec))
+			}
+			row = append(row, fmt.Sprintf("%s (%.2f allocs)", strings.Join(parts, ", "), medianRun(results[n][i]).AllocsPerCall))
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+	}
+}
+
+// humanInt writes 1234567.8 as 1,234,568.
+func humanInt(f float64) string {
+	s := strconv.FormatInt(int64(f+0.5), 10)
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+func humanUs(us float64) string {
+	if us >= 100 {
+		return strconv.FormatFloat(us, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(us, 'f', 1, 64)
+}
+
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for line := range strings.Lines(string(data)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func kernel() string {
+	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(data))
+}
+
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
