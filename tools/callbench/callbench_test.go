@@ -1,0 +1,294 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ampmux/ampmux/amp"
+	"github.com/ampmux/ampmux/amp/box"
+	"github.com/ampmux/ampmux/amp/conn"
+)
+
+// TestMain lets the test binary stand in for callbench when the run
+// subcommand re-executes itself (see TestRunSubprocesses).
+func TestMain(m *testing.M) {
+	if os.Getenv("CALLBENCH_AS_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const (
+	testDuration = 200 * time.Millisecond
+	testWarmup   = 50 * time.Millisecond
+)
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestFloorMessagesAreSumBoxes(t *testing.T) {
+	if len(floorReq) != floorReqSize || len(floorResp) != floorRespSize {
+		t.Fatalf("floor messages are %d and %d bytes", len(floorReq), len(floorResp))
+	}
+	dec := box.NewDecoder(bytes.NewReader(append(append([]byte{}, floorReq...), floorResp...)))
+	var b box.Box
+	if err := dec.Next(&b); err != nil {
+		t.Fatal(err)
+	}
+	if b.GetString(amp.KeyCommand) != "Sum" || b.GetString("a") != "13" || b.GetString("b") != "81" {
+		t.Fatalf("request box %v", b.String())
+	}
+	if err := dec.Next(&b); err != nil {
+		t.Fatal(err)
+	}
+	if b.GetString("total") != "94" || !b.Has(amp.KeyAnswer) {
+		t.Fatalf("response box %v", b.String())
+	}
+}
+
+func TestResultLine(t *testing.T) {
+	in := Result{Kind: "amp", API: "typed", Inflight: 16, Calls: 123456, Seconds: 1.5,
+		CallsPerSec: 82304, P50us: 12.5, P99us: 250, AllocsPerCall: 4, GCs: 3}
+	line := in.String()
+	if !strings.HasPrefix(line, "RESULT kind=amp api=typed inflight=16 calls=123456 seconds=1.500000 calls_per_sec=82304 p50_us=12.5 p99_us=250.0") {
+		t.Fatalf("line %q", line)
+	}
+	out, err := parseResult(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != in {
+		t.Fatalf("parsed %+v, want %+v", out, in)
+	}
+	floor := Result{Kind: "floor", Inflight: 1, Calls: 1, Seconds: 1, CallsPerSec: 1}
+	if out, err := parseResult(floor.String()); err != nil || out != floor || strings.Contains(floor.String(), "api=") {
+		t.Fatalf("floor line %q parsed %+v, %v", floor.String(), out, err)
+	}
+	for _, bad := range []string{
+		"",
+		"RESULTS kind=amp",
+		strings.Replace(line, " calls=123456", "", 1),
+		strings.Replace(line, "calls=123456", "calls=many", 1),
+		strings.Replace(line, "kind=amp", "kind=http", 1),
+		line + " junk",
+	} {
+		if _, err := parseResult(bad); err == nil {
+			t.Errorf("parseResult(%q) accepted it", bad)
+		}
+	}
+}
+
+// checkResult round-trips r through its RESULT line and checks it.
+func checkResult(t *testing.T, r Result, kind, api string, inflight int) {
+	t.Helper()
+	p, err := parseResult(r.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(p.String())
+	if p.Kind != kind || p.API != api || p.Inflight != inflight {
+		t.Fatalf("RESULT says %s/%s/%d, want %s/%s/%d", p.Kind, p.API, p.Inflight, kind, api, inflight)
+	}
+	if p.Calls <= 0 || p.Errors != 0 || p.CallsPerSec <= 0 || p.P50us <= 0 || p.P99us < p.P50us {
+		t.Fatalf("implausible result %+v", p)
+	}
+	if p.Seconds < testDuration.Seconds()*0.9 || p.Seconds > testDuration.Seconds()*3 {
+		t.Fatalf("measured %.3fs for a %v window", p.Seconds, testDuration)
+	}
+}
+
+func TestFloorClient(t *testing.T) {
+	srv := startFloorServer(listen(t))
+	defer srv.Close()
+	for _, n := range []int{1, 16, 300} {
+		r, err := runFloorClient(context.Background(), clientConfig{
+			Addr: srv.l.Addr().String(), Inflight: n, Duration: testDuration, Warmup: testWarmup})
+		if err != nil {
+			t.Fatalf("inflight %d: %v", n, err)
+		}
+		checkResult(t, r, "floor", "", n)
+	}
+}
+
+func TestAMPClient(t *testing.T) {
+	for _, api := range []string{"raw", "typed"} {
+		l := listen(t)
+		srv, err := startAMPServer(l, api)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{1, 16} {
+			r, err := runAMPClient(context.Background(), clientConfig{
+				Addr: l.Addr().String(), Inflight: n, Duration: testDuration, Warmup: testWarmup, API: api})
+			if err != nil {
+				t.Fatalf("%s, inflight %d: %v", api, n, err)
+			}
+			checkResult(t, r, "amp", api, n)
+		}
+		srv.Close()
+	}
+}
+
+// A server that answers wrongly must make the client fail, not count.
+func TestAMPClientWrongAnswer(t *testing.T) {
+	m := amp.NewMux()
+	m.HandleBoxInline("Sum", func(_ context.Context, req, resp *box.Box) error {
+		resp.SetString("total", "95")
+		return nil
+	})
+	l := listen(t)
+	srv := &conn.Server{Handler: m}
+	go srv.Serve(l)
+	defer srv.Close()
+	for _, api := range []string{"raw", "typed"} {
+		r, err := runAMPClient(context.Background(), clientConfig{
+			Addr: l.Addr().String(), Inflight: 4, Duration: testDuration, Warmup: testWarmup, API: api})
+		if err == nil || r.Errors == 0 || !strings.Contains(err.Error(), "95") {
+			t.Fatalf("%s: wrong answers gave %+v, %v", api, r, err)
+		}
+	}
+	// An unknown command (UNHANDLED) is an error too.
+	srv2 := &conn.Server{Handler: amp.NewMux()}
+	l2 := listen(t)
+	go srv2.Serve(l2)
+	defer srv2.Close()
+	_, err := runAMPClient(context.Background(), clientConfig{
+		Addr: l2.Addr().String(), Inflight: 2, Duration: testDuration, Warmup: testWarmup, API: "raw"})
+	var re *amp.RemoteError
+	if !errors.As(err, &re) || re.Code != amp.CodeUnhandled {
+		t.Fatalf("no Sum responder gave %v", err)
+	}
+}
+
+func TestFloorClientWrongAnswer(t *testing.T) {
+	l := listen(t)
+	defer l.Close()
+	go func() {
+		nc, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		bad := bytes.Replace(floorResp, []byte("94"), []byte("95"), 1)
+		buf := make([]byte, floorReqSize)
+		for {
+			if _, err := io.ReadFull(nc, buf); err != nil {
+				return
+			}
+			if _, err := nc.Write(bad); err != nil {
+				return
+			}
+		}
+	}()
+	r, err := runFloorClient(context.Background(), clientConfig{
+		Addr: l.Addr().String(), Inflight: 4, Duration: testDuration, Warmup: testWarmup})
+	if err == nil || r.Errors == 0 {
+		t.Fatalf("wrong answers gave %+v, %v", r, err)
+	}
+}
+
+// serve-amp prints LISTENING, serves, and returns when stdin closes.
+func TestServeSubcommands(t *testing.T) {
+	for _, args := range [][]string{{"serve-amp", "-api", "typed"}, {"serve-floor"}} {
+		stdinR, stdinW := io.Pipe()
+		stdoutR, stdoutW := io.Pipe()
+		prof := t.TempDir() + "/cpu.pprof"
+		done := make(chan error, 1)
+		go func() {
+			done <- dispatch(context.Background(), append(args, "-addr", "127.0.0.1:0", "-cpuprofile", prof), stdinR, stdoutW, io.Discard)
+			stdoutW.Close()
+		}()
+		line, err := bufio.NewReader(stdoutR).ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, ok := strings.CutPrefix(strings.TrimSpace(line), "LISTENING ")
+		if !ok {
+			t.Fatalf("%s printed %q", args[0], line)
+		}
+		var out bytes.Buffer
+		client := []string{"floor", "-addr", addr, "-duration", testDuration.String(), "-warmup", testWarmup.String(), "-inflight", "8"}
+		if args[0] == "serve-amp" {
+			client = append(client[:0:0], "amp", "-api", "typed")
+			client = append(client, "-addr", addr, "-duration", testDuration.String(), "-warmup", testWarmup.String(), "-inflight", "8")
+		}
+		if err := dispatch(context.Background(), client, nil, &out, io.Discard); err != nil {
+			t.Fatalf("%v: %v", client, err)
+		}
+		r, err := parseResult(strings.TrimSpace(out.String()))
+		if err != nil || r.Calls <= 0 || r.Errors != 0 {
+			t.Fatalf("%v printed %q: %v", client, out.String(), err)
+		}
+		stdinW.Close()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", args[0], err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still serving 5s after stdin closed", args[0])
+		}
+		if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
+			t.Fatalf("no CPU profile: %v", err)
+		}
+	}
+}
+
+// The orchestrator, end to end: servers and clients as processes (this
+// test binary, standing in for callbench through TestMain).
+func TestRunSubprocesses(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CALLBENCH_AS_MAIN", "1")
+	var out, errOut bytes.Buffer
+	opt := runOptions{Inflight: []int{1, 8}, APIs: []string{"raw", "typed"}, Duration: testDuration, Warmup: testWarmup, Runs: 1}
+	if err := runBench(context.Background(), self, opt, &out, &errOut); err != nil {
+		t.Fatalf("%v\nstderr:\n%s", err, errOut.String())
+	}
+	t.Logf("\n%s\n%s", errOut.String(), out.String())
+	table := out.String()
+	for _, want := range []string{
+		"| in flight | floor calls/s | amp raw calls/s | % of floor | amp typed calls/s | % of floor |",
+		"\n| 1 | ", "\n| 8 | ", "- machine: nproc ",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q", want)
+		}
+	}
+}
+
+// A server that cannot start fails the run and leaves nothing behind.
+func TestRunFailsLoudly(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CALLBENCH_AS_MAIN", "1")
+	// The clients get -api bogus: rejected by the AMP server's start.
+	opt := runOptions{Inflight: []int{1}, APIs: []string{"bogus"}, Duration: testDuration, Warmup: testWarmup, Runs: 1}
+	var out, errOut bytes.Buffer
+	err = runBench(context.Background(), self, opt, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "exited before listening") {
+		t.Fatalf("bogus api gave %v", err)
+	}
+	if out.Len() != 0 {
+		t.Fatalf("printed a table after failing:\n%s", out.String())
+	}
+}
