@@ -60,12 +60,12 @@ func TestGoldenEchoArgumentsRoundTrip(t *testing.T) {
 }
 
 type allKinds struct {
-	I8    int8           `amp:"i8"`
-	U16   uint16         `amp:"u16"`
-	F32   float32        `amp:"f32"`
-	S     string         `amp:"s,String"`
-	Opt   *int64         `amp:"opt,optional"`
-	List  [][]int        `amp:"list,optional"`
+	I8    int8    `amp:"i8"`
+	U16   uint16  `amp:"u16"`
+	F32   float32 `amp:"f32"`
+	S     string  `amp:"s,String"`
+	Opt   *int64  `amp:"opt,optional"`
+	List  [][]int `amp:"list,optional"`
 	Items []struct {
 		N int `amp:"n"`
 	} `amp:"items,optional"`
