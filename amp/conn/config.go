@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"time"
 
@@ -26,6 +27,12 @@ type Config struct {
 	// WriteTimeout bounds each write to the network; a peer that reads
 	// nothing for that long loses the connection (default 0: no limit).
 	WriteTimeout time.Duration
+	// TLS, if set, lets the peer secure the connection with StartTLS, this
+	// end being the TLS server (certificates, ClientCAs, ClientAuth). With
+	// nil, StartTLS is refused with TLS_ERROR.
+	TLS *tls.Config
+	// HandshakeTimeout bounds a StartTLS handshake (default 10 s).
+	HandshakeTimeout time.Duration
 	// BaseContext is the parent of the context responders get (default
 	// context.Background()).
 	BaseContext context.Context

@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -43,16 +44,31 @@ type Conn struct {
 	wmu      sync.Mutex
 	wbuf     []byte
 	wspare   []byte
-	wbox     box.Box       // scratch for building command boxes
 	wspace   chan struct{} // closed and replaced when a full buffer drains; nil if nobody waits
 	wclosing bool          // no more writes accepted; writer flushes and exits
-	werr     error
-	wake     chan struct{} // buffered 1: there is something to write
-	kick     atomic.Bool   // reader queued answers without waking the writer
-	fdsOut   []int         // descriptors to send with the next write (Unix only)
-	fdsClose []io.Closer
-	sentFDs  int
-	fdIn     *fdQueue
+	wmark    int           // if >= 0: flush wbuf[:wmark], then pause (StartTLS, switch)
+	wpaused  chan struct{} // closed by the writer once paused at the mark
+	wresume  chan struct{} // closed to let a paused writer go on
+	wstop    bool          // on resume, exit without closing: the conn was taken over
+	wconn    net.Conn      // where the writer writes: nc, or the TLS conn over it
+	locked   error         // set while a switch is pending: nothing may be sent
+
+	// TLS and switching. tlsState is set once by the reader goroutine;
+	// read it under tlsMu.
+	tlsMu     sync.Mutex
+	tlsState  *tls.ConnectionState
+	tlsServer bool
+	tlsBusy   bool           // a StartTLS is under way
+	inInline  bool           // reader: an inline responder is running
+	switchTo  func(net.Conn) // reader: set by SwitchAfterAnswer
+	takenOver bool           // reader: AMP has stopped; nc belongs to someone else
+	werr      error
+	wake      chan struct{} // buffered 1: there is something to write
+	kick      atomic.Bool   // reader queued answers without waking the writer
+	fdsOut    []int         // descriptors to send with the next write (Unix only)
+	fdsClose  []io.Closer
+	sentFDs   int
+	fdIn      *fdQueue
 
 	active   atomic.Int32 // commands received and not yet answered
 	handlers sync.WaitGroup
@@ -83,6 +99,8 @@ func New(nc net.Conn, cfg *Config) *Conn {
 		cfg:        cfg.withDefaults(),
 		pending:    make(map[uint64]*call),
 		wake:       make(chan struct{}, 1),
+		wmark:      -1,
+		wconn:      nc,
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -129,10 +147,7 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 func (c *Conn) Err() error {
 	select {
 	case <-c.done:
-		if errors.Is(c.err, net.ErrClosed) || c.err == io.EOF {
-			return nil
-		}
-		return c.err
+		return cleanErr(c.err)
 	default:
 		return nil
 	}
@@ -208,26 +223,32 @@ func (c *Conn) failPending(cause error) {
 
 // finish runs once both goroutines are gone.
 func (c *Conn) finish() {
-	c.nc.Close()
+	if !c.takenOver {
+		c.nc.Close()
+	}
 	c.releaseFDs()
 	if c.cfg.OnError != nil {
-		c.cfg.OnError(c, c.Err2())
+		c.cfg.OnError(c, cleanErr(c.err))
 	}
 	close(c.done)
 }
 
-// Err2 is Err without waiting for done (used while finishing).
-func (c *Conn) Err2() error {
-	if errors.Is(c.err, net.ErrClosed) || c.err == io.EOF {
+// cleanErr hides the causes of an orderly end.
+func cleanErr(err error) error {
+	if errors.Is(err, net.ErrClosed) || err == io.EOF || errors.Is(err, ErrSwitched) {
 		return nil
 	}
-	return c.err
+	return err
 }
 
 type call struct {
 	done  chan struct{} // buffered 1
 	reply *box.Box
 	err   error
+	// For StartTLS and switches: run on the reader goroutine when the
+	// answer arrives, before the caller is woken.
+	after  func(isErr bool) error
+	paused chan struct{}
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -250,7 +271,7 @@ func (c *Conn) CallBox(ctx context.Context, command string, args, reply *box.Box
 	c.pending[tag] = cl
 	c.pmu.Unlock()
 
-	if err := c.writeCommand(ctx, command, tag, args); err != nil {
+	if _, err := c.writeCommand(ctx, command, tag, args, false); err != nil {
 		c.pmu.Lock()
 		owned := c.pending != nil && c.pending[tag] == cl
 		if owned {
@@ -304,31 +325,62 @@ func (c *Conn) SendBox(ctx context.Context, command string, args *box.Box) error
 	if lost != nil {
 		return lost
 	}
-	return c.writeCommand(ctx, command, 0, args)
+	_, err := c.writeCommand(ctx, command, 0, args, false)
+	return err
 }
 
-// writeCommand queues a command box; tag 0 means no _ask.
-func (c *Conn) writeCommand(ctx context.Context, command string, tag uint64, args *box.Box) error {
-	c.wmu.Lock()
-	if err := c.waitSpace(ctx, c.cfg.MaxWriteBuffer); err != nil {
-		c.wmu.Unlock()
-		return err
-	}
-	b := &c.wbox
+// writeCommand queues a command box; tag 0 means no _ask. With mark, the
+// writer pauses right after this box (see enqueue).
+func (c *Conn) writeCommand(ctx context.Context, command string, tag uint64, args *box.Box, mark bool) (chan struct{}, error) {
+	b := getBox()
+	defer putBox(b)
 	b.CopyFrom(args)
 	b.SetString(amp.KeyCommand, command)
 	if tag != 0 {
 		var tmp [16]byte
 		b.Set(amp.KeyAsk, strconv.AppendUint(tmp[:0], tag, 16))
 	}
-	var err error
-	c.wbuf, err = box.Append(c.wbuf, b)
-	b.Reset()
-	c.wmu.Unlock()
+	paused, err := c.enqueue(ctx, b, c.cfg.MaxWriteBuffer, mark)
 	if err == nil {
 		c.signalWriter()
 	}
-	return err
+	return paused, err
+}
+
+// enqueue appends the wire form of b to the write buffer, waiting while
+// the buffer holds limit bytes or more. With mark, the writer sends
+// everything up to and including b, then pauses until resumed: what is
+// queued after b waits (for TLS to start, or is dropped by a switch). The
+// returned channel is closed once the writer has paused.
+func (c *Conn) enqueue(ctx context.Context, b *box.Box, limit int, mark bool) (chan struct{}, error) {
+	var paused chan struct{}
+	if mark {
+		paused = make(chan struct{})
+	}
+	return paused, c.enqueueMarked(ctx, b, limit, paused)
+}
+
+// enqueueMarked is enqueue with the pause channel made by the caller (nil:
+// no mark).
+func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused chan struct{}) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.waitSpace(ctx, limit); err != nil {
+		return err
+	}
+	if c.locked != nil {
+		return c.locked
+	}
+	var err error
+	if c.wbuf, err = box.Append(c.wbuf, b); err != nil {
+		return err
+	}
+	if paused != nil {
+		c.wmark = len(c.wbuf)
+		c.wpaused = paused
+		c.wresume = make(chan struct{})
+	}
+	return nil
 }
 
 // waitSpace waits, with wmu held, until the write buffer is under limit.
@@ -366,14 +418,7 @@ func (c *Conn) waitSpace(ctx context.Context, limit int) error {
 // wakes the writer before it next blocks, so that all answers to one read
 // leave in one write.
 func (c *Conn) queueAnswer(b *box.Box, fromReader bool) error {
-	c.wmu.Lock()
-	if err := c.waitSpace(c.ctx, 4*c.cfg.MaxWriteBuffer); err != nil {
-		c.wmu.Unlock()
-		return err
-	}
-	var err error
-	c.wbuf, err = box.Append(c.wbuf, b)
-	c.wmu.Unlock()
+	_, err := c.enqueue(c.ctx, b, 4*c.cfg.MaxWriteBuffer, false)
 	if err != nil {
 		return err
 	}
@@ -421,7 +466,16 @@ func (c *Conn) writeLoop() {
 		runtime.Gosched()
 		c.wmu.Lock()
 		out := c.wbuf
-		c.wbuf, c.wspare = c.wspare[:0], nil
+		var paused chan struct{}
+		if c.wmark >= 0 {
+			// Up to the mark now; the rest waits for the pause to end.
+			c.wbuf = append(c.wspare[:0], out[c.wmark:]...)
+			out = out[:c.wmark]
+			c.wmark, paused = -1, c.wpaused
+		} else {
+			c.wbuf = c.wspare[:0]
+		}
+		c.wspare = nil
 		var fds []int
 		var closers []io.Closer
 		if len(out) > 0 { // descriptors need stream bytes to ride on
@@ -451,6 +505,24 @@ func (c *Conn) writeLoop() {
 			c.wspare = out[:0]
 			c.wmu.Unlock()
 		}
+		if paused != nil {
+			c.wmu.Lock()
+			resume := c.wresume
+			c.wmu.Unlock()
+			close(paused)
+			select {
+			case <-resume:
+			case <-c.ctx.Done():
+			}
+			c.wmu.Lock()
+			stop := c.wstop
+			c.wmu.Unlock()
+			if stop {
+				return
+			}
+			c.signalWriter() // send what queued up meanwhile
+			continue
+		}
 		if closing {
 			c.wmu.Lock()
 			more := len(c.wbuf) > 0
@@ -475,7 +547,7 @@ func (c *Conn) write(out []byte, fds []int, closing bool) error {
 	if len(fds) > 0 {
 		return c.writeWithFDs(out, fds)
 	}
-	_, err := c.nc.Write(out)
+	_, err := c.wconn.Write(out)
 	return err
 }
 
@@ -485,6 +557,9 @@ func (c *Conn) readLoop() {
 		err := c.dec.Next(&c.in)
 		if err == nil {
 			err = c.dispatch(&c.in)
+		}
+		if c.takenOver {
+			return
 		}
 		if err != nil {
 			c.readFailed(err)
@@ -501,6 +576,7 @@ func (c *Conn) readFailed(err error) {
 		return
 	default:
 	}
+	err = c.tlsReadError(err)
 	var pe *ProtocolError
 	switch {
 	case err == io.EOF:

@@ -44,11 +44,18 @@ func (c *Conn) answered(tagBytes []byte, b *box.Box, isErr bool) error {
 	}
 	if isErr {
 		cl.err = remoteError(b)
-	} else {
+	} else if cl.reply != nil {
 		cl.reply.CopyFrom(b)
 	}
+	var herr error
+	if cl.after != nil {
+		herr = cl.after(isErr)
+		if herr != nil && cl.err == nil {
+			cl.err = herr
+		}
+	}
 	cl.done <- struct{}{}
-	return nil
+	return herr
 }
 
 func remoteError(b *box.Box) error {
@@ -82,6 +89,9 @@ func (c *Conn) command(name []byte, req *box.Box) error {
 		r = c.cfg.Handler.Responder(name)
 	}
 	ask, hasAsk := req.Get(amp.KeyAsk)
+	if string(name) == StartTLSCommand {
+		return c.serveStartTLS(ask, hasAsk)
+	}
 	if r == nil {
 		if !hasAsk {
 			return nil
@@ -92,7 +102,16 @@ func (c *Conn) command(name []byte, req *box.Box) error {
 	if r.Inline {
 		resp := &c.inlineResp
 		resp.Reset()
+		c.inInline = true
 		err := r.Serve(c.ctx, req, resp)
+		c.inInline = false
+		if serve := c.switchTo; serve != nil {
+			c.switchTo = nil
+			if err == nil && hasAsk {
+				c.active.Add(-1)
+				return c.switchAfter(ask, resp, serve)
+			}
+		}
 		c.finishCommand(r, name, ask, hasAsk, resp, err, true)
 		return nil
 	}

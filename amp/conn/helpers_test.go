@@ -6,3 +6,5 @@ import (
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func ioReadFull(r io.Reader, p []byte) (int, error) { return io.ReadFull(r, p) }

@@ -222,11 +222,11 @@ func TestServeSubcommands(t *testing.T) {
 			t.Fatalf("%s printed %q", args[0], line)
 		}
 		var out bytes.Buffer
-		client := []string{"floor", "-addr", addr, "-duration", testDuration.String(), "-warmup", testWarmup.String(), "-inflight", "8"}
+		client := []string{"floor"}
 		if args[0] == "serve-amp" {
-			client = append(client[:0:0], "amp", "-api", "typed")
-			client = append(client, "-addr", addr, "-duration", testDuration.String(), "-warmup", testWarmup.String(), "-inflight", "8")
+			client = []string{"amp", "-api", "typed"}
 		}
+		client = append(client, "-addr", addr, "-duration", testDuration.String(), "-warmup", testWarmup.String(), "-inflight", "8")
 		if err := dispatch(context.Background(), client, nil, &out, io.Discard); err != nil {
 			t.Fatalf("%v: %v", client, err)
 		}

@@ -156,6 +156,17 @@ func (w *listenWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 // runClient runs one client process and returns its parsed RESULT.
 func runClient(ctx context.Context, self string, args []string, timeout time.Duration, stderr io.Writer) (Result, error) {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
@@ -167,6 +178,9 @@ func runClient(ctx context.Context, self string, args []string, timeout time.Dur
 	cmd.WaitDelay = 2 * time.Second
 	err := cmd.Run()
 	what := "callbench " + strings.Join(args, " ")
+	if err != nil && ctx.Err() != nil {
+		return Result{}, fmt.Errorf("%s: interrupted: %w", what, ctx.Err())
+	}
 	if err != nil {
 		msg := strings.TrimSpace(errOut.String())
 		if cctx.Err() == context.DeadlineExceeded {
@@ -215,6 +229,7 @@ func (c column) label() string {
 func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr io.Writer) (err error) {
 	started := time.Now()
 	load0 := loadAvg()
+	stderr = &lockedWriter{w: stderr} // servers write to it concurrently
 	cols := []column{{kind: "floor"}}
 	for _, api := range opt.APIs {
 		cols = append(cols, column{kind: "amp", api: api})
