@@ -137,6 +137,10 @@ func fdsOf(x any) FDTransport {
 	return t
 }
 
+// MapError makes a *RemoteError in err match the Go error the command
+// declares for its code (Call does this itself; raw calls may use it).
+func (c *Command[A, R]) MapError(err error) error { return c.mapRemote(err) }
+
 // mapRemote attaches the declared Go error to a RemoteError's code.
 func (c *Command[A, R]) mapRemote(err error) error {
 	var re *RemoteError

@@ -1,0 +1,20 @@
+// Package switching negotiates a protocol switch over AMP: a client
+// secures the connection with StartTLS, asks for an inner protocol by name
+// with ProtocolSwitch, and both ends then hand the connection (TLS and
+// all) to that protocol, with no byte lost or duplicated at the boundary.
+//
+// The wire contract, which other implementations follow:
+//
+//	ProtocolSwitch(protocol String) -> {}
+//	    errors UNKNOWN_PROTOCOL, TLS_REQUIRED, FORBIDDEN, UNAVAILABLE
+//	ListProtocols() -> protocols ListOf(Unicode)
+//
+// On the server, a Registry holds the inner protocols with their policies
+// (TLS required unless stated, and who may use them), and Install puts its
+// responders on an amp.Mux. A protocol is served by a function taking the
+// switched net.Conn, or through a net.Listener so that an http.Server, a
+// grpc.Server or an SSH server can Serve switched connections unchanged.
+//
+// On the client, Dial (or Client over an existing connection) does the
+// whole negotiation and returns the inner protocol's net.Conn.
+package switching
