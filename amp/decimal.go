@@ -183,10 +183,14 @@ func parseSaturatingInt64(s string) (int64, bool) {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
-		if v <= limit {
+		switch {
+		case v > limit: // already saturated
+		case v > limit/10:
+			v = limit + 1 // sticky overflow marker
+		default:
 			v = v*10 + uint64(c-'0')
 			if v > limit {
-				v = limit + 1 // sticky overflow marker
+				v = limit + 1
 			}
 		}
 	}

@@ -357,12 +357,12 @@ func (c *Conn) enqueue(ctx context.Context, b *box.Box, limit int, mark bool) (c
 	if mark {
 		paused = make(chan struct{})
 	}
-	return paused, c.enqueueMarked(ctx, b, limit, paused)
+	return paused, c.enqueueMarked(ctx, b, limit, paused, false)
 }
 
 // enqueueMarked is enqueue with the pause channel made by the caller (nil:
-// no mark).
-func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused chan struct{}) error {
+// no mark); lock refuses every later box until the switch is decided.
+func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused chan struct{}, lock bool) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := c.waitSpace(ctx, limit); err != nil {
@@ -379,6 +379,9 @@ func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused 
 		c.wmark = len(c.wbuf)
 		c.wpaused = paused
 		c.wresume = make(chan struct{})
+	}
+	if lock {
+		c.locked = ErrSwitchPending
 	}
 	return nil
 }
@@ -466,12 +469,12 @@ func (c *Conn) writeLoop() {
 		runtime.Gosched()
 		c.wmu.Lock()
 		out := c.wbuf
-		var paused chan struct{}
+		var paused, resume chan struct{}
 		if c.wmark >= 0 {
 			// Up to the mark now; the rest waits for the pause to end.
 			c.wbuf = append(c.wspare[:0], out[c.wmark:]...)
 			out = out[:c.wmark]
-			c.wmark, paused = -1, c.wpaused
+			c.wmark, paused, resume = -1, c.wpaused, c.wresume
 		} else {
 			c.wbuf = c.wspare[:0]
 		}
@@ -506,9 +509,6 @@ func (c *Conn) writeLoop() {
 			c.wmu.Unlock()
 		}
 		if paused != nil {
-			c.wmu.Lock()
-			resume := c.wresume
-			c.wmu.Unlock()
 			close(paused)
 			select {
 			case <-resume:

@@ -143,7 +143,7 @@ func (c *Conn) specialCall(ctx context.Context, command string, args *box.Box, c
 	b.CopyFrom(args)
 	b.SetString(amp.KeyCommand, command)
 	b.SetString(amp.KeyAsk, fmt.Sprintf("%x", tag))
-	err := c.enqueueSpecial(ctx, b, cl.paused, lock)
+	err := c.enqueueMarked(ctx, b, c.cfg.MaxWriteBuffer, cl.paused, lock)
 	putBox(b)
 	if err != nil {
 		c.pmu.Lock()
@@ -166,16 +166,6 @@ func (c *Conn) specialCall(ctx context.Context, command string, args *box.Box, c
 		<-cl.done
 	}
 	return cl.err
-}
-
-func (c *Conn) enqueueSpecial(ctx context.Context, b *box.Box, paused chan struct{}, lock bool) error {
-	err := c.enqueueMarked(ctx, b, c.cfg.MaxWriteBuffer, paused)
-	if err == nil && lock {
-		c.wmu.Lock()
-		c.locked = ErrSwitchPending
-		c.wmu.Unlock()
-	}
-	return err
 }
 
 // resumeWriter lets a writer paused at a mark go on; with stop it exits

@@ -31,11 +31,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type env struct {
 	addr      string
+	serverTLS *tls.Config
 	ca        *pki.CA
 	client    *tls.Config // certificate "alice"
 	intruder  *tls.Config // certificate "mallory", same CA
 	registry  *switching.Registry
 	echoConns sync.WaitGroup
+	gate      chan struct{} // the "gated" protocol's Prepare waits for it
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -47,7 +49,9 @@ func echo(c net.Conn, _ switching.Info) {
 
 // newEnv serves AMP with StartTLS and a registry holding "echo" (TLS, only
 // for alice), "plain" (plaintext allowed) and "down" (Prepare fails).
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvTB(t) }
+
+func newEnvTB(t testing.TB) *env {
 	ca, err := pki.NewCA("test CA")
 	require.NoError(t, err)
 	srvCert, err := ca.Server("localhost", "127.0.0.1")
@@ -68,16 +72,27 @@ func newEnv(t *testing.T) *env {
 	e.registry.Register("plain", track, switching.Policy{AllowPlaintext: true})
 	e.registry.Register("down", track, switching.Policy{AllowPlaintext: true,
 		Prepare: func(context.Context, switching.Info) error { return errors.New("backend refused") }})
+	e.gate = make(chan struct{})
+	e.registry.Register("gated", track, switching.Policy{AllowPlaintext: true,
+		Prepare: func(ctx context.Context, _ switching.Info) error {
+			select {
+			case <-e.gate:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}})
 	m := amp.NewMux()
 	demo.Register(m)
 	e.registry.Install(m)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := &conn.Server{Handler: m, Config: conn.Config{Logger: quiet(), TLS: &tls.Config{
+	e.serverTLS = &tls.Config{
 		Certificates: []tls.Certificate{srvCert.TLS()},
 		ClientCAs:    ca.Pool(),
 		ClientAuth:   tls.VerifyClientCertIfGiven,
-	}}}
+	}
+	srv := &conn.Server{Handler: m, Config: conn.Config{Logger: quiet(), TLS: e.serverTLS}}
 	go srv.Serve(l)
 	t.Cleanup(func() {
 		srv.Close()
@@ -177,7 +192,7 @@ func TestListProtocolsAndRefusedSwitchKeepsAMP(t *testing.T) {
 	defer c.Close()
 	r, err := switching.ListProtocols.Call(ctx, c, struct{}{})
 	require.NoError(t, err)
-	require.Equal(t, []string{"down", "plain"}, r.Protocols, "before TLS")
+	require.Equal(t, []string{"down", "gated", "plain"}, r.Protocols, "before TLS")
 
 	var args box.Box
 	args.SetString("protocol", "echo")
@@ -192,7 +207,7 @@ func TestListProtocolsAndRefusedSwitchKeepsAMP(t *testing.T) {
 	require.NoError(t, c.StartTLS(ctx, cfg))
 	r, err = switching.ListProtocols.Call(ctx, c, struct{}{})
 	require.NoError(t, err)
-	require.Equal(t, []string{"down", "echo", "plain"}, r.Protocols)
+	require.Equal(t, []string{"down", "echo", "gated", "plain"}, r.Protocols)
 }
 
 // While a switch is pending nothing else may be sent, and calls still
@@ -210,9 +225,24 @@ func TestSwitchLocksAndFailsPendingCalls(t *testing.T) {
 	}()
 	time.Sleep(50 * time.Millisecond)
 	var args box.Box
-	args.SetString("protocol", "plain")
-	inner, err := c.Switch(ctx, switching.CommandProtocolSwitch, &args)
-	require.NoError(t, err)
+	args.SetString("protocol", "gated")
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		inner, err := c.Switch(ctx, switching.CommandProtocolSwitch, &args)
+		done <- result{inner, err}
+	}()
+	require.Eventually(t, func() bool {
+		_, err := demo.Sum.Call(ctx, c, demo.SumArgs{A: big.NewInt(1), B: big.NewInt(1)})
+		return errors.Is(err, conn.ErrSwitchPending)
+	}, 2*time.Second, time.Millisecond, "calls refused while the switch is pending")
+	close(e.gate)
+	res := <-done
+	require.NoError(t, res.err)
+	inner := res.c
 	defer inner.Close()
 	require.ErrorIs(t, <-slow, conn.ErrSwitched)
 	_, err = demo.Sum.Call(ctx, c, demo.SumArgs{A: big.NewInt(1), B: big.NewInt(1)})

@@ -369,13 +369,16 @@ def checkList(proto, want, when):
         raise CheckFailed("ListProtocols %s returned %r, want %r" % (when, r.get("protocols"), want))
 
 
-def errorCode(proto, failure):
-    """The code of an error answer: the raw box's (callRemote maps codes)."""
+def errorCode(proto, failure, seen):
+    """
+    The code of the error answer that caused failure: the raw box's, since
+    callRemote turns undeclared codes into UnknownRemoteError (code UNKNOWN).
+    seen is len(proto.errorBoxes) before the call.
+    """
+    if len(proto.errorBoxes) > seen:
+        return proto.errorBoxes[-1].get(b"_error_code")
     if isinstance(failure.value, amp.RemoteAmpError):
         return failure.value.errorCode
-    for exc, code in ProtocolSwitch.errors.items():
-        if isinstance(failure.value, exc):
-            return code
     return None
 
 
@@ -418,6 +421,7 @@ class SwitchFactory(protocol.ClientFactory):
 def expectSwitchRefused(proto, name, code, exc):
     """ProtocolSwitch to name must fail with code; the connection stays AMP."""
     factory = SwitchFactory()
+    seen = len(proto.errorBoxes)
     try:
         r = yield proto.callRemote(ProtocolSwitch, factory, protocol=name)
     except defer.CancelledError:
@@ -426,7 +430,7 @@ def expectSwitchRefused(proto, name, code, exc):
         f = Failure()
     else:
         raise CheckFailed("ProtocolSwitch %r succeeded (%r), want %s" % (name, r, code.decode()))
-    got = errorCode(proto, f)
+    got = errorCode(proto, f, seen)
     if got != code or not isinstance(f.value, exc):
         raise CheckFailed(
             "ProtocolSwitch %r failed with %s (code %r), want %s"
@@ -521,8 +525,9 @@ class EchoClient(protocol.Protocol):
     def connectionLost(self, reason):
         if not self.finished:
             self.fail(
-                "connection lost after %d of %d echoed bytes: %s"
-                % (self.received, len(self.payload), reason.getErrorMessage())
+                "the server closed the connection (%s) after echoing %d of %d bytes, "
+                "before the client closed it"
+                % (reason.getErrorMessage(), self.received, len(self.payload))
             )
         self.closed.callback(None)
 
@@ -547,8 +552,12 @@ def echoSwitch(ctx, size, chunks, immediate):
     if proto.innerProtocol is not factory.instance:
         raise CheckFailed("the AMP connection did not switch to the inner protocol")
     echo = factory.instance
-    yield echo.done
-    yield echo.closed
+    try:
+        yield echo.done
+        yield echo.closed
+    except defer.CancelledError:
+        ctx.note("at the timeout %d of %d bytes had been echoed" % (echo.received, size))
+        raise
     ctx.note("%d bytes echoed in %d reads" % (size, echo.reads))
 
 
