@@ -285,26 +285,38 @@ func (c *Conn) CallBox(ctx context.Context, command string, args, reply *box.Box
 		callPool.Put(cl)
 		return err
 	}
-	select {
-	case <-cl.done:
-	case <-ctx.Done():
-		c.pmu.Lock()
-		owned := c.pending != nil && c.pending[tag] == cl
-		if owned {
-			c.pending[tag] = nil // the answer is still due; drop it then
+	if done := ctx.Done(); done == nil {
+		<-cl.done // no select for contexts that never end
+	} else {
+		select {
+		case <-cl.done:
+		case <-done:
+			if c.abandon(tag, cl) {
+				return ctx.Err()
+			}
+			<-cl.done // answered or failed while we looked
 		}
-		c.pmu.Unlock()
-		if owned {
-			cl.reply = nil
-			callPool.Put(cl)
-			return ctx.Err()
-		}
-		<-cl.done // answered or failed while we looked
 	}
 	err := cl.err
 	cl.reply, cl.err = nil, nil
 	callPool.Put(cl)
 	return err
+}
+
+// abandon forgets a call whose caller gave up; it reports false if the
+// answer (or a failure) got there first and cl.done is about to fire.
+func (c *Conn) abandon(tag uint64, cl *call) bool {
+	c.pmu.Lock()
+	owned := c.pending != nil && c.pending[tag] == cl
+	if owned {
+		c.pending[tag] = nil // the answer is still due; drop it then
+	}
+	c.pmu.Unlock()
+	if owned {
+		cl.reply = nil
+		callPool.Put(cl)
+	}
+	return owned
 }
 
 // Call is CallBox returning a new reply box.
