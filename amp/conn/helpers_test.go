@@ -1,6 +1,7 @@
 package conn_test
 
 import (
+	"github.com/ampmux/ampmux/internal/pki"
 	"io"
 	"log/slog"
 )
@@ -8,3 +9,5 @@ import (
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func ioReadFull(r io.Reader, p []byte) (int, error) { return io.ReadFull(r, p) }
+
+func pkiNewCA() (*pki.CA, error) { return pki.NewCA("fuzz CA") }
