@@ -24,6 +24,10 @@ type Config struct {
 	// network before callers block (default 4 MiB; answers may use four
 	// times as much before the reader blocks too).
 	MaxWriteBuffer int
+	// BoxTimeout bounds how long a box may take to arrive once its first
+	// byte has: a peer that starts a box and stalls (slowloris) loses the
+	// connection. Idle time between boxes is not limited (default 30 s).
+	BoxTimeout time.Duration
 	// WriteTimeout bounds each write to the network; a peer that reads
 	// nothing for that long loses the connection (default 0: no limit).
 	WriteTimeout time.Duration
@@ -48,12 +52,16 @@ const (
 	defaultMaxHandlers    = 1024
 	defaultMaxWriteBuffer = 4 << 20
 	finalFlushTimeout     = 2 * time.Second
+	defaultBoxTimeout     = 30 * time.Second
 )
 
 func (cfg *Config) withDefaults() Config {
 	c := Config{}
 	if cfg != nil {
 		c = *cfg
+	}
+	if c.BoxTimeout <= 0 {
+		c.BoxTimeout = defaultBoxTimeout
 	}
 	if c.MaxHandlers <= 0 {
 		c.MaxHandlers = defaultMaxHandlers

@@ -452,16 +452,27 @@ func (c *Conn) signalWriter() {
 	}
 }
 
-// kickReader wakes the writer before the reader blocks on the network.
+// kickReader wakes the writer before the reader blocks on the network, and
+// arms the box deadline while a box is partly read.
 type kickReader struct {
-	c *Conn
-	r io.Reader
+	c     *Conn
+	r     io.Reader
+	armed bool
 }
 
 func (k *kickReader) Read(p []byte) (int, error) {
-	if k.c.kick.Load() {
-		k.c.kick.Store(false)
-		k.c.signalWriter()
+	c := k.c
+	if c.kick.Load() {
+		c.kick.Store(false)
+		c.signalWriter()
+	}
+	if midBox := len(c.dec.Buffered()) > 0; midBox != k.armed {
+		k.armed = midBox
+		if midBox {
+			c.nc.SetReadDeadline(time.Now().Add(c.cfg.BoxTimeout))
+		} else {
+			c.nc.SetReadDeadline(time.Time{})
+		}
 	}
 	return k.r.Read(p)
 }

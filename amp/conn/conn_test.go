@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -397,4 +398,25 @@ func TestServerClose(t *testing.T) {
 	require.NoError(t, srv.Close())
 	require.ErrorIs(t, <-served, conn.ErrServerClosed)
 	<-client.Done()
+}
+
+func TestStalledBoxTimesOut(t *testing.T) {
+	a, b := tcpPair(t)
+	errc := make(chan error, 1)
+	c := conn.New(b, &conn.Config{Handler: demoMux(), Logger: quietLogger(), BoxTimeout: 200 * time.Millisecond,
+		OnError: func(_ *conn.Conn, err error) { errc <- err }})
+	defer c.Close()
+	defer a.Close()
+	// A whole box, an idle pause longer than the box timeout, then half a box.
+	_, err := a.Write([]byte("\x00\x08_command\x00\x03Sum\x00\x04_ask\x00\x011\x00\x01a\x00\x011\x00\x01b\x00\x011\x00\x00"))
+	require.NoError(t, err)
+	time.Sleep(400 * time.Millisecond)
+	require.NoError(t, c.Err(), "idle between boxes is fine")
+	a.Write([]byte("\x00\x08_comm"))
+	select {
+	case err := <-errc:
+		require.True(t, errors.Is(err, os.ErrDeadlineExceeded), "got %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("stalled box did not time out")
+	}
 }

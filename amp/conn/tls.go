@@ -222,6 +222,7 @@ func (c *Conn) upgradeTLS(paused chan struct{}, cfg *tls.Config, server bool) er
 		c.fail(terr)
 		return terr
 	}
+	c.nc.SetReadDeadline(time.Time{})
 	st := tc.ConnectionState()
 	c.tlsMu.Lock()
 	c.tlsState = &st

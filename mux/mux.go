@@ -1,0 +1,263 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/soheilhy/cmux"
+
+	"github.com/ampmux/ampmux/amp/conn"
+)
+
+const (
+	// DefaultSniffTimeout bounds how long a new connection may take to
+	// show what it is.
+	DefaultSniffTimeout = 5 * time.Second
+	// DefaultMaxSniffing bounds the connections being sniffed at once;
+	// Accept waits while that many are.
+	DefaultMaxSniffing = 1024
+	// sniffCap bounds the bytes any matcher reads.
+	sniffCap = 16 << 10
+)
+
+var (
+	// ErrServerClosed is returned by Serve after Shutdown or Close, and by
+	// the class listeners' Accept once the mux is closed.
+	ErrServerClosed = errors.New("mux: server closed")
+	// ErrListenerClosed is returned by Accept on a class listener that was
+	// closed (closing it leaves the shared port and the other classes up).
+	ErrListenerClosed = errors.New("mux: listener closed")
+)
+
+// Config configures a Server. The zero value sniffs AMP, TLS, h2c and
+// HTTP/1 with the default limits and closes everything else.
+type Config struct {
+	// SniffTimeout bounds sniffing (default DefaultSniffTimeout).
+	SniffTimeout time.Duration
+	// MaxSniffing bounds concurrent sniffing (default DefaultMaxSniffing).
+	MaxSniffing int
+	// Other makes unmatched connections available on Other() instead of
+	// closing them.
+	Other bool
+	// OnTimeout, if set, routes connections that are still unmatched when
+	// SniffTimeout passes to that class (say ClassHTTP1, for clients that
+	// wait for the server to speak first); otherwise they are closed.
+	OnTimeout *Class
+	// AMP and HTTP, if set, are served by Serve on their classes' listeners
+	// and shut down by Shutdown. HTTP serves HTTP/1 and h2c (with
+	// prior knowledge): its Protocols are set to allow unencrypted HTTP/2.
+	AMP  *conn.Server
+	HTTP *http.Server
+	// Logger receives sniffing failures at debug level and Accept errors
+	// (default slog.Default()).
+	Logger *slog.Logger
+	// OnMatch, if set, is called with each connection's class (for
+	// metrics); unmatched connections report -1.
+	OnMatch func(Class)
+}
+
+// Server shares one listener between classes of connections.
+type Server struct {
+	cfg     Config
+	root    *rootListener
+	cm      cmux.CMux
+	classes [numClasses]*classListener
+	pumps   sync.WaitGroup
+	serving sync.WaitGroup // owned servers
+	once    sync.Once
+	done    chan struct{}
+	errMu   sync.Mutex
+	errs    []error
+}
+
+// New prepares a Server on l; call Serve to start it. The Server owns l.
+func New(l net.Listener, cfg Config) *Server {
+	if cfg.SniffTimeout <= 0 {
+		cfg.SniffTimeout = DefaultSniffTimeout
+	}
+	if cfg.MaxSniffing <= 0 {
+		cfg.MaxSniffing = DefaultMaxSniffing
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, done: make(chan struct{})}
+	s.root = newRootListener(l, cfg.MaxSniffing, cfg.Logger)
+	s.cm = cmux.New(s.root)
+	s.cm.SetReadTimeout(cfg.SniffTimeout)
+	s.cm.HandleError(func(err error) bool {
+		var nm cmux.ErrNotMatched
+		if errors.As(err, &nm) {
+			if cfg.OnMatch != nil {
+				cfg.OnMatch(-1)
+			}
+			cfg.Logger.Debug("mux: connection closed unmatched", "err", err)
+		}
+		return true
+	})
+	for c := range numClasses {
+		s.classes[c] = newClassListener(s, c)
+	}
+	// Order matters: AMP first (cheapest, two bytes), TLS, the h2c preface
+	// before HTTP/1 (whose matcher would take "PRI *" as a method).
+	s.route(ClassAMP, matchAMP)
+	s.route(ClassTLS, matchTLS)
+	s.route(ClassHTTP2, matchHTTP2)
+	s.route(ClassHTTP1, matchHTTP1)
+	if cfg.Other {
+		s.route(ClassOther, matchAny)
+	}
+	if cfg.OnTimeout != nil {
+		s.route(*cfg.OnTimeout, matchTimedOut)
+	}
+	return s
+}
+
+// route makes cmux deliver connections that match m to class c.
+func (s *Server) route(c Class, m cmux.Matcher) {
+	l := s.cm.Match(m)
+	target := s.classes[c]
+	s.pumps.Add(1)
+	go func() {
+		defer s.pumps.Done()
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if sc := sniffed(nc); sc != nil {
+				sc.release()
+			}
+			if s.cfg.OnMatch != nil {
+				s.cfg.OnMatch(c)
+			}
+			// Never block the pump: a class nobody accepts must not hold
+			// up the others.
+			go target.deliver(nc, s.cfg.SniffTimeout)
+		}
+	}()
+}
+
+// sniffed finds our wrapper under cmux's.
+func sniffed(nc net.Conn) *sniffConn {
+	if mc, ok := nc.(*cmux.MuxConn); ok {
+		sc, _ := mc.Conn.(*sniffConn)
+		return sc
+	}
+	return nil
+}
+
+// AMP returns the listener of AMP connections.
+func (s *Server) AMP() net.Listener { return s.classes[ClassAMP] }
+
+// HTTP returns the listener of HTTP/1.x connections.
+func (s *Server) HTTP() net.Listener { return s.classes[ClassHTTP1] }
+
+// HTTP2 returns the listener of h2c (prior knowledge) connections.
+func (s *Server) HTTP2() net.Listener { return s.classes[ClassHTTP2] }
+
+// TLS returns the listener of TLS connections, for servers that terminate
+// TLS themselves.
+func (s *Server) TLS() net.Listener { return s.classes[ClassTLS] }
+
+// Other returns the listener of unmatched connections (empty unless
+// Config.Other is set).
+func (s *Server) Other() net.Listener { return s.classes[ClassOther] }
+
+// Listener returns the listener of class c.
+func (s *Server) Listener(c Class) net.Listener { return s.classes[c] }
+
+// Addr is the shared listener's address.
+func (s *Server) Addr() net.Addr { return s.root.Addr() }
+
+// Serve accepts connections and routes them until Shutdown or Close, then
+// returns ErrServerClosed; it also runs Config.AMP and Config.HTTP.
+func (s *Server) Serve() error {
+	if s.cfg.AMP != nil {
+		s.serveOwned(func() error { return s.cfg.AMP.Serve(s.AMP()) }, conn.ErrServerClosed)
+	}
+	if hs := s.cfg.HTTP; hs != nil {
+		if hs.Protocols == nil {
+			hs.Protocols = new(http.Protocols)
+			hs.Protocols.SetHTTP1(true)
+		}
+		hs.Protocols.SetUnencryptedHTTP2(true)
+		s.serveOwned(func() error { return hs.Serve(s.HTTP()) }, http.ErrServerClosed)
+		s.serveOwned(func() error { return hs.Serve(s.HTTP2()) }, http.ErrServerClosed)
+	}
+	err := s.cm.Serve()
+	select {
+	case <-s.done:
+		return ErrServerClosed
+	default:
+		return err
+	}
+}
+
+func (s *Server) serveOwned(run func() error, closed error) {
+	s.serving.Add(1)
+	go func() {
+		defer s.serving.Done()
+		if err := run(); err != nil && !errors.Is(err, closed) && !errors.Is(err, ErrServerClosed) {
+			s.errMu.Lock()
+			s.errs = append(s.errs, err)
+			s.errMu.Unlock()
+			s.cfg.Logger.Error("mux: server stopped", "err", err)
+		}
+	}()
+}
+
+// Shutdown stops accepting, closes connections still being sniffed, then
+// shuts the owned servers down gracefully (letting calls and requests in
+// flight finish) and returns when they are done or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	note := func(err error) {
+		mu.Lock()
+		if first == nil && err != nil {
+			first = err
+		}
+		mu.Unlock()
+	}
+	if s.cfg.AMP != nil {
+		wg.Go(func() { note(s.cfg.AMP.Shutdown(ctx)) })
+	}
+	if s.cfg.HTTP != nil {
+		wg.Go(func() { note(s.cfg.HTTP.Shutdown(ctx)) })
+	}
+	wg.Wait()
+	s.serving.Wait()
+	return first
+}
+
+// Close stops accepting and closes everything at once, owned servers'
+// connections included.
+func (s *Server) Close() error {
+	s.stop()
+	if s.cfg.AMP != nil {
+		s.cfg.AMP.Close()
+	}
+	if s.cfg.HTTP != nil {
+		s.cfg.HTTP.Close()
+	}
+	s.serving.Wait()
+	return nil
+}
+
+func (s *Server) stop() {
+	s.once.Do(func() {
+		close(s.done)
+		s.root.Close()
+		s.cm.Close()
+		s.root.closeSniffing()
+	})
+	s.pumps.Wait()
+}
