@@ -173,6 +173,7 @@ func (c *Conn) specialCall(ctx context.Context, command string, args *box.Box, c
 func (c *Conn) resumeWriter(stop bool) {
 	c.wmu.Lock()
 	c.wstop = stop
+	c.wholding = false
 	c.locked = nil
 	if c.wresume != nil {
 		close(c.wresume)
