@@ -185,9 +185,11 @@ func (c *Command[A, R]) convert(b *box.Box, v reflect.Value, fds FDTransport, s 
 	} else {
 		err = s.decode(b, v, st)
 	}
-	var ae *ArgumentError
-	if errors.As(err, &ae) && ae.Command == "" {
-		ae.Command = c.name
+	if err != nil {
+		var ae *ArgumentError
+		if errors.As(err, &ae) && ae.Command == "" {
+			ae.Command = c.name
+		}
 	}
 	return err
 }

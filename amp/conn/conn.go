@@ -55,6 +55,7 @@ type Conn struct {
 	wholding bool            // the writer is paused at a mark: nobody may write
 	wconn    net.Conn        // where the writer writes: nc, or the TLS conn over it
 	locked   error           // set while a switch is pending: nothing may be sent
+	nbw      nbWriter        // guarded by flushMu
 	raw      syscall.RawConn // nc's socket, for non-blocking writes; nil if it has none
 
 	// TLS and switching. tlsState is set once by the reader goroutine;

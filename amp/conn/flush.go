@@ -43,7 +43,7 @@ func (c *Conn) flushDirect(nonblocking bool) {
 	var n int
 	var err error
 	if nonblocking {
-		n, err = writeNonblocking(raw, out)
+		n, err = c.nbw.write(raw, out)
 	} else {
 		if c.cfg.WriteTimeout > 0 {
 			c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
@@ -82,36 +82,49 @@ func (c *Conn) returnSpare(out []byte) {
 
 var errShortWrite = errors.New("conn: write returned no progress")
 
-// writeNonblocking writes as much of p as the socket accepts without
-// waiting.
-func writeNonblocking(rc syscall.RawConn, p []byte) (int, error) {
-	var n int
-	var werr error
-	err := rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, e := syscall.Write(int(fd), p[n:])
-			if m > 0 {
-				n += m
-			}
-			switch {
-			case e == syscall.EINTR:
-				continue
-			case e == syscall.EAGAIN:
-				return true
-			case e != nil:
-				werr = e
-				return true
-			case m == 0:
-				werr = errShortWrite
-				return true
-			}
-		}
-		return true
-	})
-	if err != nil {
-		return n, err
+// nbWriter writes as much as a socket accepts without waiting. Its state
+// lives in the struct and fn is made once, so that a write allocates
+// nothing.
+type nbWriter struct {
+	p   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func (w *nbWriter) write(rc syscall.RawConn, p []byte) (int, error) {
+	if w.fn == nil {
+		w.fn = w.do
 	}
-	return n, werr
+	w.p, w.n, w.err = p, 0, nil
+	if err := rc.Write(w.fn); err != nil {
+		return w.n, err
+	}
+	n, err := w.n, w.err
+	w.p = nil
+	return n, err
+}
+
+func (w *nbWriter) do(fd uintptr) bool {
+	for w.n < len(w.p) {
+		m, e := syscall.Write(int(fd), w.p[w.n:])
+		if m > 0 {
+			w.n += m
+		}
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.EAGAIN:
+			return true
+		case e != nil:
+			w.err = e
+			return true
+		case m == 0:
+			w.err = errShortWrite
+			return true
+		}
+	}
+	return true
 }
 
 // rawConnOf returns the socket under nc for non-blocking writes, or nil.
