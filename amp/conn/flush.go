@@ -70,6 +70,15 @@ func (c *Conn) flushDirect(nonblocking bool) {
 	c.flushMu.Unlock()
 }
 
+// Flush sends what is queued now rather than when the reader next runs
+// dry. An inline responder that is about to block (as a protocol switch
+// that dials a backend does) calls it, so that answers to the boxes read
+// before its own do not wait for it.
+func (c *Conn) Flush() {
+	c.kick.Store(false)
+	c.flushDirect(true)
+}
+
 // returnSpare keeps a written buffer for reuse unless it grew large.
 func (c *Conn) returnSpare(out []byte) {
 	if cap(out) > 1<<20 {

@@ -51,8 +51,9 @@ func (c *Conn) Switch(ctx context.Context, command string, args *box.Box) (net.C
 // stop speaking AMP once the responder's answer has been sent, and hands
 // the underlying connection to serve (on a new goroutine). Bytes the peer
 // sent after its request reach serve first. If the responder returns an
-// error instead, nothing switches. serve owns the connection: it must
-// close it.
+// error instead, nothing switches and serve is not called. If the
+// connection fails while switching, serve is called with nil. serve owns
+// the connection: it must close it.
 func (c *Conn) SwitchAfterAnswer(ctx context.Context, serve func(net.Conn)) error {
 	if FromContext(ctx) != c || !c.inInline {
 		return ErrNotInline
@@ -86,11 +87,13 @@ func (c *Conn) switchAfter(ask []byte, resp *box.Box, serve func(net.Conn)) erro
 	resp.Set(amp.KeyAnswer, ask)
 	paused, err := c.enqueue(c.ctx, resp, 4*c.cfg.MaxWriteBuffer, true)
 	if err != nil {
+		go serve(nil)
 		return err
 	}
 	c.signalWriter()
 	inner, err := c.takeOver(paused)
 	if err != nil {
+		go serve(nil)
 		return err
 	}
 	go serve(inner)

@@ -37,20 +37,20 @@ type Listener struct {
 
 var errFull = errors.New("listener backlog full")
 
-func (l *Listener) prepare(next func(ctx context.Context, info Info) error) func(ctx context.Context, info Info) error {
-	return func(ctx context.Context, info Info) error {
+func (l *Listener) prepare(next func(ctx context.Context, info Info) (any, error)) func(ctx context.Context, info Info) (any, error) {
+	return func(ctx context.Context, info Info) (any, error) {
 		select {
 		case <-l.done:
-			return net.ErrClosed
+			return nil, net.ErrClosed
 		default:
 		}
 		if len(l.conns) == cap(l.conns) {
-			return errFull
+			return nil, errFull
 		}
 		if next != nil {
 			return next(ctx, info)
 		}
-		return nil
+		return nil, nil
 	}
 }
 

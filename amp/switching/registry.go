@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sort"
@@ -23,6 +24,8 @@ type Info struct {
 	LocalAddr  net.Addr
 	// TLS is the connection's TLS state, nil if it was not secured.
 	TLS *tls.ConnectionState
+	// State is what Policy.Prepare returned (a dialed backend, say).
+	State any
 }
 
 // PeerCertificate returns the client's verified leaf certificate, or nil.
@@ -47,9 +50,11 @@ type Policy struct {
 	// Authorize, if set, is asked last; an error refuses with FORBIDDEN.
 	Authorize func(Info) error
 	// Prepare, if set, runs before the switch is answered (to dial a
-	// backend, say); an error refuses with UNAVAILABLE. It may block, up
-	// to PrepareTimeout: this connection reads nothing meanwhile.
-	Prepare func(ctx context.Context, info Info) error
+	// backend, say); an error refuses with UNAVAILABLE. What it returns
+	// reaches the handler as Info.State; if the switch fails after Prepare
+	// succeeded, a State that is an io.Closer is closed. Prepare may block,
+	// up to PrepareTimeout: this connection reads nothing meanwhile.
+	Prepare func(ctx context.Context, info Info) (state any, err error)
 	// PrepareTimeout bounds Prepare (default 10 s).
 	PrepareTimeout time.Duration
 }
@@ -196,20 +201,34 @@ func (r *Registry) serveSwitch(ctx context.Context, req, _ *box.Box) error {
 		return err
 	}
 	if p.policy.Prepare != nil {
+		c.Flush() // Prepare may block: answers queued before must not wait
 		timeout := p.policy.PrepareTimeout
 		if timeout <= 0 {
 			timeout = 10 * time.Second
 		}
 		pctx, cancel := context.WithTimeout(ctx, timeout)
-		err := p.policy.Prepare(pctx, info)
+		state, err := p.policy.Prepare(pctx, info)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("%w: %q: %v", ErrUnavailable, name, err)
 		}
+		info.State = state
 	}
-	return c.SwitchAfterAnswer(ctx, func(nc net.Conn) {
+	err := c.SwitchAfterAnswer(ctx, func(nc net.Conn) {
+		if nc == nil { // the switch failed after all
+			if cl, ok := info.State.(io.Closer); ok {
+				cl.Close()
+			}
+			return
+		}
 		p.serve(&Conn{Conn: nc, info: info}, info)
 	})
+	if err != nil {
+		if cl, ok := info.State.(io.Closer); ok {
+			cl.Close()
+		}
+	}
+	return err
 }
 
 // Conn is a switched connection: the net.Conn of the inner protocol, with

@@ -71,15 +71,15 @@ func newEnvTB(t testing.TB) *env {
 	e.registry.Register("echo", track, switching.Policy{AllowedNames: []string{"alice"}})
 	e.registry.Register("plain", track, switching.Policy{AllowPlaintext: true})
 	e.registry.Register("down", track, switching.Policy{AllowPlaintext: true,
-		Prepare: func(context.Context, switching.Info) error { return errors.New("backend refused") }})
+		Prepare: func(context.Context, switching.Info) (any, error) { return nil, errors.New("backend refused") }})
 	e.gate = make(chan struct{})
 	e.registry.Register("gated", track, switching.Policy{AllowPlaintext: true,
-		Prepare: func(ctx context.Context, _ switching.Info) error {
+		Prepare: func(ctx context.Context, _ switching.Info) (any, error) {
 			select {
 			case <-e.gate:
-				return nil
+				return nil, nil
 			case <-ctx.Done():
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
 		}})
 	m := amp.NewMux()
