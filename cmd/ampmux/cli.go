@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -47,6 +48,7 @@ type command struct {
 // env is what a subcommand may touch, so that tests can run them in
 // process.
 type env struct {
+	ctx    context.Context // nil: context.Background(); ending it stops servers
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer

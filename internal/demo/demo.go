@@ -113,6 +113,13 @@ var Slow = amp.NewCommand[SlowArgs, SlowReply]("Slow", amp.Spec{})
 
 // Register adds responders for every command to m.
 func Register(m *amp.Mux) {
+	RegisterPublic(m)
+	registerTesting(m)
+}
+
+// RegisterPublic adds Sum, Divide and Echo: what `ampmux serve --demo`
+// offers anyone checking interoperability.
+func RegisterPublic(m *amp.Mux) {
 	amp.HandleInline(m, Sum, func(_ context.Context, a SumArgs) (SumReply, error) {
 		return SumReply{Total: new(big.Int).Add(a.A, a.B)}, nil
 	})
@@ -125,6 +132,10 @@ func Register(m *amp.Mux) {
 	amp.HandleInline(m, Echo, func(_ context.Context, v EchoValues) (EchoValues, error) {
 		return v, nil
 	})
+}
+
+// registerTesting adds the commands only the interop tests need.
+func registerTesting(m *amp.Mux) {
 	amp.HandleInline(m, Fail, func(_ context.Context, a FailArgs) (struct{}, error) {
 		switch a.Kind {
 		case "declared":

@@ -63,6 +63,24 @@ func Pipe(a, b net.Conn, st *Stats) error {
 	return first
 }
 
+// Echo sends back what c sends, counting it both ways, until c half-closes;
+// then it closes c.
+func Echo(c net.Conn, st *Stats) error {
+	if st == nil {
+		st = &Stats{}
+	}
+	n, err := io.Copy(countingWriter{c, &st.BToA}, c)
+	st.AToB.Store(n)
+	if err == nil || isClosed(err) {
+		if cw, ok := unwrap(c).(closeWriter); ok {
+			cw.CloseWrite()
+		}
+		err = nil
+	}
+	c.Close()
+	return err
+}
+
 // unwrap reaches a connection under a wrapper that embeds it (such as
 // switching.Conn), for CloseWrite.
 func unwrap(c net.Conn) net.Conn {

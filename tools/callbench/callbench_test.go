@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -290,5 +291,107 @@ func TestRunFailsLoudly(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Fatalf("printed a table after failing:\n%s", out.String())
+	}
+}
+
+// writeCounter records the size of every Write.
+type writeCounter struct{ sizes []int }
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.sizes = append(w.sizes, len(p))
+	return len(p), nil
+}
+
+// Batched refills go out in one Write, per-write ones in one Write each,
+// every one a whole Sum call box.
+func TestFloorSender(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		want []int
+	}{
+		{floorBatched, []int{5 * floorReqSize}},
+		{floorPerWrite, []int{floorReqSize, floorReqSize, floorReqSize, floorReqSize, floorReqSize}},
+	} {
+		var w writeCounter
+		if err := newFloorSender(&w, tc.mode, 8)(5); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(w.sizes, tc.want) {
+			t.Errorf("%s: writes of %v bytes, want %v", tc.mode, w.sizes, tc.want)
+		}
+	}
+	var buf bytes.Buffer
+	if err := newFloorSender(&buf, floorPerWrite, 3)(3); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf.Bytes(), bytesRepeat(floorReq, 3)) {
+		t.Fatalf("per-write sent %q", buf.Bytes())
+	}
+}
+
+func TestFloorClientPerWrite(t *testing.T) {
+	srv := startFloorServer(listen(t))
+	defer srv.Close()
+	for _, n := range []int{1, 16, 300} {
+		r, err := runFloorClient(context.Background(), clientConfig{
+			Addr: srv.l.Addr().String(), Inflight: n, Duration: testDuration, Warmup: testWarmup, FloorMode: floorPerWrite})
+		if err != nil {
+			t.Fatalf("inflight %d: %v", n, err)
+		}
+		checkResult(t, r, "floor", "", n)
+		if r.Mode != floorPerWrite || !strings.Contains(r.String(), " mode=perwrite ") {
+			t.Fatalf("per-write result %q", r.String())
+		}
+	}
+	if _, err := runFloorClient(context.Background(), clientConfig{
+		Addr: srv.l.Addr().String(), Inflight: 1, Duration: testDuration, FloorMode: "bogus"}); err == nil {
+		t.Fatal("floor mode bogus accepted")
+	}
+}
+
+func TestResultLineFloorMode(t *testing.T) {
+	in := Result{Kind: "floor", Mode: floorPerWrite, Inflight: 16, Calls: 10, Seconds: 1, CallsPerSec: 10}
+	out, err := parseResult(in.String())
+	if err != nil || out != in {
+		t.Fatalf("%q parsed %+v, %v", in.String(), out, err)
+	}
+	for _, bad := range []string{
+		strings.Replace(in.String(), "mode=perwrite", "mode=sometimes", 1),
+		strings.Replace(in.String(), "kind=floor", "kind=amp", 1),
+	} {
+		if _, err := parseResult(bad); err == nil {
+			t.Errorf("parseResult(%q) accepted it", bad)
+		}
+	}
+	var errOut bytes.Buffer
+	err = dispatch(context.Background(), []string{"floor", "-addr", "127.0.0.1:1", "-floor-mode", "sometimes"}, nil, io.Discard, &errOut)
+	if !errors.Is(err, errUsage) || !strings.Contains(errOut.String(), "perwrite") {
+		t.Fatalf("floor -floor-mode sometimes gave %v, %q", err, errOut.String())
+	}
+}
+
+// Both floors in one run: the table has a column for each and the AMP
+// columns a percentage of each.
+func TestRunBothFloors(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CALLBENCH_AS_MAIN", "1")
+	var out, errOut bytes.Buffer
+	opt := runOptions{Inflight: []int{4}, APIs: []string{"raw", "typed"}, Floors: []string{floorBatched, floorPerWrite},
+		Duration: testDuration, Warmup: testWarmup, Runs: 1}
+	if err := runBench(context.Background(), self, opt, &out, &errOut); err != nil {
+		t.Fatalf("%v\nstderr:\n%s", err, errOut.String())
+	}
+	t.Logf("\n%s\n%s", errOut.String(), out.String())
+	table := out.String()
+	for _, want := range []string{
+		"| in flight | floor batched calls/s | floor per-write calls/s | amp raw calls/s | % of batched | % of per-write | amp typed calls/s | % of batched | % of per-write | floor batched p50/p99 µs | floor per-write p50/p99 µs |",
+		"\n| 4 | ", "- floor per-write: the client makes one Write per request",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q", want)
+		}
 	}
 }

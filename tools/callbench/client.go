@@ -27,6 +27,23 @@ type clientConfig struct {
 	Duration time.Duration
 	Warmup   time.Duration
 	API      string // amp only: raw or typed
+	// FloorMode is the floor client's writing: batched (all the refills
+	// of one read in one Write; "" means batched) or perwrite (one Write
+	// per 44-byte request).
+	FloorMode string
+}
+
+// Floor modes: how the floor client writes its requests.
+const (
+	floorBatched  = "batched"
+	floorPerWrite = "perwrite"
+)
+
+func checkFloorMode(mode string) error {
+	if mode != floorBatched && mode != floorPerWrite {
+		return fmt.Errorf("-floor-mode must be batched or perwrite, not %q", mode)
+	}
+	return nil
 }
 
 // watchdogGrace is how long after the planned end a client gives up on a
@@ -37,6 +54,7 @@ const watchdogGrace = 10 * time.Second
 type Result struct {
 	Kind          string // amp or floor
 	API           string // raw or typed; empty for floor
+	Mode          string // floor only: batched or perwrite; empty for amp (and old floor lines)
 	Inflight      int
 	Calls         int64   // calls completed in the measured window
 	Seconds       float64 // length of the measured window
@@ -53,6 +71,9 @@ func (r Result) String() string {
 	sb.WriteString("RESULT kind=" + r.Kind)
 	if r.API != "" {
 		sb.WriteString(" api=" + r.API)
+	}
+	if r.Mode != "" {
+		sb.WriteString(" mode=" + r.Mode)
 	}
 	fmt.Fprintf(&sb, " inflight=%d calls=%d seconds=%.6f calls_per_sec=%.0f p50_us=%.1f p99_us=%.1f errors=%d allocs_per_call=%.3f gcs=%d",
 		r.Inflight, r.Calls, r.Seconds, r.CallsPerSec, r.P50us, r.P99us, r.Errors, r.AllocsPerCall, r.GCs)
@@ -100,6 +121,7 @@ func parseResult(line string) (Result, error) {
 	r.Kind, err = get("kind")
 	errs = append(errs, err)
 	r.API = kv["api"]
+	r.Mode = kv["mode"]
 	var inflight int64
 	integer("inflight", &inflight)
 	r.Inflight = int(inflight)
@@ -116,6 +138,9 @@ func parseResult(line string) (Result, error) {
 	}
 	if r.Kind != "amp" && r.Kind != "floor" {
 		return r, fmt.Errorf("RESULT kind %q is neither amp nor floor", r.Kind)
+	}
+	if r.Mode != "" && (r.Kind != "floor" || checkFloorMode(r.Mode) != nil) {
+		return r, fmt.Errorf("RESULT mode %q does not fit kind %s", r.Mode, r.Kind)
 	}
 	return r, nil
 }
@@ -325,11 +350,41 @@ func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
 	return res, nil
 }
 
+// newFloorSender returns the function that writes k requests (k <= n) to
+// w: in one Write (batched), or in k Writes of one request (perwrite).
+func newFloorSender(w io.Writer, mode string, n int) func(k int) error {
+	reqs := bytesRepeat(floorReq, n)
+	if mode == floorPerWrite {
+		return func(k int) error {
+			for range k {
+				if _, err := w.Write(reqs[:floorReqSize]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	return func(k int) error {
+		_, err := w.Write(reqs[:k*floorReqSize])
+		return err
+	}
+}
+
 // runFloorClient keeps cfg.Inflight 44-byte requests outstanding on one
 // connection: one reader loop reads answers in bulk and sends one new
-// request per complete answer, all of one read's refills in one Write.
+// request per complete answer. Batched, all of one read's refills (and the
+// first cfg.Inflight requests) go in one Write; per-write, every request
+// has a Write of its own, as a client whose callers each send their own
+// message would do.
 func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
-	res := Result{Kind: "floor", Inflight: cfg.Inflight}
+	mode := cfg.FloorMode
+	if mode == "" {
+		mode = floorBatched
+	}
+	res := Result{Kind: "floor", Mode: mode, Inflight: cfg.Inflight}
+	if err := checkFloorMode(mode); err != nil {
+		return res, err
+	}
 	n := cfg.Inflight
 	if n < 1 {
 		return res, errors.New("-inflight must be at least 1")
@@ -350,7 +405,7 @@ func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
 	end := (cfg.Warmup + cfg.Duration).Nanoseconds()
 	nc.SetDeadline(base.Add(cfg.Warmup + cfg.Duration + watchdogGrace))
 
-	reqs := bytesRepeat(floorReq, n)
+	send := newFloorSender(nc, mode, n)
 	sentAt := make([]int64, n) // request i was sent at sentAt[i%n]
 	samples := newSampler(totalSamples)
 	buf := make([]byte, floorBufSize)
@@ -359,7 +414,7 @@ func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
 	for i := range sentAt {
 		sentAt[i] = now
 	}
-	if _, err := nc.Write(reqs); err != nil {
+	if err := send(n); err != nil {
 		return res, err
 	}
 	var (
@@ -417,7 +472,7 @@ func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
 			sentAt[sent%int64(n)] = now
 			sent++
 		}
-		if _, err := nc.Write(reqs[:k*floorReqSize]); err != nil {
+		if err := send(k); err != nil {
 			res.Errors++
 			return res, err
 		}
@@ -449,6 +504,8 @@ func clientMain(ctx context.Context, cmd string, args []string, stdout, stderr i
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the client (warmup included) to `file`")
 	if cmd == "amp" {
 		fs.StringVar(&cfg.API, "api", "raw", "raw (Conn.CallBox, reused boxes) or typed (Command.Call)")
+	} else {
+		fs.StringVar(&cfg.FloorMode, "floor-mode", floorBatched, "batched (one Write per Read: all its refills) or perwrite (one Write per 44-byte request)")
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -460,6 +517,12 @@ func clientMain(ctx context.Context, cmd string, args []string, stdout, stderr i
 	if cfg.Duration <= 0 || cfg.Warmup < 0 {
 		fmt.Fprintf(stderr, "callbench %s: -duration must be positive and -warmup not negative\n", cmd)
 		return errUsage
+	}
+	if cmd == "floor" {
+		if err := checkFloorMode(cfg.FloorMode); err != nil {
+			fmt.Fprintf(stderr, "callbench floor: %v\n", err)
+			return errUsage
+		}
 	}
 	stopProfile, err := startCPUProfile(*cpuprofile)
 	if err != nil {

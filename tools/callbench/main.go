@@ -7,8 +7,14 @@
 //	callbench serve-amp   -addr 127.0.0.1:0 [-api raw|typed] [-cpuprofile F]
 //	callbench serve-floor -addr 127.0.0.1:0 [-cpuprofile F]
 //	callbench amp   -addr A -inflight N -duration 3s [-api raw|typed] [-warmup 500ms] [-cpuprofile F]
-//	callbench floor -addr A -inflight N -duration 3s [-warmup 500ms] [-cpuprofile F]
-//	callbench run   [-inflight 1,16,256] [-duration 3s] [-runs 3] [-api raw,typed] [-warmup 500ms]
+//	callbench floor -addr A -inflight N -duration 3s [-floor-mode batched|perwrite] [-warmup 500ms] [-cpuprofile F]
+//	callbench run   [-inflight 1,16,256] [-duration 3s] [-runs 3] [-api raw,typed] [-floor-mode batched,perwrite] [-warmup 500ms]
+//
+// The floor client comes in two modes: batched (the default) writes all
+// the refills one Read calls for in one Write; perwrite makes one Write
+// per 44-byte request, as a client whose callers each send their own
+// message does, and is the floor other AMP implementations are usually
+// measured against. run measures both in the same interleaved runs.
 //
 // Servers print "LISTENING <addr>" on stdout and serve until stdin closes
 // or SIGTERM/SIGINT. Clients print one "RESULT key=value ..." line and exit
@@ -34,7 +40,7 @@ commands:
   serve-amp    AMP server answering Sum(a, b) -> total
   serve-floor  raw TCP floor server: 44-byte requests, 29-byte responses
   amp          AMP client: -inflight goroutines calling Sum on one connection
-  floor        pipelined raw TCP client against serve-floor
+  floor        pipelined raw TCP client against serve-floor (-floor-mode batched or perwrite)
   run          start servers and clients as processes, print a Markdown table
 
 "callbench <command> -h" lists the command's flags.

@@ -21,6 +21,9 @@ import (
 type runOptions struct {
 	Inflight []int
 	APIs     []string
+	// Floors are the floor modes measured (batched, perwrite); nil means
+	// batched alone, and the table keeps its one-floor form.
+	Floors   []string
 	Duration time.Duration
 	Warmup   time.Duration
 	Runs     int
@@ -31,6 +34,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	inflight := fs.String("inflight", "1,16,256", "comma-separated calls in flight")
 	apis := fs.String("api", "raw,typed", "comma-separated AMP APIs to measure (raw, typed)")
+	floors := fs.String("floor-mode", "batched,perwrite", "comma-separated floor modes to measure (batched, perwrite)")
 	var opt runOptions
 	fs.DurationVar(&opt.Duration, "duration", 3*time.Second, "measured window of each client run")
 	fs.DurationVar(&opt.Warmup, "warmup", 500*time.Millisecond, "unmeasured run before each window")
@@ -53,6 +57,14 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return errUsage
 		}
 		opt.APIs = append(opt.APIs, s)
+	}
+	for _, s := range strings.Split(*floors, ",") {
+		s = strings.TrimSpace(s)
+		if checkFloorMode(s) != nil || slices.Contains(opt.Floors, s) {
+			fmt.Fprintf(stderr, "callbench run: bad -floor-mode %q\n", *floors)
+			return errUsage
+		}
+		opt.Floors = append(opt.Floors, s)
 	}
 	if opt.Runs < 1 || opt.Duration <= 0 || opt.Warmup < 0 {
 		fmt.Fprintln(stderr, "callbench run: -runs and -duration must be positive")
@@ -212,17 +224,33 @@ func runClient(ctx context.Context, self string, args []string, timeout time.Dur
 	return r, nil
 }
 
-// column is one measured kind: the floor or one AMP API.
+// column is one measured kind: a floor mode or one AMP API.
 type column struct {
 	kind, api string
+	mode      string // floor mode
+	alone     bool   // the only floor: labelled plain "floor"
 	server    *server
 }
 
 func (c column) label() string {
-	if c.kind == "floor" {
+	switch {
+	case c.kind != "floor":
+		return "amp " + c.api
+	case c.alone:
 		return "floor"
 	}
-	return "amp " + c.api
+	return "floor " + c.short()
+}
+
+// short names a floor in "% of ..." headers.
+func (c column) short() string {
+	switch {
+	case c.alone:
+		return "floor"
+	case c.mode == floorPerWrite:
+		return "per-write"
+	}
+	return c.mode
 }
 
 // runBench starts the servers, runs every client, and prints the table.
@@ -230,7 +258,14 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 	started := time.Now()
 	load0 := loadAvg()
 	stderr = &lockedWriter{w: stderr} // servers write to it concurrently
-	cols := []column{{kind: "floor"}}
+	floors := opt.Floors
+	if len(floors) == 0 {
+		floors = []string{floorBatched}
+	}
+	var cols []column
+	for _, mode := range floors {
+		cols = append(cols, column{kind: "floor", mode: mode, alone: len(floors) == 1})
+	}
 	for _, api := range opt.APIs {
 		cols = append(cols, column{kind: "amp", api: api})
 	}
@@ -267,6 +302,8 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 					"-duration", opt.Duration.String(), "-warmup", opt.Warmup.String()}
 				if col.kind == "amp" {
 					args = append(args, "-api", col.api)
+				} else {
+					args = append(args, "-floor-mode", col.mode)
 				}
 				r, err := runClient(ctx, self, args, timeout, stderr)
 				if err != nil {
@@ -278,7 +315,7 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 			fmt.Fprintln(stderr, line)
 		}
 	}
-	printTable(stdout, opt, cols, results, started, load0)
+	printTable(stdout, opt, cols, len(floors), results, started, load0)
 	return nil
 }
 
@@ -298,7 +335,9 @@ func medianRun(runs []Result) Result {
 	return s[(len(s)-1)/2]
 }
 
-func printTable(w io.Writer, opt runOptions, cols []column, results map[int][][]Result, started time.Time, load0 string) {
+// printTable prints the medians and every run; cols holds nFloor floors
+// first, then the AMP APIs.
+func printTable(w io.Writer, opt runOptions, cols []column, nFloor int, results map[int][][]Result, started time.Time, load0 string) {
 	fmt.Fprintf(w, "## AMP Sum calls/s on one loopback TCP connection vs a raw TCP floor\n\n")
 	fmt.Fprintf(w, "- date: %s (took %s)\n", started.Format("2006-01-02 15:04:05 MST"), time.Since(started).Round(time.Second))
 	fmt.Fprintf(w, "- machine: nproc %d, %s, Linux %s\n", runtime.NumCPU(), cpuModel(), kernel())
@@ -306,11 +345,25 @@ func printTable(w io.Writer, opt runOptions, cols []column, results map[int][][]
 	fmt.Fprintf(w, "- load average: %s before, %s after\n", load0, loadAvg())
 	fmt.Fprintf(w, "- each cell: median of %d runs (interleaved floor, amp ...), %v measured after %v warmup; client and server are separate processes; p50/p99 from the median run (1 call in %d timed)\n",
 		opt.Runs, opt.Duration, opt.Warmup, sampleEvery)
-	fmt.Fprintf(w, "- floor: %d-byte requests, %d-byte answers (a Sum call box and its answer), pipelined by one reader loop, one Write per Read on both sides\n\n", floorReqSize, floorRespSize)
+	fmt.Fprintf(w, "- floor: %d-byte requests, %d-byte answers (a Sum call box and its answer), pipelined by one reader loop; the server makes one Write per Read\n", floorReqSize, floorRespSize)
+	for _, c := range cols[:nFloor] {
+		how := "the client writes all the refills of one Read in one Write"
+		if c.mode == floorPerWrite {
+			how = "the client makes one Write per request (a refill per answer, as callers sending their own calls would)"
+		}
+		fmt.Fprintf(w, "- %s: %s\n", c.label(), how)
+	}
+	fmt.Fprintln(w)
 
-	head := []string{"in flight", "floor calls/s"}
-	for _, c := range cols[1:] {
-		head = append(head, c.label()+" calls/s", "% of floor")
+	head := []string{"in flight"}
+	for _, c := range cols[:nFloor] {
+		head = append(head, c.label()+" calls/s")
+	}
+	for _, c := range cols[nFloor:] {
+		head = append(head, c.label()+" calls/s")
+		for _, f := range cols[:nFloor] {
+			head = append(head, "% of "+f.short())
+		}
 	}
 	for _, c := range cols {
 		head = append(head, c.label()+" p50/p99 µs")
@@ -326,10 +379,15 @@ func printTable(w io.Writer, opt runOptions, cols []column, results map[int][][]
 		for i := range cols {
 			med[i] = medianRun(results[n][i])
 		}
-		row := []string{strconv.Itoa(n), humanInt(med[0].CallsPerSec)}
-		for i := range cols[1:] {
-			r := med[i+1]
-			row = append(row, humanInt(r.CallsPerSec), fmt.Sprintf("%.0f%%", 100*r.CallsPerSec/med[0].CallsPerSec))
+		row := []string{strconv.Itoa(n)}
+		for _, r := range med[:nFloor] {
+			row = append(row, humanInt(r.CallsPerSec))
+		}
+		for _, r := range med[nFloor:] {
+			row = append(row, humanInt(r.CallsPerSec))
+			for _, f := range med[:nFloor] {
+				row = append(row, fmt.Sprintf("%.0f%%", 100*r.CallsPerSec/f.CallsPerSec))
+			}
 		}
 		for _, r := range med {
 			row = append(row, fmt.Sprintf("%s / %s", humanUs(r.P50us), humanUs(r.P99us)))

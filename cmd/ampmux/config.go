@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// serveConfig is everything serve takes, from --config and flags.
+type serveConfig struct {
+	Listen         string        `yaml:"listen"`
+	TLSCert        string        `yaml:"tls_cert"`
+	TLSKey         string        `yaml:"tls_key"`
+	ClientCA       string        `yaml:"client_ca"`
+	AllowPlaintext bool          `yaml:"allow_plaintext"`
+	HTTPBackend    string        `yaml:"http_backend"`
+	HTTPDir        string        `yaml:"http_dir"`
+	Demo           bool          `yaml:"demo"`
+	LogFormat      string        `yaml:"log_format"`
+	Grace          time.Duration `yaml:"grace"`
+	SniffTimeout   time.Duration `yaml:"sniff_timeout"`
+	Routes         []routeConfig `yaml:"routes"`
+}
+
+// routeConfig is one inner protocol piped to a TCP backend.
+type routeConfig struct {
+	Name           string   `yaml:"name"`
+	Backend        string   `yaml:"backend"`
+	AllowedNames   []string `yaml:"allowed_names"` // client certificate CN or DNS SAN
+	AllowPlaintext bool     `yaml:"allow_plaintext"`
+	line           int
+}
+
+func defaultServeConfig() serveConfig {
+	return serveConfig{Listen: "127.0.0.1:7443", LogFormat: "text", Grace: 10 * time.Second, SniffTimeout: 5 * time.Second}
+}
+
+// configError names the file and line of a mistake.
+type configError struct {
+	file string
+	line int
+	msg  string
+}
+
+func (e *configError) Error() string {
+	if e.line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.file, e.line, e.msg)
+	}
+	return fmt.Sprintf("%s: %s", e.file, e.msg)
+}
+
+// loadConfigFile reads YAML into cfg: unknown keys are errors, and every
+// error names its line.
+func loadConfigFile(path string, cfg *serveConfig) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		if errors.Is(err, errEOF) || err.Error() == "EOF" {
+			return nil // an empty file
+		}
+		return yamlError(path, err)
+	}
+	for i := range cfg.Routes {
+		if err := cfg.Routes[i].validate(); err != nil {
+			return &configError{file: path, line: cfg.Routes[i].line, msg: err.Error()}
+		}
+	}
+	return nil
+}
+
+var errEOF = errors.New("EOF")
+
+// yamlError turns yaml.v3's "yaml: line 3: ..." into "file:3: ...".
+func yamlError(path string, err error) error {
+	var te *yaml.TypeError
+	msg := err.Error()
+	if errors.As(err, &te) {
+		msg = strings.Join(te.Errors, "; ")
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	var line int
+	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
+		msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
+		return &configError{file: path, line: line, msg: msg}
+	}
+	return &configError{file: path, msg: msg}
+}
+
+// UnmarshalYAML records the route's line for later errors.
+func (r *routeConfig) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: a route is a mapping with name and backend", n.Line)
+	}
+	allowed := map[string]bool{"name": true, "backend": true, "allowed_names": true, "allow_plaintext": true}
+	for i := 0; i < len(n.Content); i += 2 {
+		if k := n.Content[i]; !allowed[k.Value] {
+			return fmt.Errorf("line %d: unknown route key %q (known: name, backend, allowed_names, allow_plaintext)", k.Line, k.Value)
+		}
+	}
+	type plain routeConfig
+	if err := n.Decode((*plain)(r)); err != nil {
+		return err
+	}
+	r.line = n.Line
+	return nil
+}
+
+func (r *routeConfig) validate() error {
+	if r.Name == "" {
+		return errors.New("route without a name")
+	}
+	if strings.ContainsAny(r.Name, " \t=") {
+		return fmt.Errorf("route name %q may not contain spaces or '='", r.Name)
+	}
+	if _, _, err := net.SplitHostPort(r.Backend); err != nil {
+		return fmt.Errorf("route %q: backend %q is not HOST:PORT", r.Name, r.Backend)
+	}
+	return nil
+}
+
+// parseRouteFlag reads --route NAME=HOST:PORT.
+func parseRouteFlag(s string) (routeConfig, error) {
+	name, backend, ok := strings.Cut(s, "=")
+	r := routeConfig{Name: name, Backend: backend}
+	if !ok {
+		return r, usagef("--route %q: want NAME=HOST:PORT", s)
+	}
+	if err := r.validate(); err != nil {
+		return r, usagef("--route: %v", err)
+	}
+	return r, nil
+}

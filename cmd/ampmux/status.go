@@ -1,0 +1,193 @@
+package main
+
+import (
+	_ "embed"
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ampmux/ampmux/amp"
+	"github.com/ampmux/ampmux/internal/tunnel"
+	"github.com/ampmux/ampmux/mux"
+)
+
+// stats are the live counters of a running serve.
+type stats struct {
+	started time.Time
+	conns   [6]atomic.Int64 // by mux.Class, the last for unmatched
+	calls   atomic.Int64
+	tunnels struct {
+		open, total, failed atomic.Int64
+		up, down            atomic.Int64 // bytes client→backend, backend→client
+	}
+	mu     sync.Mutex
+	routes map[string]*routeStats
+	active map[*tunnel.Stats]string // open tunnels' live byte counts, by route
+}
+
+// track adds (open) or removes an open tunnel whose bytes count live.
+func (s *stats) track(st *tunnel.Stats, route string, open bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if open {
+		s.active[st] = route
+	} else {
+		delete(s.active, st)
+	}
+}
+
+// liveBytes sums what open tunnels have moved so far, in all and by route.
+func (s *stats) liveBytes() (up, down int64, byRoute map[string][2]int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byRoute = map[string][2]int64{}
+	for st, r := range s.active {
+		u, d := st.AToB.Load(), st.BToA.Load()
+		up += u
+		down += d
+		v := byRoute[r]
+		byRoute[r] = [2]int64{v[0] + u, v[1] + d}
+	}
+	return up, down, byRoute
+}
+
+type routeStats struct {
+	open, total, up, down atomic.Int64
+}
+
+func newStats() *stats {
+	return &stats{started: time.Now(), routes: map[string]*routeStats{}, active: map[*tunnel.Stats]string{}}
+}
+
+func (s *stats) route(name string) *routeStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.routes[name]
+	if r == nil {
+		r = &routeStats{}
+		s.routes[name] = r
+	}
+	return r
+}
+
+func (s *stats) onMatch(c mux.Class) {
+	if c < 0 || int(c) >= len(s.conns)-1 {
+		s.conns[len(s.conns)-1].Add(1)
+		return
+	}
+	s.conns[c].Add(1)
+}
+
+// countingLocator counts the AMP commands served.
+type countingLocator struct {
+	amp.Locator
+	s *stats
+}
+
+func (l countingLocator) Responder(name []byte) *amp.Responder {
+	l.s.calls.Add(1)
+	return l.Locator.Responder(name)
+}
+
+// statusJSON is the document at /status.json.
+type statusJSON struct {
+	Version       string           `json:"version"`
+	Started       time.Time        `json:"started"`
+	UptimeSeconds int64            `json:"uptime_seconds"`
+	Listen        string           `json:"listen"`
+	TLS           bool             `json:"tls"`
+	ClientCA      bool             `json:"client_certificates_required"`
+	Connections   map[string]int64 `json:"connections"`
+	AMPCalls      int64            `json:"amp_calls"`
+	Tunnels       tunnelJSON       `json:"tunnels"`
+	Routes        []routeJSON      `json:"routes"`
+}
+
+type tunnelJSON struct {
+	Open      int64 `json:"open"`
+	Total     int64 `json:"total"`
+	Failed    int64 `json:"failed"`
+	BytesUp   int64 `json:"bytes_up"`
+	BytesDown int64 `json:"bytes_down"`
+}
+
+type routeJSON struct {
+	Name         string   `json:"name"`
+	Backend      string   `json:"backend"`
+	TLSRequired  bool     `json:"tls_required"`
+	AllowedNames []string `json:"allowed_names,omitempty"`
+	Open         int64    `json:"open"`
+	Total        int64    `json:"total"`
+	BytesUp      int64    `json:"bytes_up"`
+	BytesDown    int64    `json:"bytes_down"`
+}
+
+func (s *stats) snapshot(cfg *serveConfig, listen string) statusJSON {
+	liveUp, liveDown, liveRoute := s.liveBytes()
+	st := statusJSON{
+		Version: versionString(), Started: s.started.UTC().Truncate(time.Second),
+		UptimeSeconds: int64(time.Since(s.started).Seconds()), Listen: listen,
+		TLS: cfg.TLSCert != "", ClientCA: cfg.ClientCA != "",
+		Connections: map[string]int64{}, AMPCalls: s.calls.Load(),
+		Tunnels: tunnelJSON{Open: s.tunnels.open.Load(), Total: s.tunnels.total.Load(), Failed: s.tunnels.failed.Load(),
+			BytesUp: s.tunnels.up.Load() + liveUp, BytesDown: s.tunnels.down.Load() + liveDown},
+		Routes: []routeJSON{},
+	}
+	for c := mux.ClassAMP; c <= mux.ClassOther; c++ {
+		st.Connections[c.String()] = s.conns[c].Load()
+	}
+	st.Connections["unmatched"] = s.conns[len(s.conns)-1].Load()
+	for _, r := range cfg.Routes {
+		rs := s.route(r.Name)
+		st.Routes = append(st.Routes, routeJSON{Name: r.Name, Backend: r.Backend,
+			TLSRequired: !(cfg.AllowPlaintext || r.AllowPlaintext), AllowedNames: r.AllowedNames,
+			Open: rs.open.Load(), Total: rs.total.Load(),
+			BytesUp: rs.up.Load() + liveRoute[r.Name][0], BytesDown: rs.down.Load() + liveRoute[r.Name][1]})
+	}
+	sort.Slice(st.Routes, func(i, j int) bool { return st.Routes[i].Name < st.Routes[j].Name })
+	return st
+}
+
+//go:embed status.html
+var statusHTML string
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"bytes": humanBytes,
+	"since": func(t time.Time) string { return time.Since(t).Truncate(time.Second).String() },
+}).Parse(statusHTML))
+
+// statusHandler serves the page at / and the JSON at /status.json.
+func statusHandler(s *stats, cfg *serveConfig, listen string) http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(s.snapshot(cfg, listen))
+	})
+	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+		statusPage.Execute(w, s.snapshot(cfg, listen))
+	})
+	return m
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return itoa(n) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return ftoa(float64(n)/float64(div)) + " " + string("KMGTPE"[exp]) + "iB"
+}

@@ -1,0 +1,126 @@
+// Command muxbench measures what sharing one port between HTTP and AMP
+// (package mux) costs, against the same servers on ports of their own, with
+// servers and load generators in separate processes over loopback:
+//
+//   - HTTP requests/s through the shared port and on a plain port, with
+//     wrk, keep-alive and with a new connection per request;
+//   - AMP Sum calls/s through the shared port and on a plain port, with
+//     the amp client of tools/callbench (16 in flight, raw API);
+//   - the server's resident memory holding 10,000 idle AMP connections
+//     that came in through the mux (and, for comparison, on a plain port).
+//
+// Subcommands:
+//
+//	muxbench serve -mode shared|direct [-addr 127.0.0.1:0] [-cpuprofile F]
+//	muxbench idle  -addr A [-conns 10000] [-parallel 64]
+//	muxbench run   -callbench BIN [-modes keepalive,close,amp,idle] [-runs 3] [-duration 5s] ...
+//
+// serve prints "LISTENING http=<addr> amp=<addr>" (one address twice when
+// shared), answers a "stats" line on stdin with a STATS line (and "heap
+// FILE" by writing a heap profile there, then "DONE heap FILE"), and serves
+// until stdin closes or SIGTERM/SIGINT. idle opens its connections, makes
+// one Sum call on each, prints "READY ...", and holds them until stdin
+// closes. run starts all of these (and wrk, and callbench) as processes and
+// prints a Markdown table; see scripts/bench-mux.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usageText = `usage: muxbench <command> [flags]
+
+commands:
+  serve  an HTTP server (13-byte body) and an AMP server (Sum), on one
+         shared port through mux.New (-mode shared) or on a port each
+         (-mode direct)
+  idle   open -conns AMP connections, make one Sum call on each, hold them
+  run    start servers and clients as processes, print a Markdown table
+
+"muxbench <command> -h" lists the command's flags.
+`
+
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := dispatch(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "muxbench:", err)
+		os.Exit(1)
+	}
+}
+
+func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return errUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serveMain(ctx, rest, stdin, stdout, stderr)
+	case "idle":
+		return idleMain(ctx, rest, stdin, stdout, stderr)
+	case "run":
+		return runMain(ctx, rest, stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usageText)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "muxbench: unknown command %q\n\n%s", cmd, usageText)
+		return errUsage
+	}
+}
+
+// parseFlags parses fs and maps errors to errUsage (the FlagSet has
+// already printed them).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "muxbench %s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return errUsage
+	}
+	return nil
+}
+
+// raiseFileLimit lifts the soft limit on open files to want, raising the
+// hard limit too when allowed (root), and returns the soft limit in force.
+func raiseFileLimit(want uint64) uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	if rl.Cur >= want {
+		return rl.Cur
+	}
+	if rl.Max < want {
+		up := syscall.Rlimit{Cur: want, Max: want}
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up) == nil {
+			return want
+		}
+	}
+	up := syscall.Rlimit{Cur: min(want, rl.Max), Max: rl.Max}
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up) == nil {
+		return up.Cur
+	}
+	return rl.Cur
+}

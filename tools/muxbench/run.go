@@ -1,0 +1,657 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Measures, in the order run makes them.
+const (
+	measureKeepAlive = "keepalive" // wrk, keep-alive
+	measureClose     = "close"     // wrk, Connection: close
+	measureAMP       = "amp"       // callbench amp
+	measureIdle      = "idle"      // RSS holding idle AMP connections
+)
+
+var allMeasures = []string{measureKeepAlive, measureClose, measureAMP, measureIdle}
+
+// Goals: shared / direct at least this (throughput); RSS below idleGoal.
+var goals = map[string]float64{measureKeepAlive: 0.97, measureClose: 0.92, measureAMP: 0.97}
+
+const idleGoal = 150e6 // bytes: 150 MB
+
+var modes = []string{modeShared, modeDirect}
+
+// runOptions is what the run subcommand measures.
+type runOptions struct {
+	Callbench    string   // callbench binary, for the amp measure
+	Wrk          string   // wrk binary
+	Measures     []string // of allMeasures, in that order
+	Runs         int
+	Duration     time.Duration // wrk -d (whole seconds, at least 1) and callbench -duration
+	Warmup       time.Duration // a wrk run of this length before a server's first measure (0: none); callbench -warmup
+	Threads      int           // wrk -t
+	Connections  int           // wrk -c
+	AMPInflight  int
+	IdleConns    int
+	IdleParallel int
+	Settle       time.Duration // from idle connections all answered to reading RSS
+	ProfileDir   string        // if set, servers write CPU profiles there
+}
+
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opt runOptions
+	fs.StringVar(&opt.Callbench, "callbench", "", "callbench binary (go build ./tools/callbench); required for the amp measure")
+	fs.StringVar(&opt.Wrk, "wrk", "wrk", "wrk binary")
+	measures := fs.String("modes", strings.Join(allMeasures, ","), "comma-separated measures: keepalive, close (HTTP with wrk), amp (callbench), idle (memory)")
+	fs.IntVar(&opt.Runs, "runs", 3, "runs of each cell, shared and direct interleaved; the table shows the median")
+	fs.DurationVar(&opt.Duration, "duration", 5*time.Second, "measured window of each wrk and callbench run (wrk: rounded up to whole seconds)")
+	fs.DurationVar(&opt.Warmup, "warmup", time.Second, "unmeasured wrk run on each new server before its first HTTP measure (rounded up to whole seconds; 0: none); callbench -warmup")
+	fs.IntVar(&opt.Threads, "threads", 2, "wrk -t")
+	fs.IntVar(&opt.Connections, "connections", 32, "wrk -c")
+	fs.IntVar(&opt.AMPInflight, "inflight", 16, "AMP calls in flight (callbench amp -inflight)")
+	fs.IntVar(&opt.IdleConns, "idle-conns", 10000, "idle AMP connections the memory measure holds")
+	fs.IntVar(&opt.IdleParallel, "idle-parallel", 64, "idle connections being opened at once")
+	fs.DurationVar(&opt.Settle, "settle", time.Second, "wait between the last idle connection answered and reading RSS")
+	fs.StringVar(&opt.ProfileDir, "cpuprofile-dir", "", "write the servers' CPU profiles to `dir` (<measure>-<shared|direct>.pprof; idle: the last run's, and its heap profile idle-<mode>.heap.pprof)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	for _, s := range strings.Split(*measures, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(allMeasures, s) || slices.Contains(opt.Measures, s) {
+			fmt.Fprintf(stderr, "muxbench run: bad -modes %q (keepalive, close, amp, idle)\n", *measures)
+			return errUsage
+		}
+		opt.Measures = append(opt.Measures, s)
+	}
+	slices.SortFunc(opt.Measures, func(a, b string) int { return slices.Index(allMeasures, a) - slices.Index(allMeasures, b) })
+	if opt.Runs < 1 || opt.Duration <= 0 || opt.Warmup < 0 || opt.Threads < 1 || opt.Connections < opt.Threads ||
+		opt.AMPInflight < 1 || opt.IdleConns < 1 || opt.IdleParallel < 1 || opt.Settle < 0 {
+		fmt.Fprintln(stderr, "muxbench run: -runs, -duration, -threads, -inflight, -idle-conns, -idle-parallel must be positive, -connections >= -threads")
+		return errUsage
+	}
+	if slices.Contains(opt.Measures, measureAMP) && opt.Callbench == "" {
+		fmt.Fprintln(stderr, "muxbench run: the amp measure needs -callbench (go build -o /tmp/callbench ./tools/callbench)")
+		return errUsage
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	return runBench(ctx, self, opt, stdout, stderr)
+}
+
+// sample is one run of one measure on one server.
+type sample struct {
+	Value        float64 // requests/s, calls/s, or RSS after (bytes)
+	P50us, P99us float64
+	Errors       int64   // wrk socket errors
+	CPUus        float64 // server CPU time per request or call, µs (user + system)
+	RSSBefore    int64
+	Before       serverStats
+	After        serverStats
+	OpenSeconds  float64 // idle: time to open and call on every connection
+}
+
+// results holds every run: measure -> mode -> runs in order.
+type results map[string]map[string][]sample
+
+func (r results) add(measure, mode string, s sample) {
+	if r[measure] == nil {
+		r[measure] = map[string][]sample{}
+	}
+	r[measure][mode] = append(r[measure][mode], s)
+}
+
+// median returns the run with the median value (the lower middle one for
+// an even count).
+func median(runs []sample) sample {
+	s := slices.Clone(runs)
+	slices.SortStableFunc(s, func(a, b sample) int {
+		switch {
+		case a.Value < b.Value:
+			return -1
+		case a.Value > b.Value:
+			return 1
+		}
+		return 0
+	})
+	return s[(len(s)-1)/2]
+}
+
+// runBench makes every measure and prints the tables.
+func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr io.Writer) error {
+	started := time.Now()
+	load0 := loadAvg()
+	stderr = &lockedWriter{w: stderr}
+	wrkVersion := ""
+	if slices.Contains(opt.Measures, measureKeepAlive) || slices.Contains(opt.Measures, measureClose) {
+		path, err := exec.LookPath(opt.Wrk)
+		if err != nil {
+			return fmt.Errorf("wrk not found (apt-get install -y wrk): %w", err)
+		}
+		opt.Wrk = path
+		wrkVersion = versionOf(path)
+	}
+	if opt.ProfileDir != "" {
+		if err := os.MkdirAll(opt.ProfileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	res := results{}
+	for _, m := range opt.Measures {
+		var err error
+		if m == measureIdle {
+			err = measureIdleRuns(ctx, self, opt, res, stderr)
+		} else {
+			err = measureThroughput(ctx, self, m, opt, res, stderr)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	printTables(stdout, opt, res, started, load0, wrkVersion)
+	return nil
+}
+
+// startServer runs "self serve -mode mode" and waits for its addresses.
+func startServer(ctx context.Context, self, mode, profile string, stderr io.Writer) (*child, string, string, error) {
+	args := []string{"serve", "-mode", mode, "-addr", "127.0.0.1:0"}
+	if profile != "" {
+		args = append(args, "-cpuprofile", profile)
+	}
+	c, err := startChild(self, mode+" server", args, stderr)
+	if err != nil {
+		return nil, "", "", err
+	}
+	line, err := c.expect(ctx, "LISTENING", waitTimeout)
+	if err == nil {
+		var kv map[string]string
+		if kv, err = parseKV(line, "LISTENING"); err == nil && (kv["http"] == "" || kv["amp"] == "") {
+			err = fmt.Errorf("%s server printed %q", mode, line)
+		}
+		if err == nil {
+			return c, kv["http"], kv["amp"], nil
+		}
+	}
+	c.stop(5 * time.Second)
+	return nil, "", "", err
+}
+
+// checkHTTP makes sure addr serves the expected body.
+func checkHTTP(ctx context.Context, addr string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/", nil)
+	if err != nil {
+		return err
+	}
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 || string(body) != helloBody {
+		return fmt.Errorf("GET http://%s/ answered %s %q", addr, resp.Status, body)
+	}
+	return nil
+}
+
+// wrkSeconds rounds d up to wrk's whole seconds.
+func wrkSeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }
+
+// runWrk runs wrk against addr for d.
+func runWrk(ctx context.Context, opt runOptions, addr string, closeEach bool, d time.Duration) (wrkResult, error) {
+	secs := wrkSeconds(d)
+	args := []string{"-t", strconv.Itoa(opt.Threads), "-c", strconv.Itoa(opt.Connections), "-d", strconv.Itoa(secs) + "s", "--latency"}
+	if closeEach {
+		args = append(args, "-H", "Connection: close")
+	}
+	args = append(args, "http://"+addr+"/")
+	out, err := runTool(ctx, opt.Wrk, args, time.Duration(secs)*time.Second+30*time.Second)
+	if err != nil {
+		return wrkResult{}, err
+	}
+	r, err := parseWrk(out)
+	if err != nil {
+		return r, err
+	}
+	if r.Non2xx > 0 || r.Requests == 0 {
+		return r, fmt.Errorf("wrk %s: %d requests, %d not 2xx/3xx", strings.Join(args, " "), r.Requests, r.Non2xx)
+	}
+	return r, nil
+}
+
+// runTool runs a measuring process and returns its stdout.
+func runTool(ctx context.Context, bin string, args []string, timeout time.Duration) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, bin, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(errOut.String())
+		if ctx.Err() == nil && cctx.Err() != nil {
+			msg += fmt.Sprintf(" (killed after %v)", timeout)
+		}
+		return "", fmt.Errorf("%s %s: %v: %s", filepath.Base(bin), strings.Join(args, " "), err, msg)
+	}
+	return out.String(), nil
+}
+
+// runCallbench runs "callbench amp" against addr and reads its RESULT line.
+func runCallbench(ctx context.Context, opt runOptions, addr string) (sample, error) {
+	args := []string{"amp", "-addr", addr, "-inflight", strconv.Itoa(opt.AMPInflight), "-api", "raw",
+		"-duration", opt.Duration.String(), "-warmup", opt.Warmup.String()}
+	out, err := runTool(ctx, opt.Callbench, args, opt.Warmup+opt.Duration+40*time.Second)
+	if err != nil {
+		return sample{}, err
+	}
+	var s sample
+	for line := range strings.Lines(out) {
+		if !strings.HasPrefix(line, "RESULT ") {
+			continue
+		}
+		kv, err := parseKV(line, "RESULT")
+		if err != nil {
+			return s, err
+		}
+		var calls, errs int64
+		if err := intFields(kv, map[string]*int64{"calls": &calls, "errors": &errs}); err != nil {
+			return s, fmt.Errorf("callbench RESULT %q: %w", line, err)
+		}
+		for k, p := range map[string]*float64{"calls_per_sec": &s.Value, "p50_us": &s.P50us, "p99_us": &s.P99us} {
+			if *p, err = strconv.ParseFloat(kv[k], 64); err != nil {
+				return s, fmt.Errorf("callbench RESULT %q: %s: %w", line, k, err)
+			}
+		}
+		if calls <= 0 || errs != 0 || kv["kind"] != "amp" {
+			return s, fmt.Errorf("callbench RESULT %q: %d calls, %d errors", line, calls, errs)
+		}
+		return s, nil
+	}
+	return s, fmt.Errorf("callbench %s printed no RESULT line: %q", strings.Join(args, " "), out)
+}
+
+// measureThroughput runs one HTTP or AMP measure: a shared and a direct
+// server for it, runs interleaved.
+func measureThroughput(ctx context.Context, self, measure string, opt runOptions, res results, stderr io.Writer) (err error) {
+	type target struct {
+		mode, addr string
+		srv        *child
+	}
+	var targets []target
+	defer func() {
+		for _, t := range targets {
+			if serr := t.srv.stop(10 * time.Second); serr != nil && err == nil {
+				err = serr
+			}
+		}
+	}()
+	for _, mode := range modes {
+		profile := ""
+		if opt.ProfileDir != "" {
+			profile = filepath.Join(opt.ProfileDir, measure+"-"+mode+".pprof")
+		}
+		srv, httpAddr, ampAddr, err := startServer(ctx, self, mode, profile, stderr)
+		if err != nil {
+			return err
+		}
+		t := target{mode: mode, addr: httpAddr, srv: srv}
+		if measure == measureAMP {
+			t.addr = ampAddr
+		}
+		targets = append(targets, t)
+		if measure != measureAMP {
+			if err := checkHTTP(ctx, httpAddr); err != nil {
+				return fmt.Errorf("%s server: %w", mode, err)
+			}
+			if opt.Warmup > 0 {
+				if _, err := runWrk(ctx, opt, httpAddr, measure == measureClose, opt.Warmup); err != nil {
+					return fmt.Errorf("warm-up: %w", err)
+				}
+			}
+		}
+	}
+	for run := 1; run <= opt.Runs; run++ {
+		line := fmt.Sprintf("%s, run %d/%d:", measure, run, opt.Runs)
+		for _, t := range targets {
+			st0, err := t.srv.stats(ctx)
+			if err != nil {
+				return err
+			}
+			var s sample
+			if measure == measureAMP {
+				s, err = runCallbench(ctx, opt, t.addr)
+			} else {
+				var w wrkResult
+				w, err = runWrk(ctx, opt, t.addr, measure == measureClose, opt.Duration)
+				s = sample{Value: w.ReqPerSec, P50us: w.P50us, P99us: w.P99us, Errors: w.SocketErrors}
+			}
+			if err != nil {
+				return err
+			}
+			st1, err := t.srv.stats(ctx)
+			if err != nil {
+				return err
+			}
+			ops := st1.Requests - st0.Requests
+			if measure == measureAMP {
+				ops = st1.Calls - st0.Calls
+			}
+			if ops > 0 {
+				s.CPUus = float64(st1.CPUus-st0.CPUus) / float64(ops)
+			}
+			res.add(measure, t.mode, s)
+			line += fmt.Sprintf("  %s %s/s (server %.1f µs CPU each)", t.mode, humanInt(s.Value), s.CPUus)
+		}
+		fmt.Fprintln(stderr, line)
+	}
+	return nil
+}
+
+// measureIdleRuns measures memory: for each run and mode, a fresh server,
+// RSS before, the idle client's connections opened and answered, RSS after.
+func measureIdleRuns(ctx context.Context, self string, opt runOptions, res results, stderr io.Writer) error {
+	for run := 1; run <= opt.Runs; run++ {
+		line := fmt.Sprintf("idle, run %d/%d:", run, opt.Runs)
+		for _, mode := range modes {
+			profile := ""
+			if opt.ProfileDir != "" {
+				profile = filepath.Join(opt.ProfileDir, measureIdle+"-"+mode+".pprof")
+			}
+			s, err := measureIdleOnce(ctx, self, mode, profile, opt, stderr)
+			if err != nil {
+				return err
+			}
+			res.add(measureIdle, mode, s)
+			line += fmt.Sprintf("  %s %s (%.1f KB/conn)", mode, humanMB(s.Value), perConnKB(s, opt.IdleConns))
+		}
+		fmt.Fprintln(stderr, line)
+	}
+	return nil
+}
+
+func measureIdleOnce(ctx context.Context, self, mode, profile string, opt runOptions, stderr io.Writer) (s sample, err error) {
+	srv, _, ampAddr, err := startServer(ctx, self, mode, profile, stderr)
+	if err != nil {
+		return s, err
+	}
+	defer func() {
+		if serr := srv.stop(30 * time.Second); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	pid := srv.cmd.Process.Pid
+	if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		return s, err
+	}
+	if s.Before, err = srv.stats(ctx); err != nil {
+		return s, err
+	}
+	if s.RSSBefore, err = readRSS(pid); err != nil {
+		return s, err
+	}
+	cl, err := startChild(self, "idle client", []string{"idle", "-addr", ampAddr,
+		"-conns", strconv.Itoa(opt.IdleConns), "-parallel", strconv.Itoa(opt.IdleParallel)}, stderr)
+	if err != nil {
+		return s, err
+	}
+	defer func() {
+		if cerr := cl.stop(30 * time.Second); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	line, err := cl.expect(ctx, "READY", waitTimeout+time.Duration(opt.IdleConns)*time.Millisecond)
+	if err != nil {
+		return s, err
+	}
+	kv, err := parseKV(line, "READY")
+	if err != nil {
+		return s, err
+	}
+	if s.OpenSeconds, err = strconv.ParseFloat(kv["seconds"], 64); err != nil {
+		return s, fmt.Errorf("idle client: %q: %w", line, err)
+	}
+	if err := sleep(ctx, opt.Settle); err != nil {
+		return s, err
+	}
+	rss, err := readRSS(pid)
+	if err != nil {
+		return s, err
+	}
+	s.Value = float64(rss)
+	if s.After, err = srv.stats(ctx); err != nil {
+		return s, err
+	}
+	if s.After.AMPConns != int64(opt.IdleConns) {
+		return s, fmt.Errorf("%s server holds %d AMP connections, want %d", mode, s.After.AMPConns, opt.IdleConns)
+	}
+	if profile != "" {
+		if err := srv.heapProfile(ctx, strings.TrimSuffix(profile, ".pprof")+".heap.pprof"); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func perConnKB(s sample, conns int) float64 {
+	return (s.Value - float64(s.RSSBefore)) / float64(conns) / 1e3
+}
+
+func printTables(w io.Writer, opt runOptions, res results, started time.Time, load0, wrkVersion string) {
+	fmt.Fprintf(w, "## Port sharing: HTTP and AMP through one mux.New port vs each on its own port\n\n")
+	fmt.Fprintf(w, "- date: %s (took %s)\n", started.Format("2006-01-02 15:04:05 MST"), time.Since(started).Round(time.Second))
+	fmt.Fprintf(w, "- machine: nproc %d, %s, Linux %s\n", runtime.NumCPU(), cpuModel(), kernel())
+	fmt.Fprintf(w, "- go: %s %s/%s, GOMAXPROCS default in each process", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if wrkVersion != "" {
+		fmt.Fprintf(w, "; %s", wrkVersion)
+	}
+	fmt.Fprintf(w, "\n- load average: %s before, %s after\n", load0, loadAvg())
+	fmt.Fprintf(w, "- each cell: median of %d runs, shared and direct interleaved (shared, direct, shared, direct ...); servers, wrk and clients are separate processes on loopback\n", opt.Runs)
+	fmt.Fprintf(w, "- shared: mux.New(l, mux.Config{HTTP: httpfallback.Server(h), AMP: conn.Server}) on one port; direct: the same two servers, each on a plain port of its own\n")
+	has := func(m string) bool { return len(res[m]) > 0 }
+	if has(measureKeepAlive) || has(measureClose) {
+		fmt.Fprintf(w, "- HTTP: h writes a %d-byte body; wrk -t%d -c%d -d%ds --latency (new connection: -H 'Connection: close'); a fresh pair of servers per HTTP row", len(helloBody), opt.Threads, opt.Connections, wrkSeconds(opt.Duration))
+		if opt.Warmup > 0 {
+			fmt.Fprintf(w, ", warmed by an unmeasured %ds wrk run each", wrkSeconds(opt.Warmup))
+		}
+		fmt.Fprintln(w)
+	}
+	if has(measureAMP) {
+		fmt.Fprintf(w, "- AMP: callbench amp -inflight %d -api raw -duration %v -warmup %v (one connection; Sum answered inline through the box API)\n", opt.AMPInflight, opt.Duration, opt.Warmup)
+	}
+	if has(measureIdle) {
+		fmt.Fprintf(w, "- idle: a fresh server per run; a client process opens %s TCP connections (%d at a time), makes one Sum call on each and holds them; server VmRSS before, and %v after the last answer; MB = 10^6 bytes, KB = 10^3\n", humanInt(float64(opt.IdleConns)), opt.IdleParallel, opt.Settle)
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "| measure | shared port | own port | shared / own | goal | met |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|:---:|")
+	names := map[string]string{
+		measureKeepAlive: "HTTP keep-alive",
+		measureClose:     "HTTP new connection per request",
+		measureAMP:       fmt.Sprintf("AMP Sum, %d in flight", opt.AMPInflight),
+	}
+	units := map[string]string{measureKeepAlive: ", requests/s", measureClose: ", requests/s", measureAMP: ", calls/s"}
+	for _, m := range opt.Measures {
+		if !has(m) {
+			continue
+		}
+		sh, di := median(res[m][modeShared]), median(res[m][modeDirect])
+		if m == measureIdle {
+			met := sh.Value < idleGoal
+			fmt.Fprintf(w, "| server RSS holding %s idle AMP connections | %s | %s | %+.1f%% | < %.0f MB (shared) | %s |\n",
+				humanInt(float64(opt.IdleConns)), humanMB(sh.Value), humanMB(di.Value), 100*(sh.Value/di.Value-1), idleGoal/1e6, yesNo(met))
+			fmt.Fprintf(w, "| RSS growth per idle connection | %.1f KB | %.1f KB | %+.1f KB | | |\n",
+				perConnKB(sh, opt.IdleConns), perConnKB(di, opt.IdleConns), perConnKB(sh, opt.IdleConns)-perConnKB(di, opt.IdleConns))
+			continue
+		}
+		ratio := sh.Value / di.Value
+		fmt.Fprintf(w, "| %s | %s | %s | %.1f%% | >= %.0f%% | %s |\n", names[m]+units[m], humanInt(sh.Value), humanInt(di.Value), 100*ratio, 100*goals[m], yesNo(ratio >= goals[m]))
+	}
+
+	var lat []string
+	for _, m := range opt.Measures {
+		if m != measureIdle && has(m) {
+			lat = append(lat, m)
+		}
+	}
+	if len(lat) > 0 {
+		fmt.Fprintf(w, "\nAt the median run: latency p50 / p99 µs (wrk --latency; callbench times 1 call in 16), and the server's CPU time (user + system, getrusage) per request or call over the whole run:\n\n")
+		fmt.Fprintln(w, "| measure | shared p50 / p99 | own p50 / p99 | shared CPU µs | own CPU µs | shared / own CPU |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+		for _, m := range lat {
+			sh, di := median(res[m][modeShared]), median(res[m][modeDirect])
+			fmt.Fprintf(w, "| %s | %s / %s | %s / %s | %.1f | %.1f | %.0f%% |\n", names[m], humanUs(sh.P50us), humanUs(sh.P99us), humanUs(di.P50us), humanUs(di.P99us),
+				sh.CPUus, di.CPUus, 100*sh.CPUus/di.CPUus)
+		}
+	}
+
+	if has(measureIdle) {
+		fmt.Fprintf(w, "\nIdle connections at the median run (Go figures from runtime.ReadMemStats in the server, after):\n\n")
+		fmt.Fprintln(w, "| server | RSS before | RSS after | per conn | AMP conns | goroutines | heap in use | stacks in use | Go sys | opening took |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		for _, mode := range modes {
+			s := median(res[measureIdle][mode])
+			fmt.Fprintf(w, "| %s | %s | %s | %.1f KB | %s | %s | %s | %s | %s | %.2f s |\n", mode, humanMB(float64(s.RSSBefore)), humanMB(s.Value),
+				perConnKB(s, opt.IdleConns), humanInt(float64(s.After.AMPConns)), humanInt(float64(s.After.Goroutines)),
+				humanMB(float64(s.After.HeapInuse)), humanMB(float64(s.After.StackInuse)), humanMB(float64(s.After.Sys)), s.OpenSeconds)
+		}
+	}
+
+	fmt.Fprintf(w, "\nEvery run, in run order:\n\n")
+	fmt.Fprintln(w, "| measure | shared port | own port |")
+	fmt.Fprintln(w, "|---|---:|---:|")
+	for _, m := range opt.Measures {
+		if !has(m) {
+			continue
+		}
+		row := []string{names[m] + units[m]}
+		if m == measureIdle {
+			row[0] = "server RSS, idle connections"
+		}
+		for _, mode := range modes {
+			var parts []string
+			errs := int64(0)
+			for _, s := range res[m][mode] {
+				if m == measureIdle {
+					parts = append(parts, humanMB(s.Value))
+				} else {
+					parts = append(parts, humanInt(s.Value))
+				}
+				errs += s.Errors
+			}
+			cell := strings.Join(parts, ", ")
+			if errs > 0 {
+				cell += fmt.Sprintf(" (wrk socket errors: %d)", errs)
+			}
+			row = append(row, cell)
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+	}
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+// humanInt writes 1234567.8 as 1,234,568.
+func humanInt(f float64) string {
+	s := strconv.FormatInt(int64(f+0.5), 10)
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 && s[i-1] != '-' {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+func humanMB(bytes float64) string { return strconv.FormatFloat(bytes/1e6, 'f', 1, 64) + " MB" }
+
+func humanUs(us float64) string {
+	if us >= 100 {
+		return strconv.FormatFloat(us, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(us, 'f', 1, 64)
+}
+
+// versionOf returns the first line wrk -v prints ("wrk 4.1.0 ...").
+func versionOf(bin string) string {
+	out, _ := exec.Command(bin, "-v").CombinedOutput()
+	line, _, _ := strings.Cut(string(out), "\n")
+	line = strings.TrimSpace(line)
+	if i := strings.Index(line, " Copyright"); i > 0 {
+		line = line[:i]
+	}
+	return line
+}
+
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for line := range strings.Lines(string(data)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func kernel() string {
+	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(data))
+}
+
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
