@@ -114,6 +114,16 @@ func newClassListener(s *Server, c Class) *classListener {
 	return &classListener{s: s, class: c, conns: make(chan net.Conn), closed: make(chan struct{}), muxEnd: s.done}
 }
 
+// tryDeliver hands nc to an Accept already waiting, without blocking.
+func (l *classListener) tryDeliver(nc net.Conn) bool {
+	select {
+	case l.conns <- nc:
+		return true
+	default:
+		return false
+	}
+}
+
 // deliver hands nc to Accept, or closes it if nobody accepts within wait.
 func (l *classListener) deliver(nc net.Conn, wait time.Duration) {
 	t := time.NewTimer(wait)

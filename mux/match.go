@@ -27,11 +27,20 @@ func (c Class) String() string {
 	return "unknown"
 }
 
+// firstRead is how much the first matcher asks for: whatever has arrived,
+// up to this, comes in one read, and the later matchers find it buffered.
+const firstRead = 256
+
 // matchAMP: a box starts with a 2-byte key length of 1..255.
 func matchAMP(r io.Reader) bool {
-	var b [2]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return false
+	var b [firstRead]byte
+	n := 0
+	for n < 2 {
+		m, err := r.Read(b[n:])
+		n += m
+		if err != nil && n < 2 {
+			return false
+		}
 	}
 	return b[0] == 0 && b[1] != 0
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/soheilhy/cmux"
@@ -132,15 +133,43 @@ func (s *Server) route(c Class, m cmux.Matcher) {
 			}
 			if sc := sniffed(nc); sc != nil {
 				sc.release()
+				nc = &Conn{Conn: nc, raw: sc.Conn}
 			}
 			if s.cfg.OnMatch != nil {
 				s.cfg.OnMatch(c)
 			}
 			// Never block the pump: a class nobody accepts must not hold
-			// up the others.
-			go target.deliver(nc, s.cfg.SniffTimeout)
+			// up the others. Usually Accept is waiting already.
+			if !target.tryDeliver(nc) {
+				go target.deliver(nc, s.cfg.SniffTimeout)
+			}
 		}
 	}()
+}
+
+// Conn is a connection handed out by a class listener: reads replay the
+// sniffed bytes first; SyscallConn reaches the socket, so that a server can
+// write to it directly (amp/conn does, to spare a goroutine hand-off).
+type Conn struct {
+	net.Conn
+	raw net.Conn
+}
+
+// SyscallConn returns the underlying socket's, for writes only: reading
+// from it would skip the sniffed bytes.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.raw.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}
+
+// CloseWrite half-closes the underlying connection when it can.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.raw.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // sniffed finds our wrapper under cmux's.

@@ -9,7 +9,10 @@ const (
 	// DefaultMaxBoxSize bounds the memory one box on a hostile stream can
 	// make a Decoder hold: 16 MiB, length prefixes included.
 	DefaultMaxBoxSize = 16 << 20
-	defaultBufSize    = 16 << 10
+	// The buffer starts small, so that idle connections cost little, and
+	// doubles while reads fill it (a busy stream) up to maxReadAhead.
+	defaultBufSize = 1 << 10
+	maxReadAhead   = 64 << 10
 	// Past this many fields, duplicate keys are found with a map rather
 	// than by scanning.
 	linearDupLimit = 16
@@ -28,6 +31,7 @@ type Decoder struct {
 	err        error // sticky: once the stream is bad, it stays bad
 	scratch    Box
 	seen       map[string]struct{}
+	full       bool // the last read filled the buffer
 }
 
 // NewDecoder returns a Decoder reading from r with the default limits.
@@ -196,7 +200,14 @@ func (d *Decoder) fill(pos *int, need int) error {
 			d.buf = nb
 		}
 	}
+	if d.full && len(d.buf) < maxReadAhead && d.start == 0 && *pos+need <= len(d.buf) {
+		// The last read filled the buffer: more is probably waiting.
+		nb := make([]byte, 2*len(d.buf))
+		copy(nb, d.buf[:d.end])
+		d.buf = nb
+	}
 	n, err := d.r.Read(d.buf[d.end:])
+	d.full = d.end+n == len(d.buf)
 	d.end += n
 	if err != nil {
 		d.err = err

@@ -79,6 +79,7 @@ type Conn struct {
 	handlers sync.WaitGroup
 	sem      chan struct{}
 
+	onDone     func(*Conn)
 	closeOnce  sync.Once
 	errOnce    sync.Once
 	err        error // why the connection ended; set before done closes
@@ -98,8 +99,13 @@ func FromContext(ctx context.Context) *Conn {
 
 // New starts AMP on nc: it starts the reader and writer goroutines and
 // returns at once. The Conn owns nc from then on.
-func New(nc net.Conn, cfg *Config) *Conn {
+func New(nc net.Conn, cfg *Config) *Conn { return newConn(nc, cfg, nil) }
+
+// newConn is New with a function called once the connection has ended (a
+// Server's bookkeeping, without a goroutine per connection to wait).
+func newConn(nc net.Conn, cfg *Config, onDone func(*Conn)) *Conn {
 	c := &Conn{
+		onDone:     onDone,
 		nc:         nc,
 		cfg:        cfg.withDefaults(),
 		pending:    make(map[uint64]*call),
@@ -237,6 +243,9 @@ func (c *Conn) finish() {
 		c.cfg.OnError(c, cleanErr(c.err))
 	}
 	close(c.done)
+	if c.onDone != nil {
+		c.onDone(c)
+	}
 }
 
 // cleanErr hides the causes of an orderly end.

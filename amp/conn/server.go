@@ -92,26 +92,24 @@ func (s *Server) ServeConn(nc net.Conn) *Conn {
 		nc.Close()
 		return nil
 	}
-	c := New(nc, &cfg)
-	if s.conns == nil {
-		s.conns = make(map[*Conn]struct{})
-	}
-	s.conns[c] = struct{}{}
 	s.wg.Add(1)
-	s.mu.Unlock()
-	if s.ConnState != nil {
-		s.ConnState(c, true)
-	}
-	go func() {
-		defer s.wg.Done()
-		<-c.Done()
+	c := newConn(nc, &cfg, func(c *Conn) {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 		if s.ConnState != nil {
 			s.ConnState(c, false)
 		}
-	}()
+		s.wg.Done()
+	})
+	if s.conns == nil {
+		s.conns = make(map[*Conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	if s.ConnState != nil {
+		s.ConnState(c, true)
+	}
 	return c
 }
 
