@@ -437,10 +437,16 @@ func TestForwardInsecurePlaintext(t *testing.T) {
 	ctNoLeaks(t)
 	g := ctStartGateway(t)
 	f := ctStartForward(t, "--server", g.addr, "--protocol", "plain", "--listen", "127.0.0.1:0", "--insecure-plaintext")
-	ctEcho(t, ctDial(t, f.addr), 1<<20)
+	c := ctDial(t, f.addr)
+	ctEcho(t, c, 1<<20)
+	c.Close()
 	ctEchoHalfClose(t, ctDial(t, f.addr), 100_000)
+	start := time.Now()
 	if code := f.exit(t); code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("forward took %v to stop with no tunnel open", d)
 	}
 	if !strings.Contains(f.stderr.String(), "warning: --insecure-plaintext") {
 		t.Errorf("no plaintext warning: %q", f.stderr.String())

@@ -179,6 +179,8 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 	if cfg.Demo {
 		demo.RegisterPublic(ampMux)
 		reg.Register("echo", s.echoHandler, s.policy(routeConfig{Name: "echo"}))
+		// Listed on the status page like the others.
+		cfg.Routes = append(cfg.Routes, routeConfig{Name: "echo", Backend: "(built-in echo)"})
 	}
 	reg.Install(ampMux)
 	if len(reg.Names()) > 0 && tlsCfg == nil && !cfg.AllowPlaintext {
