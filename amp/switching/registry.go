@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -240,6 +241,17 @@ type Conn struct {
 
 // Info returns what was negotiated before the switch.
 func (c *Conn) Info() Info { return c.info }
+
+// NetConn returns the connection underneath, for CloseWrite and the like.
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
+// CloseWrite half-closes the connection when the one underneath can.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
 
 // InfoOf returns the negotiation details of a connection handed out by
 // this package (directly or through a Listener), for example from an

@@ -74,9 +74,14 @@ func (c *command) newFlags(e *env) *flag.FlagSet {
 
 // parse parses flags; --help is not an error (exit 0).
 func parse(fs *flag.FlagSet, args []string) error {
+	// The flag package calls Usage on every error: keep it quiet and print
+	// the usage only for --help (errors are one line).
+	usage := fs.Usage
+	fs.Usage = func() {}
 	err := fs.Parse(args)
+	fs.Usage = usage
 	if errors.Is(err, flag.ErrHelp) {
-		fs.Usage()
+		usage()
 		return errHelp
 	}
 	if err != nil {

@@ -1,8 +1,10 @@
 package main
 
-// What forward and connect share: the flags that name the far end of a
-// tunnel, the dial (StartTLS and ProtocolSwitch, or a plaintext switch),
-// how a failed dial is reported, and a writer that keeps log lines whole.
+// What the client commands share. forward and connect: the flags that
+// name the far end of a tunnel, the dial (StartTLS and ProtocolSwitch, or a
+// plaintext switch) and how a failed dial is reported. call and bench: an
+// AMP connection with optional StartTLS. All five: flag parsing with
+// one-line errors.
 
 import (
 	"context"

@@ -1,0 +1,284 @@
+// Package load runs RPC-style load the way tools/callbench does (N callers,
+// each calling and waiting for its answer; an unmeasured warm-up, then a
+// measured window; one call in 16 timed) and prints callbench's RESULT line,
+// so that every client of the comparison reports the same figures.
+package load
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// SampleEvery: one call in this many is timed (as callbench does).
+const SampleEvery = 16
+
+// totalSamples bounds the latency samples kept, over all callers.
+const totalSamples = 1 << 18
+
+// WatchdogGrace is how long after the planned end a run gives up on a
+// server that stopped answering.
+const WatchdogGrace = 10 * time.Second
+
+// Result is one client run; String is its RESULT line, the same fields as
+// callbench's plus conns.
+type Result struct {
+	Kind          string // grpc, amp, floor, twisted ...
+	API           string // optional
+	Inflight      int    // callers at once, over all connections
+	Conns         int    // connections
+	Calls         int64  // completed in the measured window
+	Seconds       float64
+	CallsPerSec   float64
+	P50us, P99us  float64
+	Errors        int64
+	AllocsPerCall float64 // client process, measured window
+	GCs           int64
+}
+
+// String is the machine-readable RESULT line.
+func (r Result) String() string {
+	var sb strings.Builder
+	sb.WriteString("RESULT kind=" + r.Kind)
+	if r.API != "" {
+		sb.WriteString(" api=" + r.API)
+	}
+	fmt.Fprintf(&sb, " inflight=%d conns=%d calls=%d seconds=%.6f calls_per_sec=%.0f p50_us=%.1f p99_us=%.1f errors=%d allocs_per_call=%.3f gcs=%d",
+		r.Inflight, r.Conns, r.Calls, r.Seconds, r.CallsPerSec, r.P50us, r.P99us, r.Errors, r.AllocsPerCall, r.GCs)
+	return sb.String()
+}
+
+// ParseResult reads a RESULT line printed by any client of the comparison
+// (callbench, rpc, scale, twisted/client.py). Fields it does not know are
+// ignored; calls, seconds, calls_per_sec, p50_us, p99_us and errors are
+// required. conns defaults to 1.
+func ParseResult(line string) (Result, error) {
+	var r Result
+	fields := strings.Fields(line)
+	if len(fields) == 0 || fields[0] != "RESULT" {
+		return r, fmt.Errorf("not a RESULT line: %q", line)
+	}
+	kv := map[string]string{}
+	for _, f := range fields[1:] {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || k == "" {
+			return r, fmt.Errorf("RESULT field %q is not key=value", f)
+		}
+		kv[k] = v
+	}
+	var errs []error
+	num := func(k string, dst *float64, required bool) {
+		v, ok := kv[k]
+		if !ok {
+			if required {
+				errs = append(errs, fmt.Errorf("RESULT line lacks %s", k))
+			}
+			return
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("RESULT %s: %w", k, err))
+		}
+		*dst = f
+	}
+	var inflight, conns, calls, nerr, gcs float64
+	conns = 1
+	r.Kind = kv["kind"]
+	if r.Kind == "" {
+		errs = append(errs, errors.New("RESULT line lacks kind"))
+	}
+	r.API = kv["api"]
+	num("inflight", &inflight, true)
+	num("conns", &conns, false)
+	num("calls", &calls, true)
+	num("seconds", &r.Seconds, true)
+	num("calls_per_sec", &r.CallsPerSec, true)
+	num("p50_us", &r.P50us, true)
+	num("p99_us", &r.P99us, true)
+	num("errors", &nerr, true)
+	num("allocs_per_call", &r.AllocsPerCall, false)
+	num("gcs", &gcs, false)
+	r.Inflight, r.Conns, r.Calls, r.Errors, r.GCs = int(inflight), int(conns), int64(calls), int64(nerr), int64(gcs)
+	if err := errors.Join(errs...); err != nil {
+		return r, fmt.Errorf("%w (line %q)", err, line)
+	}
+	return r, nil
+}
+
+// Percentiles returns p50 and p99 of samples (nanoseconds) in microseconds;
+// it sorts samples.
+func Percentiles(samples []int64) (p50, p99 float64) {
+	if len(samples) == 0 {
+		return 0, 0
+	}
+	slices.Sort(samples)
+	at := func(q float64) float64 {
+		i := min(int(q*float64(len(samples))), len(samples)-1)
+		return float64(samples[i]) / 1e3
+	}
+	return at(0.50), at(0.99)
+}
+
+const (
+	phaseWarmup int32 = iota
+	phaseMeasure
+	phaseStop
+)
+
+type worker struct {
+	calls   int64
+	samples []int64
+	n       int
+	_       [64]byte // keep workers on separate cache lines
+}
+
+func (w *worker) add(ns int64) {
+	if len(w.samples) < cap(w.samples) {
+		w.samples = append(w.samples, ns)
+	} else {
+		w.samples[w.n%len(w.samples)] = ns
+	}
+	w.n++
+}
+
+// Config is one run.
+type Config struct {
+	Callers  int
+	Warmup   time.Duration
+	Duration time.Duration
+	// Call makes one call for caller i and checks its answer; callers
+	// never share an i. Calls get no context (as callbench's): a stuck
+	// server is the watchdog's, which calls Abort.
+	Call func(i int) error
+	// Abort, if set, runs when the watchdog fires (the server stopped
+	// answering), to fail the calls still waiting: close the connections.
+	Abort func()
+}
+
+// Run runs cfg.Callers goroutines, each calling then waiting, and returns
+// what the measured window saw (Kind, API, Conns are left to the caller).
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	res := Result{Inflight: cfg.Callers}
+	if cfg.Callers < 1 {
+		return res, errors.New("callers must be at least 1")
+	}
+	var (
+		phase    atomic.Int32
+		errCount atomic.Int64
+		firstErr atomic.Pointer[error]
+		failed   = make(chan struct{})
+		failOnce sync.Once
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		errCount.Add(1)
+		firstErr.CompareAndSwap(nil, &err)
+		phase.Store(phaseStop)
+		failOnce.Do(func() { close(failed) })
+	}
+	perWorker := max(totalSamples/cfg.Callers, 64)
+	workers := make([]*worker, cfg.Callers)
+	for i := range workers {
+		w := &worker{samples: make([]int64, 0, perWorker)}
+		workers[i] = w
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := uint(0); ; n++ {
+				before := phase.Load()
+				if before == phaseStop {
+					return
+				}
+				timed := before == phaseMeasure && n%SampleEvery == 0
+				var t0 time.Time
+				if timed {
+					t0 = time.Now()
+				}
+				if err := cfg.Call(i); err != nil {
+					if phase.Load() != phaseStop {
+						fail(err)
+					}
+					return
+				}
+				if phase.Load() == phaseMeasure {
+					w.calls++
+					if timed {
+						w.add(int64(time.Since(t0)))
+					}
+				}
+			}
+		}()
+	}
+	watchdog := time.AfterFunc(cfg.Warmup+cfg.Duration+WatchdogGrace, func() {
+		fail(errors.New("server stopped answering (watchdog)"))
+		if cfg.Abort != nil {
+			cfg.Abort()
+		}
+	})
+	defer watchdog.Stop()
+
+	wait := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-failed:
+		case <-ctx.Done():
+			fail(ctx.Err())
+		}
+		return false
+	}
+	var start, end time.Time
+	var ms0, ms1 runtime.MemStats
+	stopped := false
+	if wait(cfg.Warmup) {
+		runtime.ReadMemStats(&ms0)
+		start = time.Now()
+		phase.Store(phaseMeasure)
+		if wait(cfg.Duration) {
+			phase.Store(phaseStop)
+			end = time.Now()
+			runtime.ReadMemStats(&ms1)
+			stopped = true
+		}
+	}
+	phase.Store(phaseStop)
+	wg.Wait()
+
+	res.Errors = errCount.Load()
+	if p := firstErr.Load(); p != nil {
+		return res, *p
+	}
+	if !stopped {
+		return res, errors.New("run stopped early")
+	}
+	var all []int64
+	for _, w := range workers {
+		res.Calls += w.calls
+		all = append(all, w.samples...)
+	}
+	res.Seconds = end.Sub(start).Seconds()
+	res.CallsPerSec = float64(res.Calls) / res.Seconds
+	res.P50us, res.P99us = Percentiles(all)
+	if res.Calls > 0 {
+		res.AllocsPerCall = float64(ms1.Mallocs-ms0.Mallocs) / float64(res.Calls)
+	}
+	res.GCs = int64(ms1.NumGC - ms0.NumGC)
+	if res.Calls == 0 {
+		return res, errors.New("no call completed in the measured window")
+	}
+	return res, nil
+}
+
+// RaiseFileLimit lifts the soft limit on open files towards want (Go
+// already raises it to the hard limit at start-up; this also tries the
+// hard limit, as root) and returns the soft limit in force.
+func RaiseFileLimit(want uint64) uint64 { return raiseFileLimit(want) }
