@@ -533,6 +533,12 @@ func (c *Conn) writeLoop() {
 		runtime.Gosched()
 		c.flushMu.Lock()
 		c.wmu.Lock()
+		if c.wstop {
+			// Taken over: what is queued belongs to nobody now.
+			c.wmu.Unlock()
+			c.flushMu.Unlock()
+			return
+		}
 		out := c.wbuf
 		var paused, resume chan struct{}
 		if c.wmark >= 0 {

@@ -180,6 +180,8 @@ func (c *Conn) resumeWriter(stop bool) {
 		c.wresume = nil
 	}
 	c.wmu.Unlock()
+	// Wake the writer: to send what queued up behind the mark, or to exit.
+	c.signalWriter()
 }
 
 // waitPaused waits, on the reader goroutine, for the writer to have sent
