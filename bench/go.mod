@@ -2,7 +2,10 @@ module github.com/ampmux/ampmux/bench
 
 go 1.26.0
 
-require google.golang.org/grpc v1.85.0
+require (
+	github.com/ampmux/ampmux v0.0.0
+	google.golang.org/grpc v1.85.0
+)
 
 require (
 	golang.org/x/net v0.62.0 // indirect

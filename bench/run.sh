@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Benchmarks ampmux against the alternatives and writes BENCHMARKS.md at the
+# repository root, with one command, from a fresh clone:
+#
+#   bench/run.sh            # every figure the median of 3 runs: ~10 min on 2 cores
+#   bench/run.sh --quick    # 1 run, short windows, in flight 1 and 256 only: < 2 min (smoke run)
+#
+# On a shared machine, keep benchmark runs apart:
+#   flock /tmp/ampmux-bench.lock bench/run.sh
+#
+# What it runs, every client and server a process of its own over loopback:
+#   1. bench/report run: Sum calls/s on one connection at 1, 16 and 256 in
+#      flight for ampmux (tools/callbench, raw and typed API), Twisted AMP
+#      (bench/twisted), grpc-go (bench/rpc), the raw TCP floor (callbench,
+#      batched and per-write) and both interop directions; then 1,000
+#      connections with one call in flight each (bench/scale); where ampmux
+#      misses a goal, CPU profiles of it at that level.
+#   2. bench/tunnel (go run ./tunnel --markdown): tunnels and setup time.
+#   3. scripts/bench-mux: HTTP on the shared port vs direct, and the memory
+#      of 10,000 idle AMP connections.
+#   4. bench/report assemble: BENCHMARKS.md from all of it.
+#
+# Installs what is missing when run as root: python3-twisted (for
+# /usr/bin/python3), wrk and sslh with apt-get; Go modules come through go.
+# Progress goes to stderr. Exits non-zero if any part failed; when the
+# tunnel or port-sharing part fails, BENCHMARKS.md is still written, saying so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+quick=""
+for a in "$@"; do
+	case "$a" in
+	--quick | -quick) quick=1 ;;
+	-h | -help | --help)
+		sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "bench/run.sh: unknown argument $a (only --quick)" >&2
+		exit 2
+		;;
+	esac
+done
+started=$(date +%s)
+
+# --- what the contenders need -------------------------------------------
+have_twisted() { "$1" -c 'import twisted.protocols.amp' 2>/dev/null; }
+missing=()
+have_twisted /usr/bin/python3 || missing+=(python3-twisted)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v sslh >/dev/null || [ -x /usr/sbin/sslh ] || missing+=(sslh)
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" = 0 ]; then
+		echo "== installing ${missing[*]}" >&2
+		apt-get update -qq >&2
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+	else
+		echo "bench/run.sh: missing ${missing[*]}; as root: apt-get update && apt-get install -y ${missing[*]}" >&2
+	fi
+fi
+python=""
+for p in /usr/bin/python3 "$(command -v python3 || true)"; do
+	if [ -n "$p" ] && have_twisted "$p"; then
+		python=$p
+		break
+	fi
+done
+if [ -z "$python" ]; then
+	echo "bench/run.sh: no python3 with Twisted (apt-get install -y python3-twisted)" >&2
+	exit 1
+fi
+command -v go >/dev/null || {
+	echo "bench/run.sh: go is missing (https://go.dev/dl/)" >&2
+	exit 1
+}
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# --- build ---------------------------------------------------------------
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "== building" >&2
+go build -o "$work/callbench" ./tools/callbench
+(cd bench && go build -o "$work/rpc" ./rpc && go build -o "$work/scale" ./scale && go build -o "$work/report" ./report)
+
+if [ -n "$quick" ]; then
+	rpc_args=(-runs 1 -duration 500ms -warmup 200ms -inflight 1,256 -scale-conns 1000 -profile-duration 1s)
+	quick_flag=(--quick)
+else
+	rpc_args=(-runs 3 -duration 2s -warmup 500ms -inflight 1,16,256 -scale-conns 1000 -profile-duration 5s)
+	quick_flag=()
+fi
+failed=()
+
+# --- 1. RPC: ampmux vs Twisted AMP, grpc-go, the raw TCP floor ----------------
+echo "== RPC comparison (bench/report run ${rpc_args[*]})" >&2
+"$work/report" run -callbench "$work/callbench" -rpc "$work/rpc" -scale "$work/scale" \
+	-python "$python" -twisted-dir "$root/bench/twisted" -json "$work/rpc.json" \
+	"${rpc_args[@]}" >"$work/rpc.md"
+
+# --- 2. tunnels and setup time (bench/tunnel) ----------------------------------
+tunnel_note=""
+: >"$work/tunnel.md"
+if [ -d bench/tunnel ]; then
+	echo "== tunnels (cd bench && go run ./tunnel --markdown ${quick_flag[*]-})" >&2
+	if ! (cd bench && go run ./tunnel --markdown ${quick_flag[@]+"${quick_flag[@]}"}) >"$work/tunnel.md"; then
+		tunnel_note="bench/tunnel failed; its errors went to run.sh's stderr."
+		: >"$work/tunnel.md"
+		failed+=(tunnel)
+	fi
+else
+	tunnel_note="Skipped: bench/tunnel is not in this tree (run.sh calls \`cd bench && go run ./tunnel --markdown\` when it is)."
+	echo "== tunnels: skipped, bench/tunnel is missing" >&2
+fi
+
+# --- 3. port sharing and idle memory (scripts/bench-mux) ----------------------
+mux_note=""
+echo "== port sharing (scripts/bench-mux ${quick_flag[*]-})" >&2
+if ! scripts/bench-mux ${quick_flag[@]+"${quick_flag[@]}"} >"$work/mux.md"; then
+	mux_note="scripts/bench-mux failed; its errors went to run.sh's stderr."
+	: >"$work/mux.md"
+	failed+=(bench-mux)
+fi
+
+# --- 4. BENCHMARKS.md ------------------------------------------------------------
+revision=""
+if rev=$(git rev-parse --short HEAD 2>/dev/null); then
+	revision="built from commit $rev"
+	if ! git diff --quiet HEAD -- . ':(exclude)bench' ':(exclude)BENCHMARKS.md' 2>/dev/null; then
+		revision="$revision plus uncommitted changes outside bench/"
+	fi
+fi
+"$work/report" assemble -revision "$revision" -json "$work/rpc.json" -mux "$work/mux.md" -mux-note "$mux_note" \
+	-tunnel "$work/tunnel.md" -tunnel-note "$tunnel_note" -idle-profile scripts/bench-mux \
+	-command "bench/run.sh${quick:+ --quick}" -started "$started" -out BENCHMARKS.md
+echo "== wrote BENCHMARKS.md ($(($(date +%s) - started)) s)" >&2
+if [ ${#failed[@]} -gt 0 ]; then
+	echo "bench/run.sh: failed: ${failed[*]}" >&2
+	exit 1
+fi

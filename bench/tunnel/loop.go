@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"math"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// benchResult is one `ampmux bench` run, as it printed it.
+type benchResult struct {
+	rate          float64 // calls/s
+	p50, p90, p99 time.Duration
+}
+
+// Library-path keys.
+const (
+	libSwitch = "switch"
+	libTLS    = "tls"
+)
+
+// results hold one value per run for each measurement.
+type results struct {
+	up, down             map[string][]float64 // MB/s, by path key
+	upCPU, downCPU       map[string][]float64 // CPU seconds per GB of the processes in between
+	setupP50, setupP99   map[string][]time.Duration
+	libDial50, libDial99 map[string][]time.Duration // by libSwitch, libTLS
+	libEcho50, libEcho99 map[string][]time.Duration
+	libState             map[string]tls.ConnectionState
+	bench                map[int][]benchResult // by calls in flight
+	elapsed              time.Duration
+	load                 [2]string // 1-minute load average before and after
+}
+
+func newResults() *results {
+	return &results{
+		up: map[string][]float64{}, down: map[string][]float64{},
+		upCPU: map[string][]float64{}, downCPU: map[string][]float64{},
+		setupP50: map[string][]time.Duration{}, setupP99: map[string][]time.Duration{},
+		libDial50: map[string][]time.Duration{}, libDial99: map[string][]time.Duration{},
+		libEcho50: map[string][]time.Duration{}, libEcho99: map[string][]time.Duration{},
+		libState: map[string]tls.ConnectionState{}, bench: map[int][]benchResult{},
+	}
+}
+
+// rotate returns s started at its k-th element (mod len), so that no
+// path is always first or last.
+func rotate[T any](s []T, k int) []T {
+	k %= len(s)
+	return append(append([]T{}, s[k:]...), s[:k]...)
+}
+
+func measure(ctx context.Context, cfg *config, b *bed, ps *procs) (*results, error) {
+	res := newResults()
+	fail := func(run int, what string, p path, err error) error {
+		return fmt.Errorf("run %d, %s through %s. %s (%s): %w", run, what, p.key, p.name, p.addr, err)
+	}
+
+	// Warm up every path, and check it works, before timing anything.
+	warm := min(cfg.size, 4<<20)
+	for _, p := range b.paths {
+		if _, err := upload(ctx, p.addr, warm); err != nil {
+			return nil, fail(0, "warm-up upload", p, err)
+		}
+		if _, err := download(ctx, p.addr, warm); err != nil {
+			return nil, fail(0, "warm-up download", p, err)
+		}
+		for range 3 {
+			if _, err := echoOnce(ctx, p.addr); err != nil {
+				return nil, fail(0, "warm-up echo", p, err)
+			}
+		}
+	}
+	for range 3 { // and learn what TLS they negotiate
+		t, err := dialSwitch(ctx, b.serve, routeName, b.clTLS)
+		if err != nil {
+			return nil, fmt.Errorf("warm-up switching.Dial to %s: %w", b.serve, err)
+		}
+		res.libState[libSwitch] = t.state
+		if t, err = dialTLS(ctx, b.tlsSrv, b.clTLS); err != nil {
+			return nil, fmt.Errorf("warm-up tls dial to %s: %w", b.tlsSrv, err)
+		}
+		res.libState[libTLS] = t.state
+	}
+
+	for r := range cfg.runs {
+		run := r + 1
+		order := rotate(b.paths, r)
+		for _, dir := range []string{"upload", "download"} {
+			if !cfg.parts[dir] {
+				continue
+			}
+			transfer, into, intoCPU := upload, res.up, res.upCPU
+			if dir == "download" {
+				transfer, into, intoCPU = download, res.down, res.downCPU
+			}
+			for _, p := range order {
+				cpu0, err := cpuTimes(p.procs)
+				if err != nil {
+					return nil, fail(run, dir, p, err)
+				}
+				d, err := transfer(ctx, p.addr, cfg.size)
+				if err != nil {
+					return nil, fail(run, dir, p, err)
+				}
+				cpu1, err := cpuTimes(p.procs)
+				if err != nil {
+					return nil, fail(run, dir, p, err)
+				}
+				mbs := float64(cfg.size) / 1e6 / d.Seconds()
+				into[p.key] = append(into[p.key], mbs)
+				line := fmt.Sprintf("run %d/%d: %-8s %s %6.0f MB/s", run, cfg.runs, dir, p.key, mbs)
+				if len(p.procs) > 0 {
+					perGB := (cpu1 - cpu0).Seconds() / (float64(cfg.size) / 1e9)
+					intoCPU[p.key] = append(intoCPU[p.key], perGB)
+					line += fmt.Sprintf(", proxy CPU %.2f s/GB", perGB)
+				}
+				cfg.logf("%s", line)
+			}
+		}
+		if cfg.parts["setup"] {
+			if err := setupRun(ctx, cfg, run, order, res); err != nil {
+				return nil, fmt.Errorf("run %d, %w", run, err)
+			}
+		}
+		if cfg.parts["library"] {
+			if err := libraryRun(ctx, cfg, run, b, res); err != nil {
+				return nil, fmt.Errorf("run %d, library path: %w", run, err)
+			}
+		}
+		if cfg.parts["calls"] {
+			for _, n := range rotate(cfg.benchLevels, r) {
+				br, err := runBench(ctx, b, n, cfg.benchDuration)
+				if err != nil {
+					return nil, fmt.Errorf("run %d: %w", run, err)
+				}
+				res.bench[n] = append(res.bench[n], br)
+				cfg.logf("run %d/%d: calls    %3d in flight: %.0f calls/s, p50 %s p99 %s", run, cfg.runs, n, br.rate, fmtDur(br.p50), fmtDur(br.p99))
+			}
+		}
+		if err := ps.checkAlive(); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// setupRun times cfg.conns sequential connections on each path, one path
+// after the other in turn.
+func setupRun(ctx context.Context, cfg *config, run int, order []path, res *results) error {
+	samples := map[string][]time.Duration{}
+	for i := range cfg.conns {
+		for _, p := range rotate(order, i) {
+			d, err := echoOnce(ctx, p.addr)
+			if err != nil {
+				return fmt.Errorf("setup through %s. %s (%s), connection %d: %w", p.key, p.name, p.addr, i+1, err)
+			}
+			samples[p.key] = append(samples[p.key], d)
+		}
+	}
+	for _, p := range order {
+		p50, p99 := percentiles(samples[p.key])
+		res.setupP50[p.key] = append(res.setupP50[p.key], p50)
+		res.setupP99[p.key] = append(res.setupP99[p.key], p99)
+		cfg.logf("run %d/%d: setup    %s p50 %s p99 %s", run, cfg.runs, p.key, fmtDur(p50), fmtDur(p99))
+	}
+	return nil
+}
+
+// libraryRun times cfg.conns switching.Dial and crypto/tls dials,
+// alternating which goes first.
+func libraryRun(ctx context.Context, cfg *config, run int, b *bed, res *results) error {
+	dials, echoes := map[string][]time.Duration{}, map[string][]time.Duration{}
+	for i := range cfg.conns {
+		kinds := []string{libSwitch, libTLS}
+		if (i+run)%2 == 0 {
+			kinds = []string{libTLS, libSwitch}
+		}
+		for _, k := range kinds {
+			var t libTiming
+			var err error
+			if k == libSwitch {
+				t, err = dialSwitch(ctx, b.serve, routeName, b.clTLS)
+			} else {
+				t, err = dialTLS(ctx, b.tlsSrv, b.clTLS)
+			}
+			if err != nil {
+				return fmt.Errorf("%s, connection %d: %w", k, i+1, err)
+			}
+			dials[k] = append(dials[k], t.dial)
+			echoes[k] = append(echoes[k], t.echo)
+		}
+	}
+	for _, k := range []string{libSwitch, libTLS} {
+		d50, d99 := percentiles(dials[k])
+		e50, e99 := percentiles(echoes[k])
+		res.libDial50[k] = append(res.libDial50[k], d50)
+		res.libDial99[k] = append(res.libDial99[k], d99)
+		res.libEcho50[k] = append(res.libEcho50[k], e50)
+		res.libEcho99[k] = append(res.libEcho99[k], e99)
+		cfg.logf("run %d/%d: library  %-6s dial p50 %s p99 %s, +echo p50 %s p99 %s", run, cfg.runs, k,
+			fmtDur(d50), fmtDur(d99), fmtDur(e50), fmtDur(e99))
+	}
+	return nil
+}
+
+// percentiles returns the nearest-rank p50 and p99 of ds (sorted in
+// place).
+func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
+	slices.Sort(ds)
+	at := func(q float64) time.Duration {
+		i := int(math.Ceil(q*float64(len(ds)))) - 1
+		return ds[max(i, 0)]
+	}
+	return at(0.50), at(0.99)
+}
+
+var (
+	benchCallsRe = regexp.MustCompile(`(?m)^\s*(\d+) calls in [0-9.]+s, (\d+) errors$`)
+	benchRateRe  = regexp.MustCompile(`(?m)^\s*(\d+) calls/s$`)
+	benchLatRe   = regexp.MustCompile(`(?m)^\s*latency p50 (\S+)\s+p90 (\S+)\s+p99 (\S+)\s+max (\S+)$`)
+)
+
+// runBench runs `ampmux bench` against serve --demo (one connection, the
+// default) and reads its summary.
+func runBench(ctx context.Context, b *bed, inFlight int, d time.Duration) (benchResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, d+time.Minute)
+	defer cancel()
+	args := []string{"bench", "--server", b.demo, "--concurrency", strconv.Itoa(inFlight), "--duration", d.String()}
+	cmd := exec.CommandContext(ctx, b.ampmux, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	out := stdout.String()
+	what := fmt.Sprintf("ampmux %v", args)
+	if err != nil {
+		return benchResult{}, fmt.Errorf("%s: %v\n%s", what, err, indent(out+stderr.String()))
+	}
+	calls, rate, lat := benchCallsRe.FindStringSubmatch(out), benchRateRe.FindStringSubmatch(out), benchLatRe.FindStringSubmatch(out)
+	if calls == nil || rate == nil || lat == nil {
+		return benchResult{}, fmt.Errorf("%s: unexpected output:\n%s", what, indent(out))
+	}
+	if calls[2] != "0" {
+		return benchResult{}, fmt.Errorf("%s: %s errors:\n%s", what, calls[2], indent(out))
+	}
+	var r benchResult
+	r.rate, _ = strconv.ParseFloat(rate[1], 64)
+	for i, p := range []*time.Duration{&r.p50, &r.p90, &r.p99} {
+		if *p, err = time.ParseDuration(lat[i+1]); err != nil {
+			return benchResult{}, fmt.Errorf("%s: latency %q: %v", what, lat[i+1], err)
+		}
+	}
+	return r, nil
+}
