@@ -156,6 +156,13 @@ func (w *lineWatcher) Write(p []byte) (int, error) {
 // --host given, bracketed as needed).
 func StartTwistedServer(t testing.TB, args ...string) string {
 	t.Helper()
+	return startScriptServer(t, "twisted_server.py", args...)
+}
+
+// startScriptServer runs a testdata script that prints "LISTENING <port>"
+// and stops at stdin EOF; see StartTwistedServer.
+func startScriptServer(t testing.TB, script string, args ...string) string {
+	t.Helper()
 	py := mustPython(t)
 	host := "127.0.0.1"
 	for i, a := range args {
@@ -166,17 +173,17 @@ func StartTwistedServer(t testing.TB, args ...string) string {
 		}
 	}
 
-	cmd := exec.Command(py, append([]string{"-B", "-u", Script("twisted_server.py")}, args...)...)
+	cmd := exec.Command(py, append([]string{"-B", "-u", Script(script)}, args...)...)
 	stdout := &lineWatcher{port: make(chan int, 1)}
 	stderr := &syncBuffer{}
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		t.Fatalf("interop: twisted_server.py: %v", err)
+		t.Fatalf("interop: %s: %v", script, err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("interop: starting twisted_server.py: %v", err)
+		t.Fatalf("interop: starting %s: %v", script, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -198,7 +205,7 @@ func StartTwistedServer(t testing.TB, args ...string) string {
 	t.Cleanup(func() {
 		stop()
 		if t.Failed() || waitErr != nil {
-			t.Logf("twisted_server.py exit: %v\nstderr:\n%s", waitErr, stderr.String())
+			t.Logf("%s exit: %v\nstderr:\n%s", script, waitErr, stderr.String())
 		}
 	})
 
@@ -206,14 +213,13 @@ func StartTwistedServer(t testing.TB, args ...string) string {
 	case port := <-stdout.port:
 		return net.JoinHostPort(host, strconv.Itoa(port))
 	case err := <-exited:
-		// Put it back for the cleanup.
-		exited <- err
-		t.Fatalf("interop: twisted_server.py exited before LISTENING (%v)\nstdout:\n%s\nstderr:\n%s",
-			err, stdout.String(), stderr.String())
+		exited <- err // put it back for the cleanup
+		t.Fatalf("interop: %s exited before LISTENING (%v)\nstdout:\n%s\nstderr:\n%s",
+			script, err, stdout.String(), stderr.String())
 	case <-time.After(serverStartTimeout):
 		_ = cmd.Process.Kill()
-		t.Fatalf("interop: twisted_server.py did not print LISTENING within %v\nstdout:\n%s\nstderr:\n%s",
-			serverStartTimeout, stdout.String(), stderr.String())
+		t.Fatalf("interop: %s did not print LISTENING within %v\nstdout:\n%s\nstderr:\n%s",
+			script, serverStartTimeout, stdout.String(), stderr.String())
 	}
 	return "" // unreachable
 }
@@ -284,14 +290,25 @@ func ParseClientOutput(out []byte) (*ClientResult, error) {
 // failed), or prints malformed output. Failed checks are logged.
 func RunTwistedClientFull(t testing.TB, addr string, args ...string) *ClientResult {
 	t.Helper()
+	return runClientScript(t, "RunTwistedClient", "twisted_client.py", "twisted_client.py", nil, addr, args)
+}
+
+// runClientScript runs testdata script with argv prefix, then "--host",
+// "--port" from addr, then args, and parses its output; see
+// RunTwistedClientFull. caller names the exported function in the bad
+// address message, and label the script run in the other messages.
+func runClientScript(t testing.TB, caller, label, script string, prefix []string, addr string, args []string) *ClientResult {
+	t.Helper()
 	py := mustPython(t)
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		t.Fatalf("interop: RunTwistedClient: bad address %q: %v", addr, err)
+		t.Fatalf("interop: %s: bad address %q: %v", caller, addr, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
 	defer cancel()
-	argv := append([]string{"-B", "-u", Script("twisted_client.py"), "--host", host, "--port", port}, args...)
+	argv := append([]string{"-B", "-u", Script(script)}, prefix...)
+	argv = append(argv, "--host", host, "--port", port)
+	argv = append(argv, args...)
 	cmd := exec.CommandContext(ctx, py, argv...)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
@@ -302,28 +319,28 @@ func RunTwistedClientFull(t testing.TB, addr string, args ...string) *ClientResu
 		return fmt.Sprintf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	}
 	if ctx.Err() != nil {
-		t.Fatalf("interop: twisted_client.py timed out after %v\n%s", clientRunTimeout, show())
+		t.Fatalf("interop: %s timed out after %v\n%s", label, clientRunTimeout, show())
 	}
 	code := 0
 	if runErr != nil {
 		var ee *exec.ExitError
 		if !errors.As(runErr, &ee) {
-			t.Fatalf("interop: running twisted_client.py: %v\n%s", runErr, show())
+			t.Fatalf("interop: running %s: %v\n%s", label, runErr, show())
 		}
 		code = ee.ExitCode()
 	}
 	if code != 0 && code != 1 {
-		t.Fatalf("interop: twisted_client.py exited with %v\n%s", runErr, show())
+		t.Fatalf("interop: %s exited with %v\n%s", label, runErr, show())
 	}
 	res, err := ParseClientOutput(stdout.Bytes())
 	if err != nil {
-		t.Fatalf("interop: twisted_client.py output: %v\n%s", err, show())
+		t.Fatalf("interop: %s output: %v\n%s", label, err, show())
 	}
 	if (code == 0) != (res.Failed == 0) {
-		t.Fatalf("interop: twisted_client.py exit status %d disagrees with its SUMMARY\n%s", code, show())
+		t.Fatalf("interop: %s exit status %d disagrees with its SUMMARY\n%s", label, code, show())
 	}
 	if res.Failed > 0 {
-		t.Logf("twisted_client.py against %s: %d passed, %d failed\n%s", addr, res.Passed, res.Failed, show())
+		t.Logf("%s against %s: %d passed, %d failed\n%s", label, addr, res.Passed, res.Failed, show())
 	}
 	return res
 }

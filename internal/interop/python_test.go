@@ -94,30 +94,17 @@ func TestTwistedClientOnly(t *testing.T) {
 // answers gives FAIL lines (timeouts), not a hang.
 func TestTwistedClientAgainstSilentServer(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	addr := serveTCP(t, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 4096)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := c.Read(buf); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					if _, err := c.Read(buf); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	start := time.Now()
-	res := RunTwistedClientFull(t, ln.Addr().String(),
+	res := RunTwistedClientFull(t, addr,
 		"--only", "sum_basic,fail_fatal,notify_no_answer", "--timeout-scale", "0.2")
 	if res.Passed != 0 || res.Failed != 3 {
 		t.Errorf("got %d passed, %d failed; want 0, 3: %v", res.Passed, res.Failed, res.Results)
@@ -136,24 +123,32 @@ func TestTwistedClientAgainstSilentServer(t *testing.T) {
 // hangs up on every connection.
 func TestTwistedClientAgainstClosingServer(t *testing.T) {
 	t.Parallel()
+	addr := serveTCP(t, func(c net.Conn) { c.Close() })
+	res := RunTwistedClientFull(t, addr, "--only", "echo_integer_*,sum_basic")
+	if res.Passed != 0 || res.Failed != 8 {
+		t.Errorf("got %d passed, %d failed; want 0, 8: %v", res.Passed, res.Failed, res.Results)
+	}
+}
+
+// serveTCP listens on 127.0.0.1 until the test ends, running handle in a
+// new goroutine for each connection, and returns the address.
+func serveTCP(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			c.Close()
+			go handle(c)
 		}
 	}()
-	res := RunTwistedClientFull(t, ln.Addr().String(), "--only", "echo_integer_*,sum_basic")
-	if res.Passed != 0 || res.Failed != 8 {
-		t.Errorf("got %d passed, %d failed; want 0, 8: %v", res.Passed, res.Failed, res.Results)
-	}
+	return ln.Addr().String()
 }
 
 func TestServerStopsOnStdinEOF(t *testing.T) {

@@ -1,19 +1,10 @@
 package interop
 
 import (
-	"bytes"
-	"context"
-	"errors"
-	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/ampmux/ampmux/internal/pki"
 )
@@ -104,71 +95,6 @@ func StartTwistedTLSServer(t testing.TB, certsDir string, args ...string) string
 	return startScriptServer(t, TLSScript, append([]string{"server", "--certs", certsDir}, args...)...)
 }
 
-// startScriptServer runs a testdata script that prints "LISTENING <port>"
-// and stops at stdin EOF; see StartTwistedTLSServer.
-func startScriptServer(t testing.TB, script string, args ...string) string {
-	t.Helper()
-	py := mustPython(t)
-	host := "127.0.0.1"
-	for i, a := range args {
-		if a == "--host" && i+1 < len(args) {
-			host = args[i+1]
-		} else if v, ok := strings.CutPrefix(a, "--host="); ok {
-			host = v
-		}
-	}
-
-	cmd := exec.Command(py, append([]string{"-B", "-u", Script(script)}, args...)...)
-	stdout := &lineWatcher{port: make(chan int, 1)}
-	stderr := &syncBuffer{}
-	cmd.Stdout = stdout
-	cmd.Stderr = stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatalf("interop: %s: %v", script, err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("interop: starting %s: %v", script, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
-	var stopOnce sync.Once
-	var waitErr error
-	stop := func() {
-		stopOnce.Do(func() {
-			stdin.Close()
-			select {
-			case waitErr = <-exited:
-			case <-time.After(serverStopTimeout):
-				_ = cmd.Process.Kill()
-				waitErr = <-exited
-				waitErr = fmt.Errorf("did not exit within %v of stdin EOF; killed (%v)", serverStopTimeout, waitErr)
-			}
-		})
-	}
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() || waitErr != nil {
-			t.Logf("%s exit: %v\nstderr:\n%s", script, waitErr, stderr.String())
-		}
-	})
-
-	select {
-	case port := <-stdout.port:
-		return net.JoinHostPort(host, strconv.Itoa(port))
-	case err := <-exited:
-		exited <- err // for the cleanup
-		t.Fatalf("interop: %s exited before LISTENING (%v)\nstdout:\n%s\nstderr:\n%s",
-			script, err, stdout.String(), stderr.String())
-	case <-time.After(serverStartTimeout):
-		_ = cmd.Process.Kill()
-		t.Fatalf("interop: %s did not print LISTENING within %v\nstdout:\n%s\nstderr:\n%s",
-			script, serverStartTimeout, stdout.String(), stderr.String())
-	}
-	return "" // unreachable
-}
-
 // RunTwistedTLSClientFull runs `twisted_tls.py client --certs certsDir`
 // against addr ("host:port") with extra args (e.g. "--only",
 // "switch_*") and returns its parsed output. It fails t, showing the full
@@ -177,49 +103,8 @@ func startScriptServer(t testing.TB, script string, args ...string) string {
 // Failed checks are logged.
 func RunTwistedTLSClientFull(t testing.TB, certsDir, addr string, args ...string) *ClientResult {
 	t.Helper()
-	py := mustPython(t)
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatalf("interop: RunTwistedTLSClient: bad address %q: %v", addr, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
-	defer cancel()
-	argv := append([]string{"-B", "-u", Script(TLSScript), "client",
-		"--certs", certsDir, "--host", host, "--port", port}, args...)
-	cmd := exec.CommandContext(ctx, py, argv...)
-	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	runErr := cmd.Run()
-	show := func() string {
-		return fmt.Sprintf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("interop: %s client timed out after %v\n%s", TLSScript, clientRunTimeout, show())
-	}
-	code := 0
-	if runErr != nil {
-		var ee *exec.ExitError
-		if !errors.As(runErr, &ee) {
-			t.Fatalf("interop: running %s client: %v\n%s", TLSScript, runErr, show())
-		}
-		code = ee.ExitCode()
-	}
-	if code != 0 && code != 1 {
-		t.Fatalf("interop: %s client exited with %v\n%s", TLSScript, runErr, show())
-	}
-	res, err := ParseClientOutput(stdout.Bytes())
-	if err != nil {
-		t.Fatalf("interop: %s client output: %v\n%s", TLSScript, err, show())
-	}
-	if (code == 0) != (res.Failed == 0) {
-		t.Fatalf("interop: %s client exit status %d disagrees with its SUMMARY\n%s", TLSScript, code, show())
-	}
-	if res.Failed > 0 {
-		t.Logf("%s client against %s: %d passed, %d failed\n%s", TLSScript, addr, res.Passed, res.Failed, show())
-	}
-	return res
+	return runClientScript(t, "RunTwistedTLSClient", TLSScript+" client", TLSScript,
+		[]string{"client", "--certs", certsDir}, addr, args)
 }
 
 // RunTwistedTLSClient runs `twisted_tls.py client` against addr and returns

@@ -20,37 +20,24 @@ checks not started by then are reported as FAIL.
 import argparse
 import datetime
 import decimal
-import fnmatch
 import math
 import os
 import sys
-import time
 
 # Import schema.py from next to this script; leave no __pycache__ in the tree.
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from twisted.internet import defer, reactor  # noqa: E402
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol  # noqa: E402
-from twisted.logger import (  # noqa: E402
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
 from twisted.protocols import amp  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 from twisted.python.filepath import FilePath  # noqa: E402
 
+import harness  # noqa: E402
 import schema  # noqa: E402
+from harness import CheckFailed, sleep  # noqa: E402
 
 DEFAULT_TIMEOUT = 5.0
-RUN_TIMEOUT = 120.0
-
-
-class CheckFailed(Exception):
-    """A check's expectation was not met; the message is the detail."""
 
 
 # ---------------------------------------------------------------------------
@@ -92,34 +79,11 @@ class ClientAMP(amp.AMP):
         return d
 
 
-class Context:
+class Context(harness.Context):
     """Per-check state: the connections it opened (closed afterwards)."""
 
-    def __init__(self, host, port):
-        self.host = host
-        self.port = port
-        self.protocols = []
-        self.info = []
-
-    def connect(self):
-        endpoint = HostnameEndpoint(reactor, self.host, self.port, timeout=DEFAULT_TIMEOUT)
-        proto = ClientAMP()
-        self.protocols.append(proto)
-        return connectProtocol(endpoint, proto)
-
-    def note(self, text):
-        self.info.append(text)
-
-    def close(self):
-        for proto in self.protocols:
-            if proto.transport is not None and not proto.lost:
-                proto.transport.abortConnection()
-
-
-def sleep(seconds):
-    d = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
+    protocolClass = ClientAMP
+    connectTimeout = DEFAULT_TIMEOUT
 
 
 def withTimeout(d, seconds):
@@ -619,131 +583,27 @@ CHECKS += [
 # Runner
 
 
-def oneLine(text, limit=600):
-    text = " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return text
-
-
-def emit(line):
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-@defer.inlineCallbacks
-def runChecks(checks, host, port, scale, runTimeout=RUN_TIMEOUT):
-    deadline = time.monotonic() + runTimeout
-    passed = failed = 0
-    for name, func, timeout in checks:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            emit("FAIL %s: not run: whole-run timeout of %gs exceeded" % (name, runTimeout))
-            failed += 1
-            continue
-        limit = min(timeout * scale, remaining)
-        ctx = Context(host, port)
-        d = defer.maybeDeferred(func, ctx)
-        timedOut = []
-
-        def onTimeout(d=d, timedOut=timedOut):
-            timedOut.append(True)
-            d.cancel()
-
-        timer = reactor.callLater(limit, onTimeout)
-        try:
-            yield d
-        except CheckFailed as e:
-            detail = str(e)
-        except Exception as e:
-            detail = describe(e)
-        else:
-            detail = None
-        if timer.active():
-            timer.cancel()
-        if timedOut:
-            # Whatever the cancellation turned into, the cause is the timeout.
-            detail = "timed out after %.3gs" % limit
-        ctx.close()
-        for text in ctx.info:
-            emit("INFO %s: %s" % (name, oneLine(text)))
-        if detail is None:
-            emit("PASS %s" % name)
-            passed += 1
-        else:
-            emit("FAIL %s: %s" % (name, oneLine(detail)))
-            failed += 1
-        # Let aborted connections go before the next check.
-        yield sleep(0)
-    emit("SUMMARY %d passed, %d failed" % (passed, failed))
-    defer.returnValue(1 if failed else 0)
-
-
-def selectChecks(only):
-    if not only:
-        return list(CHECKS), []
-    patterns = [p.strip() for p in only.split(",") if p.strip()]
-    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n, _, _ in CHECKS)]
-    chosen = [c for c in CHECKS if any(fnmatch.fnmatchcase(c[0], p) for p in patterns)]
-    return chosen, unmatched
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--port", type=int)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--only", default="", help="comma-separated check names or fnmatch patterns")
-    parser.add_argument(
-        "--timeout-scale", type=float, default=1.0, help="multiply every per-check timeout"
+    harness.addClientArguments(
+        parser,
+        only_help="comma-separated check names or fnmatch patterns",
+        scale_help="multiply every per-check timeout",
+        run_help="bound on the whole run, seconds (default %(default)g)",
+        list_help="print the check names and exit",
     )
-    parser.add_argument(
-        "--run-timeout",
-        type=float,
-        default=RUN_TIMEOUT,
-        help="bound on the whole run, seconds (default %(default)g)",
-    )
-    parser.add_argument("--list", action="store_true", help="print the check names and exit")
     args = parser.parse_args(argv)
 
-    checks, unmatched = selectChecks(args.only)
-    if unmatched:
-        sys.stderr.write("twisted_client.py: --only: no check matches %s\n" % ", ".join(unmatched))
-        return 2
-    if args.list:
-        for name, _, _ in checks:
-            print(name)
-        return 0
+    checks, code = harness.chooseChecks("twisted_client.py", CHECKS, args)
+    if checks is None:
+        return code
     if args.port is None:
         parser.error("--port is required")
-
-    # Warnings and errors only (e.g. unhandled errors in Deferreds).
-    globalLogBeginner.beginLoggingTo(
-        [
-            FilteringLogObserver(
-                textFileLogObserver(sys.stderr),
-                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
-            )
-        ],
-        redirectStandardIO=False,
+    return harness.runClient(
+        "twisted_client.py", checks, args, lambda: Context(args.host, args.port), describe
     )
-
-    result = {"code": 1}
-
-    def done(code):
-        result["code"] = code
-
-    def crashed(failure):
-        sys.stderr.write("twisted_client.py: internal error:\n%s\n" % failure.getTraceback())
-        result["code"] = 3
-
-    def start():
-        d = runChecks(checks, args.host, args.port, args.timeout_scale, args.run_timeout)
-        d.addCallbacks(done, crashed)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(start)
-    reactor.run()
-    return result["code"]
 
 
 if __name__ == "__main__":

@@ -12,25 +12,17 @@ Listens on host:port (port 0 = an ephemeral port), then prints exactly
 import argparse
 import os
 import sys
-import threading
 
-# schema.py lives next to this script.
-# Import schema.py from next to this script; leave no __pycache__ in the tree.
+# Import schema.py and harness.py from next to this script; leave no
+# __pycache__ in the tree.
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from twisted.internet import reactor, task  # noqa: E402
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint  # noqa: E402
 from twisted.internet.protocol import Factory  # noqa: E402
-from twisted.logger import (  # noqa: E402
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
 from twisted.protocols import amp  # noqa: E402
 
+import harness  # noqa: E402
 import schema  # noqa: E402
 
 
@@ -80,23 +72,6 @@ class InteropServer(amp.AMP):
         return task.deferLater(reactor, delay, lambda: {"slept": delay})
 
 
-def _watchStdin():
-    """Stop the reactor when stdin reaches EOF (or fails)."""
-    try:
-        while True:
-            chunk = os.read(0, 65536)
-            if not chunk:
-                break
-    except OSError:
-        pass
-    reactor.callFromThread(_stop)
-
-
-def _stop():
-    if reactor.running:
-        reactor.stop()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
@@ -110,43 +85,15 @@ def main(argv=None):
 
     # Warnings and errors only: log.err of an undeclared responder error,
     # unhandled errors in Deferreds, protocol errors.
-    globalLogBeginner.beginLoggingTo(
-        [
-            FilteringLogObserver(
-                textFileLogObserver(sys.stderr),
-                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
-            )
-        ],
-        redirectStandardIO=False,
+    harness.beginLogging()
+    return harness.serve(
+        "twisted_server.py",
+        args.host,
+        args.port,
+        Factory.forProtocol(InteropServer),
+        watchStdin=not args.no_stdin,
     )
 
-    if ":" in args.host:
-        endpoint = TCP6ServerEndpoint(reactor, args.port, interface=args.host)
-    else:
-        endpoint = TCP4ServerEndpoint(reactor, args.port, interface=args.host)
-
-    def listening(port):
-        sys.stdout.write("LISTENING %d\n" % (port.getHost().port,))
-        sys.stdout.flush()
-
-    def listenFailed(failure):
-        sys.stderr.write("twisted_server.py: cannot listen: %s\n" % (failure.value,))
-        sys.stderr.flush()
-        global exitCode
-        exitCode = 1
-        _stop()
-
-    d = endpoint.listen(Factory.forProtocol(InteropServer))
-    d.addCallbacks(listening, listenFailed)
-
-    if not args.no_stdin:
-        threading.Thread(target=_watchStdin, name="stdin-watcher", daemon=True).start()
-
-    reactor.run()
-    return exitCode
-
-
-exitCode = 0
 
 if __name__ == "__main__":
     sys.exit(main())

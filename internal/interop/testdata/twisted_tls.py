@@ -43,34 +43,22 @@ contract (configured like server mode).  Prints "PASS <name>" or
 """
 
 import argparse
-import fnmatch
 import os
 import random
 import sys
-import threading
-import time
 
+# Import harness.py from next to this script; leave no __pycache__ in the tree.
 sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from twisted.internet import defer, protocol, reactor, ssl  # noqa: E402
-from twisted.internet.endpoints import (  # noqa: E402
-    HostnameEndpoint,
-    TCP4ServerEndpoint,
-    TCP6ServerEndpoint,
-    connectProtocol,
-)
-from twisted.logger import (  # noqa: E402
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
 from twisted.protocols import amp  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 
+import harness  # noqa: E402
+from harness import CheckFailed, beginLogging, sleep  # noqa: E402
+
 DEFAULT_TIMEOUT = 5.0
-RUN_TIMEOUT = 120.0
 
 ALLOWED_CN = "client"
 INNER_PROTOCOLS = ("echo",)
@@ -214,67 +202,20 @@ class TLSServer(amp.AMP):
         return {"total": a + b}
 
 
-def _watchStdin():
-    """Stop the reactor when stdin reaches EOF (or fails)."""
-    try:
-        while True:
-            if not os.read(0, 65536):
-                break
-    except OSError:
-        pass
-    reactor.callFromThread(_stop)
-
-
-def _stop():
-    if reactor.running:
-        reactor.stop()
-
-
-def beginLogging():
-    globalLogBeginner.beginLoggingTo(
-        [
-            FilteringLogObserver(
-                textFileLogObserver(sys.stderr),
-                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
-            )
-        ],
-        redirectStandardIO=False,
-    )
-
-
 def serve(args):
     TLSServer.certs = Certs(args.certs)
     beginLogging()
-    if ":" in args.host:
-        endpoint = TCP6ServerEndpoint(reactor, args.port, interface=args.host)
-    else:
-        endpoint = TCP4ServerEndpoint(reactor, args.port, interface=args.host)
-    result = {"code": 0}
-
-    def listening(port):
-        sys.stdout.write("LISTENING %d\n" % (port.getHost().port,))
-        sys.stdout.flush()
-
-    def listenFailed(failure):
-        sys.stderr.write("twisted_tls.py: cannot listen: %s\n" % (failure.value,))
-        sys.stderr.flush()
-        result["code"] = 1
-        _stop()
-
-    d = endpoint.listen(protocol.Factory.forProtocol(TLSServer))
-    d.addCallbacks(listening, listenFailed)
-    if not args.no_stdin:
-        threading.Thread(target=_watchStdin, name="stdin-watcher", daemon=True).start()
-    reactor.run()
-    return result["code"]
+    return harness.serve(
+        "twisted_tls.py",
+        args.host,
+        args.port,
+        protocol.Factory.forProtocol(TLSServer),
+        watchStdin=not args.no_stdin,
+    )
 
 
 # ---------------------------------------------------------------------------
 # Client mode: helpers
-
-
-class CheckFailed(Exception):
-    """A check's expectation was not met; the message is the detail."""
 
 
 class ClientAMP(amp.AMP):
@@ -292,36 +233,16 @@ class ClientAMP(amp.AMP):
         super().connectionLost(reason)
 
 
-class Context:
+class Context(harness.Context):
     """Per-check state: the connections it opened (aborted afterwards)."""
 
+    protocolClass = ClientAMP
+    connectTimeout = DEFAULT_TIMEOUT
+
     def __init__(self, host, port, certs, scale):
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.certs = certs
         self.scale = scale
-        self.protocols = []
-        self.info = []
-
-    def connect(self):
-        endpoint = HostnameEndpoint(reactor, self.host, self.port, timeout=DEFAULT_TIMEOUT)
-        proto = ClientAMP()
-        self.protocols.append(proto)
-        return connectProtocol(endpoint, proto)
-
-    def note(self, text):
-        self.info.append(text)
-
-    def close(self):
-        for proto in self.protocols:
-            if proto.transport is not None and not proto.lost:
-                proto.transport.abortConnection()
-
-
-def sleep(seconds):
-    d = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 def describe(e):
@@ -653,105 +574,22 @@ CHECKS = [
 # Client mode: runner
 
 
-def oneLine(text, limit=600):
-    text = " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return text
-
-
-def emit(line):
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-@defer.inlineCallbacks
-def runChecks(checks, host, port, certs, scale, runTimeout):
-    deadline = time.monotonic() + runTimeout
-    passed = failed = 0
-    for name, func, timeout in checks:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            emit("FAIL %s: not run: whole-run timeout of %gs exceeded" % (name, runTimeout))
-            failed += 1
-            continue
-        limit = min(timeout * scale, remaining)
-        ctx = Context(host, port, certs, scale)
-        d = defer.maybeDeferred(func, ctx)
-        timedOut = []
-
-        def onTimeout(d=d, timedOut=timedOut):
-            timedOut.append(True)
-            d.cancel()
-
-        timer = reactor.callLater(limit, onTimeout)
-        try:
-            yield d
-        except CheckFailed as e:
-            detail = str(e)
-        except Exception as e:
-            detail = describe(e)
-        else:
-            detail = None
-        if timer.active():
-            timer.cancel()
-        if timedOut:
-            detail = "timed out after %.3gs" % limit
-        ctx.close()
-        for text in ctx.info:
-            emit("INFO %s: %s" % (name, oneLine(text)))
-        if detail is None:
-            emit("PASS %s" % name)
-            passed += 1
-        else:
-            emit("FAIL %s: %s" % (name, oneLine(detail)))
-            failed += 1
-        yield sleep(0)
-    emit("SUMMARY %d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
-
-def selectChecks(only):
-    if not only:
-        return list(CHECKS), []
-    patterns = [p.strip() for p in only.split(",") if p.strip()]
-    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n, _, _ in CHECKS)]
-    chosen = [c for c in CHECKS if any(fnmatch.fnmatchcase(c[0], p) for p in patterns)]
-    return chosen, unmatched
-
-
 def client(args, parser):
-    checks, unmatched = selectChecks(args.only)
-    if unmatched:
-        sys.stderr.write("twisted_tls.py: --only: no check matches %s\n" % ", ".join(unmatched))
-        return 2
-    if args.list:
-        for name, _, _ in checks:
-            print(name)
-        return 0
+    checks, code = harness.chooseChecks("twisted_tls.py", CHECKS, args)
+    if checks is None:
+        return code
     if args.port is None:
         parser.error("client: --port is required")
     if args.certs is None:
         parser.error("client: --certs is required")
     certs = Certs(args.certs)
-    beginLogging()
-    result = {"code": 1}
-
-    def done(code):
-        result["code"] = code
-
-    def crashed(failure):
-        sys.stderr.write("twisted_tls.py: internal error:\n%s\n" % failure.getTraceback())
-        result["code"] = 3
-
-    def start():
-        d = runChecks(checks, args.host, args.port, certs, args.timeout_scale, args.run_timeout)
-        d.addCallbacks(done, crashed)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(start)
-    reactor.run()
-    return result["code"]
+    return harness.runClient(
+        "twisted_tls.py",
+        checks,
+        args,
+        lambda: Context(args.host, args.port, certs, args.timeout_scale),
+        describe,
+    )
 
 
 def main(argv=None):
@@ -761,10 +599,13 @@ def main(argv=None):
     parser.add_argument("--port", type=int)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--no-stdin", action="store_true", help="server: ignore stdin EOF")
-    parser.add_argument("--only", default="", help="client: check names or fnmatch patterns")
-    parser.add_argument("--timeout-scale", type=float, default=1.0, help="client")
-    parser.add_argument("--run-timeout", type=float, default=RUN_TIMEOUT, help="client")
-    parser.add_argument("--list", action="store_true", help="client: print check names")
+    harness.addClientArguments(
+        parser,
+        only_help="client: check names or fnmatch patterns",
+        scale_help="client",
+        run_help="client",
+        list_help="client: print check names",
+    )
     args = parser.parse_args(argv)
     if args.mode == "server":
         if args.certs is None:
