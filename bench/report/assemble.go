@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // idleGoalKB is the goal for the server's memory per idle AMP connection.
@@ -170,7 +172,7 @@ func assembleBody(ctx context.Context, w io.Writer, rep *Report, mux, tunnel str
 	if idle.found {
 		idleMissed = idle.SharedKB >= idleGoalKB
 		extra = append(extra, []string{
-			fmt.Sprintf("server memory per idle AMP connection (%s held; scripts/bench-mux, shared port; own port: %.1f KB)", humanInt(idle.Conns), idle.OwnKB),
+			fmt.Sprintf("server memory per idle AMP connection (%s held; scripts/bench-mux, shared port; own port: %.1f KB)", benchkit.HumanInt(idle.Conns), idle.OwnKB),
 			"—", fmt.Sprintf("%.1f KB", idle.SharedKB), "", "", fmt.Sprintf("< %.0f KB", idleGoalKB), yesNo(!idleMissed)})
 	} else {
 		extra = append(extra, []string{"server memory per idle AMP connection", "—", "", "", "", fmt.Sprintf("< %.0f KB", idleGoalKB), "not measured"})
@@ -189,7 +191,7 @@ func assembleBody(ctx context.Context, w io.Writer, rep *Report, mux, tunnel str
 		perStack := idle.StackByte / idle.Conns / 1e3
 		perHeap := idle.HeapBytes / idle.Conns / 1e3
 		fmt.Fprintf(w, "\nIdle memory missed: %.1f KB per connection (goal < %.0f KB). The shared server held %s goroutines for %s connections (%.1f per connection); goroutine stacks in use %.1f KB and Go heap in use %.1f KB per connection (the rest is the runtime's and the kernel's).",
-			idle.SharedKB, idleGoalKB, humanInt(idle.Goroutines), humanInt(idle.Conns), idle.Goroutines/idle.Conns, perStack, perHeap)
+			idle.SharedKB, idleGoalKB, benchkit.HumanInt(idle.Goroutines), benchkit.HumanInt(idle.Conns), idle.Goroutines/idle.Conns, perStack, perHeap)
 		if o.IdleProfile != "" {
 			top, err := idleHeapTop(ctx, o, int(idle.Conns), stderr)
 			if err != nil {

@@ -3,10 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // writeRPC writes the one-connection and scale sections (and the goals and
@@ -32,7 +33,7 @@ func writeRPC(w io.Writer, rep *Report) {
 	for _, n := range rep.Inflight {
 		r := []string{strconv.Itoa(n)}
 		for _, id := range rep.Contenders {
-			r = append(r, humanInt(median(rep.Results[n][id]).CallsPerSec))
+			r = append(r, benchkit.HumanInt(median(rep.Results[n][id]).CallsPerSec))
 		}
 		row(w, r, false)
 	}
@@ -84,7 +85,7 @@ func writeRPC(w io.Writer, rep *Report) {
 		r := []string{contenderByID(contenders, id).label}
 		for _, n := range rep.Inflight {
 			s := median(rep.Results[n][id])
-			r = append(r, humanUs(s.P50us)+" / "+humanUs(s.P99us))
+			r = append(r, benchkit.HumanUs(s.P50us)+" / "+benchkit.HumanUs(s.P99us))
 		}
 		row(w, r, false)
 	}
@@ -118,7 +119,7 @@ func writeRPC(w io.Writer, rep *Report) {
 }
 
 func writeScale(w io.Writer, rep *Report) {
-	n := humanInt(float64(rep.ScaleConns))
+	n := benchkit.HumanInt(float64(rep.ScaleConns))
 	fmt.Fprintf(w, "\n## Scale: %s connections, one call in flight on each\n\n", n)
 	fmt.Fprintf(w, "- one client process opens %s connections (64 at a time, one Sum call on each before the clock starts), then runs one caller per connection (call, wait, call again); the same servers as above; median of %s, interleaved, %v after %v warm-up\n",
 		n, plural(rep.Runs, "run"), rep.Duration, rep.Warmup)
@@ -134,8 +135,8 @@ func writeScale(w io.Writer, rep *Report) {
 		if c.id == "amp-raw" {
 			rel = "—"
 		}
-		row(w, []string{c.label, humanInt(s.CallsPerSec), rel, humanUs(s.P50us) + " / " + humanUs(s.P99us),
-			fmt.Sprintf("%.1f µs", s.ServerCPUus), syscallsText(s.ServerSyscalls), humanMB(float64(s.ServerRSS)), runsCell(rep.Scale[c.id])}, false)
+		row(w, []string{c.label, benchkit.HumanInt(s.CallsPerSec), rel, benchkit.HumanUs(s.P50us) + " / " + benchkit.HumanUs(s.P99us),
+			fmt.Sprintf("%.1f µs", s.ServerCPUus), syscallsText(s.ServerSyscalls), benchkit.HumanMB(float64(s.ServerRSS)), runsCell(rep.Scale[c.id])}, false)
 	}
 }
 
@@ -145,7 +146,7 @@ func writeGoals(w io.Writer, rep *Report, extra [][]string) {
 	row(w, []string{"goal (2-core machine)", "in flight", "ampmux raw", "contender", "ratio", "goal", "met"}, true)
 	for _, g := range rep.Goals {
 		what := "ampmux vs " + g.Label
-		row(w, []string{what, strconv.Itoa(g.Inflight), humanInt(g.Ampmux), humanInt(g.Value), ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal), yesNo(g.Met)}, false)
+		row(w, []string{what, strconv.Itoa(g.Inflight), benchkit.HumanInt(g.Ampmux), benchkit.HumanInt(g.Value), ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal), yesNo(g.Met)}, false)
 	}
 	for _, g := range goals {
 		found := false
@@ -185,7 +186,7 @@ func writeProfiles(w io.Writer, rep *Report) {
 				missed = append(missed, fmt.Sprintf("vs %s %s (goal %s)", g.Label, ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal)))
 			}
 		}
-		fmt.Fprintf(w, "\n### %d in flight, %s (%s calls/s while profiled; missed: %s)\n\n", p.Inflight, p.Side, humanInt(float64(p.Calls)), strings.Join(missed, ", "))
+		fmt.Fprintf(w, "\n### %d in flight, %s (%s calls/s while profiled; missed: %s)\n\n", p.Inflight, p.Side, benchkit.HumanInt(float64(p.Calls)), strings.Join(missed, ", "))
 		fmt.Fprintf(w, "Flat CPU: %s.", p.Summary)
 		if p.Side == "server" {
 			fmt.Fprintf(w, " %s", serverCompare(rep, p.Inflight))
@@ -227,7 +228,7 @@ func runsCell(runs []sample) string {
 	}
 	var parts []string
 	for _, r := range runs {
-		parts = append(parts, humanInt(r.CallsPerSec))
+		parts = append(parts, benchkit.HumanInt(r.CallsPerSec))
 	}
 	s := strings.Join(parts, ", ")
 	if m := median(runs); m.AllocsPerCall > 0 {
@@ -297,59 +298,7 @@ func yesNo(ok bool) string {
 	return "**no**"
 }
 
-// humanInt writes 1234567.8 as 1,234,568.
-func humanInt(f float64) string {
-	s := strconv.FormatInt(int64(f+0.5), 10)
-	var out []byte
-	for i := range len(s) {
-		if i > 0 && (len(s)-i)%3 == 0 && s[i-1] != '-' {
-			out = append(out, ',')
-		}
-		out = append(out, s[i])
-	}
-	return string(out)
-}
-
-func humanUs(us float64) string {
-	if us >= 100 {
-		return strconv.FormatFloat(us, 'f', 0, 64)
-	}
-	return strconv.FormatFloat(us, 'f', 1, 64)
-}
-
-func humanMB(bytes float64) string { return strconv.FormatFloat(bytes/1e6, 'f', 1, 64) + " MB" }
-
 func numCPU() int { return runtime.NumCPU() }
 
-func cpuModel() string {
-	data, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for line := range strings.Lines(string(data)) {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func kernel() string {
-	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(data))
-}
-
-func loadAvg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
+// humanInt writes 1234567.8 as 1,234,568.
+func humanInt(f float64) string { return benchkit.HumanInt(f) }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ampmux/ampmux/bench/internal/load"
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // server is a child process serving until its stdin closes; it printed
@@ -79,17 +80,10 @@ func startServer(ctx context.Context, name string, argv []string, stderr io.Writ
 
 // stop closes stdin and waits; after 5 s it kills the process.
 func (s *server) stop() error {
-	s.stdin.Close()
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	select {
-	case <-s.done:
-		return s.err
-	case <-t.C:
-		s.cmd.Process.Kill()
-		<-s.done
+	if benchkit.StopChild(s.stdin, s.cmd, s.done, 5*time.Second) {
 		return fmt.Errorf("%s server did not exit within 5s of stdin closing; killed", s.name)
 	}
+	return s.err
 }
 
 // cpuTime is the process's user + system CPU time so far, from
@@ -201,15 +195,4 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 		fmt.Fprintf(l.w, "%s%s\n", l.prefix, l.buf[:i])
 		l.buf = l.buf[i+1:]
 	}
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

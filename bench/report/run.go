@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ampmux/ampmux/bench/internal/load"
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // tools are the binaries and scripts the comparison runs.
@@ -304,7 +305,7 @@ func contenderIDs() string {
 // measure starts the servers, runs every client, and profiles ampmux where
 // a goal is missed.
 func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, err error) {
-	stderr = &lockedWriter{w: stderr}
+	stderr = &benchkit.LockedWriter{W: stderr}
 	rep = &Report{
 		Started:     time.Now(),
 		Inflight:    o.Inflight,
@@ -385,7 +386,7 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 					return nil, err
 				}
 				rep.Results[n][id] = append(rep.Results[n][id], s)
-				line += fmt.Sprintf("  %s %s/s", id, humanInt(s.CallsPerSec))
+				line += fmt.Sprintf("  %s %s/s", id, benchkit.HumanInt(s.CallsPerSec))
 			}
 			fmt.Fprintln(stderr, line)
 		}
@@ -400,7 +401,7 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 					return nil, err
 				}
 				rep.Scale[c.id] = append(rep.Scale[c.id], s)
-				line += fmt.Sprintf("  %s %s/s", c.id, humanInt(s.CallsPerSec))
+				line += fmt.Sprintf("  %s %s/s", c.id, benchkit.HumanInt(s.CallsPerSec))
 			}
 			fmt.Fprintln(stderr, line)
 		}
@@ -431,7 +432,7 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 			rep.Profiles = append(rep.Profiles, ps...)
 		}
 	}
-	rep.Machine.Load1 = loadAvg()
+	rep.Machine.Load1 = benchkit.LoadAvg()
 	rep.Seconds = time.Since(rep.Started).Seconds()
 	return rep, nil
 }
@@ -452,17 +453,7 @@ func median(runs []sample) sample {
 	if len(runs) == 0 {
 		return sample{}
 	}
-	s := slices.Clone(runs)
-	slices.SortStableFunc(s, func(a, b sample) int {
-		switch {
-		case a.CallsPerSec < b.CallsPerSec:
-			return -1
-		case a.CallsPerSec > b.CallsPerSec:
-			return 1
-		}
-		return 0
-	})
-	return s[(len(s)-1)/2]
+	return benchkit.Median(runs, func(s sample) float64 { return s.CallsPerSec })
 }
 
 // evalGoals checks every goal whose level and contender were measured.
@@ -541,7 +532,7 @@ func profileAt(ctx context.Context, o runOptions, n int, stderr io.Writer) ([]Pr
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(stderr, "profiled ampmux raw at %d in flight: %s calls/s (profiling on)\n", n, humanInt(r.CallsPerSec))
+	fmt.Fprintf(stderr, "profiled ampmux raw at %d in flight: %s calls/s (profiling on)\n", n, benchkit.HumanInt(r.CallsPerSec))
 	var out []Profile
 	for _, p := range []struct{ side, file string }{{"client", cp}, {"server", sp}} {
 		top, err := pprofTop(ctx, o.Go, o.Callbench, p.file, o.PprofNodes)
@@ -622,7 +613,7 @@ func summarize(top string) string {
 
 // machine describes this machine and the contenders' versions.
 func machine(o runOptions) Machine {
-	m := Machine{NProc: numCPU(), CPU: cpuModel(), Kernel: kernel(), Go: goVersion(o.Go), Load0: loadAvg()}
+	m := Machine{NProc: numCPU(), CPU: benchkit.CPUModel(), Kernel: benchkit.Kernel(), Go: goVersion(o.Go), Load0: benchkit.LoadAvg()}
 	if out, err := exec.Command(o.Python, "-c", "import sys, twisted; print(sys.version.split()[0], twisted.__version__)").Output(); err == nil {
 		if f := strings.Fields(string(out)); len(f) == 2 {
 			m.Python, m.Twisted = f[0], f[1]

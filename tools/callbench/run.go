@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // runOptions is what the run subcommand measures.
@@ -124,17 +126,10 @@ func startServer(ctx context.Context, self, name string, args []string, stderr i
 // stop closes the server's stdin, and kills it if it has not exited 2 s
 // later. It reports how the server ended.
 func (s *server) stop() error {
-	s.stdin.Close()
-	t := time.NewTimer(2 * time.Second)
-	defer t.Stop()
-	select {
-	case <-s.done:
-		return s.err
-	case <-t.C:
-		s.cmd.Process.Kill()
-		<-s.done
+	if benchkit.StopChild(s.stdin, s.cmd, s.done, 2*time.Second) {
 		return fmt.Errorf("%s server did not exit within 2s of stdin closing; killed", s.name)
 	}
+	return s.err
 }
 
 // listenWriter finds "LISTENING <addr>" in a server's stdout and passes
@@ -166,17 +161,6 @@ func (w *listenWriter) Write(p []byte) (int, error) {
 		fmt.Fprintf(w.rest, "server: %s\n", line)
 	}
 	return len(p), nil
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // runClient runs one client process and returns its parsed RESULT.
@@ -256,8 +240,8 @@ func (c column) short() string {
 // runBench starts the servers, runs every client, and prints the table.
 func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr io.Writer) (err error) {
 	started := time.Now()
-	load0 := loadAvg()
-	stderr = &lockedWriter{w: stderr} // servers write to it concurrently
+	load0 := benchkit.LoadAvg()
+	stderr = &benchkit.LockedWriter{W: stderr} // servers write to it concurrently
 	floors := opt.Floors
 	if len(floors) == 0 {
 		floors = []string{floorBatched}
@@ -322,17 +306,7 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 // medianRun returns the run with the median calls/s (the lower middle one
 // for an even count).
 func medianRun(runs []Result) Result {
-	s := slices.Clone(runs)
-	slices.SortFunc(s, func(a, b Result) int {
-		switch {
-		case a.CallsPerSec < b.CallsPerSec:
-			return -1
-		case a.CallsPerSec > b.CallsPerSec:
-			return 1
-		}
-		return 0
-	})
-	return s[(len(s)-1)/2]
+	return benchkit.Median(runs, func(r Result) float64 { return r.CallsPerSec })
 }
 
 // printTable prints the medians and every run; cols holds nFloor floors
@@ -340,9 +314,9 @@ func medianRun(runs []Result) Result {
 func printTable(w io.Writer, opt runOptions, cols []column, nFloor int, results map[int][][]Result, started time.Time, load0 string) {
 	fmt.Fprintf(w, "## AMP Sum calls/s on one loopback TCP connection vs a raw TCP floor\n\n")
 	fmt.Fprintf(w, "- date: %s (took %s)\n", started.Format("2006-01-02 15:04:05 MST"), time.Since(started).Round(time.Second))
-	fmt.Fprintf(w, "- machine: nproc %d, %s, Linux %s\n", runtime.NumCPU(), cpuModel(), kernel())
+	fmt.Fprintf(w, "- machine: nproc %d, %s, Linux %s\n", runtime.NumCPU(), benchkit.CPUModel(), benchkit.Kernel())
 	fmt.Fprintf(w, "- go: %s %s/%s, GOMAXPROCS default in each process\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(w, "- load average: %s before, %s after\n", load0, loadAvg())
+	fmt.Fprintf(w, "- load average: %s before, %s after\n", load0, benchkit.LoadAvg())
 	fmt.Fprintf(w, "- each cell: median of %d runs (interleaved floor, amp ...), %v measured after %v warmup; client and server are separate processes; p50/p99 from the median run (1 call in %d timed)\n",
 		opt.Runs, opt.Duration, opt.Warmup, sampleEvery)
 	fmt.Fprintf(w, "- floor: %d-byte requests, %d-byte answers (a Sum call box and its answer), pipelined by one reader loop; the server makes one Write per Read\n", floorReqSize, floorRespSize)
@@ -390,7 +364,7 @@ func printTable(w io.Writer, opt runOptions, cols []column, nFloor int, results 
 			}
 		}
 		for _, r := range med {
-			row = append(row, fmt.Sprintf("%s / %s", humanUs(r.P50us), humanUs(r.P99us)))
+			row = append(row, fmt.Sprintf("%s / %s", benchkit.HumanUs(r.P50us), benchkit.HumanUs(r.P99us)))
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
@@ -426,44 +400,4 @@ func humanInt(f float64) string {
 		out = append(out, s[i])
 	}
 	return string(out)
-}
-
-func humanUs(us float64) string {
-	if us >= 100 {
-		return strconv.FormatFloat(us, 'f', 0, 64)
-	}
-	return strconv.FormatFloat(us, 'f', 1, 64)
-}
-
-func cpuModel() string {
-	data, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for line := range strings.Lines(string(data)) {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func kernel() string {
-	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(data))
-}
-
-func loadAvg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // child is a muxbench serve or idle process. Its tagged stdout lines
@@ -108,20 +110,13 @@ func (c *child) heapProfile(ctx context.Context, path string) error {
 // stop closes the child's stdin, and kills it if it has not exited within
 // grace. It reports how the child ended.
 func (c *child) stop(grace time.Duration) error {
-	c.stdin.Close()
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-c.done:
-		if c.err != nil {
-			return fmt.Errorf("%s: %w", c.name, c.err)
-		}
-		return nil
-	case <-t.C:
-		c.cmd.Process.Kill()
-		<-c.done
+	if benchkit.StopChild(c.stdin, c.cmd, c.done, grace) {
 		return fmt.Errorf("%s did not exit within %v of stdin closing; killed", c.name, grace)
 	}
+	if c.err != nil {
+		return fmt.Errorf("%s: %w", c.name, c.err)
+	}
+	return nil
 }
 
 // prefixWriter writes whole lines to w, each after prefix.
@@ -145,15 +140,4 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		p.buf = p.buf[i+1:]
 	}
 	return len(b), nil
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/box"
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // openIdle opens n connections to addr, parallel at a time, and makes one
@@ -138,7 +139,7 @@ func idleMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintln(stderr, "muxbench idle: -addr is required, -conns and -parallel must be positive")
 		return errUsage
 	}
-	if limit := raiseFileLimit(1 << 16); limit != 0 && uint64(*n)+64 > limit {
+	if limit := benchkit.RaiseFileLimit(1 << 16); limit != 0 && uint64(*n)+64 > limit {
 		return fmt.Errorf("%d connections need more open files than the limit of %d (ulimit -n)", *n, limit)
 	}
 	t0 := time.Now()

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // Measures, in the order run makes them.
@@ -122,24 +124,14 @@ func (r results) add(measure, mode string, s sample) {
 // median returns the run with the median value (the lower middle one for
 // an even count).
 func median(runs []sample) sample {
-	s := slices.Clone(runs)
-	slices.SortStableFunc(s, func(a, b sample) int {
-		switch {
-		case a.Value < b.Value:
-			return -1
-		case a.Value > b.Value:
-			return 1
-		}
-		return 0
-	})
-	return s[(len(s)-1)/2]
+	return benchkit.Median(runs, func(s sample) float64 { return s.Value })
 }
 
 // runBench makes every measure and prints the tables.
 func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr io.Writer) error {
 	started := time.Now()
-	load0 := loadAvg()
-	stderr = &lockedWriter{w: stderr}
+	load0 := benchkit.LoadAvg()
+	stderr = &benchkit.LockedWriter{W: stderr}
 	wrkVersion := ""
 	if slices.Contains(opt.Measures, measureKeepAlive) || slices.Contains(opt.Measures, measureClose) {
 		path, err := exec.LookPath(opt.Wrk)
@@ -363,7 +355,7 @@ func measureThroughput(ctx context.Context, self, measure string, opt runOptions
 				s.CPUus = float64(st1.CPUus-st0.CPUus) / float64(ops)
 			}
 			res.add(measure, t.mode, s)
-			line += fmt.Sprintf("  %s %s/s (server %.1f µs CPU each)", t.mode, humanInt(s.Value), s.CPUus)
+			line += fmt.Sprintf("  %s %s/s (server %.1f µs CPU each)", t.mode, benchkit.HumanInt(s.Value), s.CPUus)
 		}
 		fmt.Fprintln(stderr, line)
 	}
@@ -385,7 +377,7 @@ func measureIdleRuns(ctx context.Context, self string, opt runOptions, res resul
 				return err
 			}
 			res.add(measureIdle, mode, s)
-			line += fmt.Sprintf("  %s %s (%.1f KB/conn)", mode, humanMB(s.Value), perConnKB(s, opt.IdleConns))
+			line += fmt.Sprintf("  %s %s (%.1f KB/conn)", mode, benchkit.HumanMB(s.Value), perConnKB(s, opt.IdleConns))
 		}
 		fmt.Fprintln(stderr, line)
 	}
@@ -473,12 +465,12 @@ func perConnKB(s sample, conns int) float64 {
 func printTables(w io.Writer, opt runOptions, res results, started time.Time, load0, wrkVersion string) {
 	fmt.Fprintf(w, "## Port sharing: HTTP and AMP through one mux.New port vs each on its own port\n\n")
 	fmt.Fprintf(w, "- date: %s (took %s)\n", started.Format("2006-01-02 15:04:05 MST"), time.Since(started).Round(time.Second))
-	fmt.Fprintf(w, "- machine: nproc %d, %s, Linux %s\n", runtime.NumCPU(), cpuModel(), kernel())
+	fmt.Fprintf(w, "- machine: nproc %d, %s, Linux %s\n", runtime.NumCPU(), benchkit.CPUModel(), benchkit.Kernel())
 	fmt.Fprintf(w, "- go: %s %s/%s, GOMAXPROCS default in each process", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	if wrkVersion != "" {
 		fmt.Fprintf(w, "; %s", wrkVersion)
 	}
-	fmt.Fprintf(w, "\n- load average: %s before, %s after\n", load0, loadAvg())
+	fmt.Fprintf(w, "\n- load average: %s before, %s after\n", load0, benchkit.LoadAvg())
 	fmt.Fprintf(w, "- each cell: median of %d runs, shared and direct interleaved (shared, direct, shared, direct ...); servers, wrk and clients are separate processes on loopback\n", opt.Runs)
 	fmt.Fprintf(w, "- shared: mux.New(l, mux.Config{HTTP: httpfallback.Server(h), AMP: conn.Server}) on one port; direct: the same two servers, each on a plain port of its own\n")
 	has := func(m string) bool { return len(res[m]) > 0 }
@@ -493,7 +485,7 @@ func printTables(w io.Writer, opt runOptions, res results, started time.Time, lo
 		fmt.Fprintf(w, "- AMP: callbench amp -inflight %d -api raw -duration %v -warmup %v (one connection; Sum answered inline through the box API)\n", opt.AMPInflight, opt.Duration, opt.Warmup)
 	}
 	if has(measureIdle) {
-		fmt.Fprintf(w, "- idle: a fresh server per run; a client process opens %s TCP connections (%d at a time), makes one Sum call on each and holds them; server VmRSS before, and %v after the last answer; MB = 10^6 bytes, KB = 10^3\n", humanInt(float64(opt.IdleConns)), opt.IdleParallel, opt.Settle)
+		fmt.Fprintf(w, "- idle: a fresh server per run; a client process opens %s TCP connections (%d at a time), makes one Sum call on each and holds them; server VmRSS before, and %v after the last answer; MB = 10^6 bytes, KB = 10^3\n", benchkit.HumanInt(float64(opt.IdleConns)), opt.IdleParallel, opt.Settle)
 	}
 	fmt.Fprintln(w)
 
@@ -513,13 +505,13 @@ func printTables(w io.Writer, opt runOptions, res results, started time.Time, lo
 		if m == measureIdle {
 			met := sh.Value < idleGoal
 			fmt.Fprintf(w, "| server RSS holding %s idle AMP connections | %s | %s | %+.1f%% | < %.0f MB (shared) | %s |\n",
-				humanInt(float64(opt.IdleConns)), humanMB(sh.Value), humanMB(di.Value), 100*(sh.Value/di.Value-1), idleGoal/1e6, yesNo(met))
+				benchkit.HumanInt(float64(opt.IdleConns)), benchkit.HumanMB(sh.Value), benchkit.HumanMB(di.Value), 100*(sh.Value/di.Value-1), idleGoal/1e6, yesNo(met))
 			fmt.Fprintf(w, "| RSS growth per idle connection | %.1f KB | %.1f KB | %+.1f KB | | |\n",
 				perConnKB(sh, opt.IdleConns), perConnKB(di, opt.IdleConns), perConnKB(sh, opt.IdleConns)-perConnKB(di, opt.IdleConns))
 			continue
 		}
 		ratio := sh.Value / di.Value
-		fmt.Fprintf(w, "| %s | %s | %s | %.1f%% | >= %.0f%% | %s |\n", names[m]+units[m], humanInt(sh.Value), humanInt(di.Value), 100*ratio, 100*goals[m], yesNo(ratio >= goals[m]))
+		fmt.Fprintf(w, "| %s | %s | %s | %.1f%% | >= %.0f%% | %s |\n", names[m]+units[m], benchkit.HumanInt(sh.Value), benchkit.HumanInt(di.Value), 100*ratio, 100*goals[m], yesNo(ratio >= goals[m]))
 	}
 
 	var lat []string
@@ -534,7 +526,7 @@ func printTables(w io.Writer, opt runOptions, res results, started time.Time, lo
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
 		for _, m := range lat {
 			sh, di := median(res[m][modeShared]), median(res[m][modeDirect])
-			fmt.Fprintf(w, "| %s | %s / %s | %s / %s | %.1f | %.1f | %.0f%% |\n", names[m], humanUs(sh.P50us), humanUs(sh.P99us), humanUs(di.P50us), humanUs(di.P99us),
+			fmt.Fprintf(w, "| %s | %s / %s | %s / %s | %.1f | %.1f | %.0f%% |\n", names[m], benchkit.HumanUs(sh.P50us), benchkit.HumanUs(sh.P99us), benchkit.HumanUs(di.P50us), benchkit.HumanUs(di.P99us),
 				sh.CPUus, di.CPUus, 100*sh.CPUus/di.CPUus)
 		}
 	}
@@ -545,9 +537,9 @@ func printTables(w io.Writer, opt runOptions, res results, started time.Time, lo
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		for _, mode := range modes {
 			s := median(res[measureIdle][mode])
-			fmt.Fprintf(w, "| %s | %s | %s | %.1f KB | %s | %s | %s | %s | %s | %.2f s |\n", mode, humanMB(float64(s.RSSBefore)), humanMB(s.Value),
-				perConnKB(s, opt.IdleConns), humanInt(float64(s.After.AMPConns)), humanInt(float64(s.After.Goroutines)),
-				humanMB(float64(s.After.HeapInuse)), humanMB(float64(s.After.StackInuse)), humanMB(float64(s.After.Sys)), s.OpenSeconds)
+			fmt.Fprintf(w, "| %s | %s | %s | %.1f KB | %s | %s | %s | %s | %s | %.2f s |\n", mode, benchkit.HumanMB(float64(s.RSSBefore)), benchkit.HumanMB(s.Value),
+				perConnKB(s, opt.IdleConns), benchkit.HumanInt(float64(s.After.AMPConns)), benchkit.HumanInt(float64(s.After.Goroutines)),
+				benchkit.HumanMB(float64(s.After.HeapInuse)), benchkit.HumanMB(float64(s.After.StackInuse)), benchkit.HumanMB(float64(s.After.Sys)), s.OpenSeconds)
 		}
 	}
 
@@ -567,9 +559,9 @@ func printTables(w io.Writer, opt runOptions, res results, started time.Time, lo
 			errs := int64(0)
 			for _, s := range res[m][mode] {
 				if m == measureIdle {
-					parts = append(parts, humanMB(s.Value))
+					parts = append(parts, benchkit.HumanMB(s.Value))
 				} else {
-					parts = append(parts, humanInt(s.Value))
+					parts = append(parts, benchkit.HumanInt(s.Value))
 				}
 				errs += s.Errors
 			}
@@ -590,28 +582,6 @@ func yesNo(ok bool) string {
 	return "**no**"
 }
 
-// humanInt writes 1234567.8 as 1,234,568.
-func humanInt(f float64) string {
-	s := strconv.FormatInt(int64(f+0.5), 10)
-	var out []byte
-	for i := range len(s) {
-		if i > 0 && (len(s)-i)%3 == 0 && s[i-1] != '-' {
-			out = append(out, ',')
-		}
-		out = append(out, s[i])
-	}
-	return string(out)
-}
-
-func humanMB(bytes float64) string { return strconv.FormatFloat(bytes/1e6, 'f', 1, 64) + " MB" }
-
-func humanUs(us float64) string {
-	if us >= 100 {
-		return strconv.FormatFloat(us, 'f', 0, 64)
-	}
-	return strconv.FormatFloat(us, 'f', 1, 64)
-}
-
 // versionOf returns the first line wrk -v prints ("wrk 4.1.0 ...").
 func versionOf(bin string) string {
 	out, _ := exec.Command(bin, "-v").CombinedOutput()
@@ -621,37 +591,4 @@ func versionOf(bin string) string {
 		line = line[:i]
 	}
 	return line
-}
-
-func cpuModel() string {
-	data, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for line := range strings.Lines(string(data)) {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func kernel() string {
-	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(data))
-}
-
-func loadAvg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/httpfallback"
+	"github.com/ampmux/ampmux/internal/benchkit"
 	"github.com/ampmux/ampmux/mux"
 )
 
@@ -239,7 +240,7 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fmt.Fprintf(stderr, "muxbench serve: %v\n", err)
 		return errUsage
 	}
-	raiseFileLimit(1 << 16)
+	benchkit.RaiseFileLimit(1 << 16)
 	stopProfile, err := startCPUProfile(*cpuprofile)
 	if err != nil {
 		return err

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // SampleEvery: one call in this many is timed (as callbench does).
@@ -284,4 +286,4 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 // RaiseFileLimit lifts the soft limit on open files towards want (Go
 // already raises it to the hard limit at start-up; this also tries the
 // hard limit, as root) and returns the soft limit in force.
-func RaiseFileLimit(want uint64) uint64 { return raiseFileLimit(want) }
+func RaiseFileLimit(want uint64) uint64 { return benchkit.RaiseFileLimit(want) }

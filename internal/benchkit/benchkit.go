@@ -1,0 +1,150 @@
+// Package benchkit holds the small helpers the benchmark tools
+// (tools/callbench, tools/muxbench and the bench module) share: machine
+// description, number formatting, the open-file limit, and stopping child
+// processes.
+package benchkit
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// CPUModel returns the "model name" line of /proc/cpuinfo, or "unknown CPU".
+func CPUModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for line := range strings.Lines(string(data)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// Kernel returns the kernel release from /proc/sys/kernel/osrelease, or "?".
+func Kernel() string {
+	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// LoadAvg returns the 1, 5 and 15 minute load averages from /proc/loadavg,
+// space separated, or "?".
+func LoadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// HumanInt writes 1234567.8 as 1,234,568.
+func HumanInt(f float64) string {
+	s := strconv.FormatInt(int64(f+0.5), 10)
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 && s[i-1] != '-' {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+// HumanUs writes a number of microseconds with one decimal below 100 and
+// none from 100 up.
+func HumanUs(us float64) string {
+	if us >= 100 {
+		return strconv.FormatFloat(us, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(us, 'f', 1, 64)
+}
+
+// HumanMB writes a number of bytes as megabytes with one decimal ("1.5 MB").
+func HumanMB(bytes float64) string { return strconv.FormatFloat(bytes/1e6, 'f', 1, 64) + " MB" }
+
+// RaiseFileLimit lifts the soft limit on open files to want, raising the
+// hard limit too when allowed (root), and returns the soft limit in force
+// (0 if it cannot be read).
+func RaiseFileLimit(want uint64) uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	if rl.Cur >= want {
+		return rl.Cur
+	}
+	if rl.Max < want {
+		up := syscall.Rlimit{Cur: want, Max: want}
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up) == nil {
+			return want
+		}
+	}
+	up := syscall.Rlimit{Cur: min(want, rl.Max), Max: rl.Max}
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up) == nil {
+		return up.Cur
+	}
+	return rl.Cur
+}
+
+// StopChild closes a child's stdin and waits for done to be closed (by
+// whoever waits on cmd). If that takes longer than grace it kills the
+// process, waits for done, and reports killed = true.
+func StopChild(stdin io.Closer, cmd *exec.Cmd, done <-chan struct{}, grace time.Duration) (killed bool) {
+	stdin.Close()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return false
+	case <-t.C:
+		cmd.Process.Kill()
+		<-done
+		return true
+	}
+}
+
+// LockedWriter serialises writes to W, for a writer several goroutines
+// (child processes' output copiers) share.
+type LockedWriter struct {
+	mu sync.Mutex
+	W  io.Writer
+}
+
+func (l *LockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.W.Write(p)
+}
+
+// Median returns the run with the median value (the lower middle one for an
+// even count); runs with equal values keep their order. runs must not be
+// empty.
+func Median[T any](runs []T, value func(T) float64) T {
+	s := slices.Clone(runs)
+	slices.SortStableFunc(s, func(a, b T) int {
+		switch va, vb := value(a), value(b); {
+		case va < vb:
+			return -1
+		case va > vb:
+			return 1
+		}
+		return 0
+	})
+	return s[(len(s)-1)/2]
+}

@@ -1,0 +1,118 @@
+package benchkit
+
+import (
+	"bytes"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestHumanInt(t *testing.T) {
+	for _, c := range []struct {
+		in   float64
+		want string
+	}{
+		{0, "0"}, {999.4, "999"}, {999.5, "1,000"}, {1234567.8, "1,234,568"}, {-122.6, "-122"}, {-1234.6, "-1,234"},
+	} {
+		if got := HumanInt(c.in); got != c.want {
+			t.Errorf("HumanInt(%v) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestHumanUsMB(t *testing.T) {
+	if got := HumanUs(12.34); got != "12.3" {
+		t.Errorf("HumanUs(12.34) = %q", got)
+	}
+	if got := HumanUs(123.4); got != "123" {
+		t.Errorf("HumanUs(123.4) = %q", got)
+	}
+	if got := HumanMB(1.5e6); got != "1.5 MB" {
+		t.Errorf("HumanMB(1.5e6) = %q", got)
+	}
+}
+
+func TestMachineInfo(t *testing.T) {
+	if CPUModel() == "" || Kernel() == "" || LoadAvg() == "" {
+		t.Errorf("empty machine info: %q %q %q", CPUModel(), Kernel(), LoadAvg())
+	}
+}
+
+func TestRaiseFileLimit(t *testing.T) {
+	cur := RaiseFileLimit(1)
+	if cur < 1 {
+		t.Errorf("RaiseFileLimit(1) = %d, want >= 1", cur)
+	}
+	if again := RaiseFileLimit(1); again != cur {
+		t.Errorf("second RaiseFileLimit(1) = %d, want %d", again, cur)
+	}
+}
+
+func TestLockedWriter(t *testing.T) {
+	var buf bytes.Buffer
+	w := &LockedWriter{W: &buf}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 100 {
+				w.Write([]byte("x"))
+			}
+		})
+	}
+	wg.Wait()
+	if buf.Len() != 800 {
+		t.Errorf("wrote %d bytes, want 800", buf.Len())
+	}
+}
+
+func startChild(t *testing.T, script string) (*exec.Cmd, chan struct{}, func() error) {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", script)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("no sh: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	return cmd, done, stdin.Close
+}
+
+type closer func() error
+
+func (c closer) Close() error { return c() }
+
+func TestStopChild(t *testing.T) {
+	cmd, done, cl := startChild(t, "cat >/dev/null")
+	if StopChild(closer(cl), cmd, done, 5*time.Second) {
+		t.Error("child reading stdin was killed, want clean exit")
+	}
+	cmd, done, cl = startChild(t, "exec sleep 30")
+	start := time.Now()
+	if !StopChild(closer(cl), cmd, done, 100*time.Millisecond) {
+		t.Error("sleeping child not killed")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("StopChild took %v", d)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	type run struct {
+		v  float64
+		id int
+	}
+	val := func(r run) float64 { return r.v }
+	if got := Median([]run{{3, 0}, {1, 1}, {2, 2}}, val); got.id != 2 {
+		t.Errorf("odd count: got %+v", got)
+	}
+	if got := Median([]run{{4, 0}, {1, 1}, {3, 2}, {2, 3}}, val); got.id != 3 {
+		t.Errorf("even count takes the lower middle: got %+v", got)
+	}
+	if got := Median([]run{{1, 0}, {1, 1}, {1, 2}, {1, 3}}, val); got.id != 1 {
+		t.Errorf("ties keep order: got %+v", got)
+	}
+}
