@@ -5,6 +5,7 @@
 package benchkit
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -147,4 +148,22 @@ func Median[T any](runs []T, value func(T) float64) T {
 		return 0
 	})
 	return s[(len(s)-1)/2]
+}
+
+// ParseKV reads a machine-readable line "TAG k=v k=v ..." into a map; the
+// tag must match. The bench tools print their results this way.
+func ParseKV(line, tag string) (map[string]string, error) {
+	fields := strings.Fields(line)
+	if len(fields) == 0 || fields[0] != tag {
+		return nil, fmt.Errorf("not a %s line: %q", tag, line)
+	}
+	kv := make(map[string]string, len(fields)-1)
+	for _, f := range fields[1:] {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s field %q is not key=value", tag, f)
+		}
+		kv[k] = v
+	}
+	return kv, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/ampmux/ampmux/internal/benchkit"
 	"io"
 	"net"
 	"runtime"
@@ -83,17 +84,9 @@ func (r Result) String() string {
 // parseResult reads a RESULT line.
 func parseResult(line string) (Result, error) {
 	var r Result
-	fields := strings.Fields(line)
-	if len(fields) == 0 || fields[0] != "RESULT" {
-		return r, fmt.Errorf("not a RESULT line: %q", line)
-	}
-	kv := map[string]string{}
-	for _, f := range fields[1:] {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok || k == "" {
-			return r, fmt.Errorf("RESULT field %q is not key=value", f)
-		}
-		kv[k] = v
+	kv, err := benchkit.ParseKV(line, "RESULT")
+	if err != nil {
+		return r, err
 	}
 	get := func(k string) (string, error) {
 		v, ok := kv[k]
@@ -117,7 +110,6 @@ func parseResult(line string) (Result, error) {
 		}
 		errs = append(errs, err)
 	}
-	var err error
 	r.Kind, err = get("kind")
 	errs = append(errs, err)
 	r.API = kv["api"]

@@ -181,21 +181,7 @@ func (st serverStats) String() string {
 }
 
 // parseKV reads "TAG k=v k=v ..." into a map; the tag must match.
-func parseKV(line, tag string) (map[string]string, error) {
-	fields := strings.Fields(line)
-	if len(fields) == 0 || fields[0] != tag {
-		return nil, fmt.Errorf("not a %s line: %q", tag, line)
-	}
-	kv := make(map[string]string, len(fields)-1)
-	for _, f := range fields[1:] {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("%s field %q is not key=value", tag, f)
-		}
-		kv[k] = v
-	}
-	return kv, nil
-}
+func parseKV(line, tag string) (map[string]string, error) { return benchkit.ParseKV(line, tag) }
 
 // intFields parses the named integer fields of kv.
 func intFields(kv map[string]string, dst map[string]*int64) error {

@@ -63,17 +63,9 @@ func (r Result) String() string {
 // required. conns defaults to 1.
 func ParseResult(line string) (Result, error) {
 	var r Result
-	fields := strings.Fields(line)
-	if len(fields) == 0 || fields[0] != "RESULT" {
-		return r, fmt.Errorf("not a RESULT line: %q", line)
-	}
-	kv := map[string]string{}
-	for _, f := range fields[1:] {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok || k == "" {
-			return r, fmt.Errorf("RESULT field %q is not key=value", f)
-		}
-		kv[k] = v
+	kv, err := benchkit.ParseKV(line, "RESULT")
+	if err != nil {
+		return r, err
 	}
 	var errs []error
 	num := func(k string, dst *float64, required bool) {
