@@ -19,16 +19,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
-var errUsage = errors.New("usage")
+var errUsage = benchkit.ErrUsage
 
 const usageText = `usage: report <command> [flags]
 
@@ -40,17 +39,9 @@ commands:
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "report:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("report", func(ctx context.Context) error {
+		return dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	})
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -72,15 +63,5 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "report %s: unexpected arguments %q\n", fs.Name(), fs.Args())
-		return errUsage
-	}
-	return nil
+	return benchkit.ParseFlags("report", fs, args)
 }

@@ -23,11 +23,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -35,6 +33,7 @@ import (
 	"google.golang.org/grpc/encoding"
 
 	"github.com/ampmux/ampmux/bench/internal/load"
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // codecName is the content-subtype of the raw codec
@@ -228,20 +227,12 @@ func runClient(ctx context.Context, cfg clientConfig) (load.Result, error) {
 	return r, err
 }
 
-var errUsage = errors.New("usage")
+var errUsage = benchkit.ErrUsage
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := dispatch(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "rpc:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("rpc", func(ctx context.Context) error {
+		return dispatch(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	})
 }
 
 const usageText = `usage: rpc <command> [flags]
@@ -309,17 +300,7 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 }
 
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "rpc %s: unexpected arguments %q\n", fs.Name(), fs.Args())
-		return errUsage
-	}
-	return nil
+	return benchkit.ParseFlags("rpc", fs, args)
 }
 
 // serve runs the server until stdin closes or ctx ends.

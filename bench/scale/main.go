@@ -21,16 +21,15 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"runtime/pprof"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/bench/internal/load"
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // SumArgs and SumReply are Twisted's Sum, typed.
@@ -251,20 +250,12 @@ func floorCall(nc net.Conn, buf []byte) error {
 	return nil
 }
 
-var errUsage = errors.New("usage")
+var errUsage = benchkit.ErrUsage
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "scale:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("scale", func(ctx context.Context) error {
+		return dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	})
 }
 
 const usageText = `usage: scale amp|floor -addr A [-conns 1000] [flags]

@@ -5,10 +5,14 @@
 package benchkit
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
@@ -166,4 +170,42 @@ func ParseKV(line, tag string) (map[string]string, error) {
 		kv[k] = v
 	}
 	return kv, nil
+}
+
+// ErrUsage is a bad command line: the tool exits 2 (the message is already
+// printed).
+var ErrUsage = errors.New("usage")
+
+// Main runs a tool's body with a context that SIGINT and SIGTERM end, then
+// exits: 0 on success or -h, 2 on ErrUsage, 1 (printing "tool: err") on any
+// other error.
+func Main(tool string, body func(ctx context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := body(ctx)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, ErrUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, tool+":", err)
+		os.Exit(1)
+	}
+}
+
+// ParseFlags parses a subcommand's flags: -h returns flag.ErrHelp, any other
+// mistake or a stray argument returns ErrUsage (the flag package or this
+// function has printed why).
+func ParseFlags(tool string, fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return ErrUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s %s: unexpected arguments %q\n", tool, fs.Name(), fs.Args())
+		return ErrUsage
+	}
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/ampmux/ampmux/internal/benchkit"
 	"io"
 	"net"
 	"runtime"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // clientConfig is what the amp and floor clients run.

@@ -25,13 +25,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 const usageText = `usage: callbench <command> [flags]
@@ -46,21 +45,12 @@ commands:
 "callbench <command> -h" lists the command's flags.
 `
 
-var errUsage = errors.New("usage")
+var errUsage = benchkit.ErrUsage
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := dispatch(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "callbench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("callbench", func(ctx context.Context) error {
+		return dispatch(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	})
 }
 
 func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -88,15 +78,5 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 // parseFlags parses fs and maps errors to errUsage (the FlagSet has
 // already printed them).
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "callbench %s: unexpected arguments %q\n", fs.Name(), fs.Args())
-		return errUsage
-	}
-	return nil
+	return benchkit.ParseFlags("callbench", fs, args)
 }
