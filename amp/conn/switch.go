@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"time"
 
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/box"
@@ -73,6 +74,9 @@ func (c *Conn) takeOver(paused chan struct{}) (net.Conn, error) {
 	c.wmu.Unlock()
 	inner := newPrefixConn(wc, c.dec.Buffered())
 	c.takenOver = true
+	// The reader may have armed the box deadline while the answer came in
+	// pieces; the new owner must not inherit it.
+	c.nc.SetReadDeadline(time.Time{})
 	c.resumeWriter(true)
 	c.setErr(ErrSwitched)
 	c.failPending(ErrSwitched)

@@ -128,6 +128,21 @@ func clientTLSConfig(cfg *tls.Config, remote net.Addr) *tls.Config {
 // specialCall sends a StartTLS or switch request: the writer pauses after
 // it, and cl.after runs on the reader goroutine when the answer comes.
 func (c *Conn) specialCall(ctx context.Context, command string, args *box.Box, cl *call, lock bool) error {
+	if err := c.sendSpecial(ctx, command, args, cl, lock); err != nil {
+		return err
+	}
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		// The peer may already be switching: the only safe way out.
+		c.fail(fmt.Errorf("conn: %s abandoned: %w", command, ctx.Err()))
+		<-cl.done
+	}
+	return cl.err
+}
+
+// sendSpecial queues the request of specialCall and wakes the writer.
+func (c *Conn) sendSpecial(ctx context.Context, command string, args *box.Box, cl *call, lock bool) error {
 	cl.paused = make(chan struct{})
 	c.pmu.Lock()
 	if c.lost != nil {
@@ -158,14 +173,7 @@ func (c *Conn) specialCall(ctx context.Context, command string, args *box.Box, c
 		return err
 	}
 	c.signalWriter()
-	select {
-	case <-cl.done:
-	case <-ctx.Done():
-		// The peer may already be switching: the only safe way out.
-		c.fail(fmt.Errorf("conn: %s abandoned: %w", command, ctx.Err()))
-		<-cl.done
-	}
-	return cl.err
+	return nil
 }
 
 // resumeWriter lets a writer paused at a mark go on; with stop it exits

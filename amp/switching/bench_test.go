@@ -42,19 +42,28 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	return &benchEnv{env: e, tlsAddr: l.Addr().String()}
 }
 
-func (e *benchEnv) dial(b *testing.B, switched bool) net.Conn {
+// Setup modes: connect + StartTLS + switch, waiting for the answer or
+// not, against connect + a crypto/tls handshake.
+const (
+	modeSwitched   = "switched"
+	modeOptimistic = "optimistic"
+	modePlainTLS   = "plaintls"
+)
+
+func (e *benchEnv) dial(b *testing.B, mode string) net.Conn {
 	ctx := context.Background()
 	cfg := e.client.Clone()
 	cfg.ServerName = "localhost"
-	if switched {
-		c, err := switching.Dial(ctx, e.addr, "sink", cfg)
+	if mode == modePlainTLS {
+		d := tls.Dialer{Config: cfg}
+		c, err := d.DialContext(ctx, "tcp", e.tlsAddr)
 		if err != nil {
 			b.Fatal(err)
 		}
 		return c
 	}
-	d := tls.Dialer{Config: cfg}
-	c, err := d.DialContext(ctx, "tcp", e.tlsAddr)
+	d := switching.Dialer{TLSConfig: cfg, Optimistic: mode == modeOptimistic}
+	c, err := d.Dial(ctx, e.addr, "sink")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -64,10 +73,10 @@ func (e *benchEnv) dial(b *testing.B, switched bool) net.Conn {
 // BenchmarkBulk sends 64 KiB writes through StartTLS + ProtocolSwitch and
 // through a plain crypto/tls connection to the same kind of sink.
 func BenchmarkBulk(b *testing.B) {
-	for _, mode := range []string{"switched", "plaintls"} {
+	for _, mode := range []string{modeSwitched, modePlainTLS} {
 		b.Run(mode, func(b *testing.B) {
 			e := newBenchEnv(b)
-			c := e.dial(b, mode == "switched")
+			c := e.dial(b, mode)
 			buf := make([]byte, 64<<10)
 			b.SetBytes(int64(len(buf)))
 			b.ResetTimer()
@@ -87,16 +96,30 @@ func BenchmarkBulk(b *testing.B) {
 	}
 }
 
-// BenchmarkSetup is connect + StartTLS + switch against connect + TLS.
+// BenchmarkSetup is connect + StartTLS + switch against connect + TLS:
+// "dial" until the connection is returned, "firstbyte" until a byte sent
+// on it has come back from the inner protocol.
 func BenchmarkSetup(b *testing.B) {
-	for _, mode := range []string{"switched", "plaintls"} {
-		b.Run(mode, func(b *testing.B) {
-			e := newBenchEnv(b)
-			for b.Loop() {
-				c := e.dial(b, mode == "switched")
-				c.Close()
-			}
-		})
+	for _, until := range []string{"dial", "firstbyte"} {
+		for _, mode := range []string{modeSwitched, modeOptimistic, modePlainTLS} {
+			b.Run(until+"/"+mode, func(b *testing.B) {
+				e := newBenchEnv(b)
+				one := make([]byte, 1)
+				for b.Loop() {
+					c := e.dial(b, mode)
+					if until == "firstbyte" {
+						if _, err := c.Write(one); err != nil {
+							b.Fatal(err)
+						}
+						closeWrite(c)
+						if _, err := io.ReadFull(c, one); err != nil {
+							b.Fatal(err)
+						}
+					}
+					c.Close()
+				}
+			})
+		}
 	}
 }
 

@@ -3,11 +3,13 @@ package switching
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 
+	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 )
@@ -36,61 +38,103 @@ func (e *DialError) Error() string {
 
 func (e *DialError) Unwrap() error { return e.Err }
 
+// Dialer holds the options of a client dial. The zero value dials TCP,
+// secures the connection with StartTLS against the system roots (the
+// server name taken from the address), and waits for the switch's answer.
+type Dialer struct {
+	// TLSConfig configures StartTLS; nil means the system roots. To skip
+	// verification set InsecureSkipVerify explicitly.
+	TLSConfig *tls.Config
+
+	// InsecurePlaintext skips StartTLS: the inner protocol runs in the
+	// clear, and only servers that allow it (Policy.AllowPlaintext)
+	// accept.
+	InsecurePlaintext bool
+
+	// Optimistic returns the connection as soon as the switch request is
+	// written, without waiting for its answer: the first bytes written
+	// follow the request in the same flight, which saves a round trip and
+	// the server's own preparation (ampmux dials the backend before it
+	// answers). A refused switch then shows on the first Read, as a
+	// *DialError with Step "switch", and the connection is closed. The
+	// server must accept bytes right behind the request, as this package
+	// and Twisted do.
+	Optimistic bool
+
+	// NetDialer dials TCP; nil means a zero net.Dialer.
+	NetDialer *net.Dialer
+}
+
 // Dial connects to the AMP server at addr (TCP), secures the connection
 // with StartTLS, switches to protocol and returns the inner protocol's
-// connection. cfg configures TLS: nil means the system roots, with the
-// server name taken from addr; to skip verification set
-// InsecureSkipVerify explicitly. DialInsecurePlaintext skips TLS.
-func Dial(ctx context.Context, addr, protocol string, cfg *tls.Config) (net.Conn, error) {
-	if cfg == nil {
-		cfg = &tls.Config{}
+// connection.
+func (d *Dialer) Dial(ctx context.Context, addr, protocol string) (net.Conn, error) {
+	nd := d.NetDialer
+	if nd == nil {
+		nd = &net.Dialer{}
 	}
-	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
-		if host, _, err := net.SplitHostPort(addr); err == nil {
-			cfg = cfg.Clone()
-			cfg.ServerName = host
-		}
-	}
-	return dial(ctx, addr, protocol, cfg)
-}
-
-// DialInsecurePlaintext is Dial without StartTLS: the inner protocol runs
-// in the clear, and only servers that allow it (Policy.AllowPlaintext)
-// accept.
-func DialInsecurePlaintext(ctx context.Context, addr, protocol string) (net.Conn, error) {
-	return dial(ctx, addr, protocol, nil)
-}
-
-func dial(ctx context.Context, addr, protocol string, cfg *tls.Config) (net.Conn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, &DialError{Step: StepConnect, Protocol: protocol, Err: err}
 	}
-	inner, err := client(ctx, nc, protocol, cfg)
-	if err != nil {
-		nc.Close()
-		return nil, err
+	withName := *d
+	if cfg := d.TLSConfig; !d.InsecurePlaintext && (cfg == nil || cfg.ServerName == "" && !cfg.InsecureSkipVerify) {
+		// Verify the name dialed, not the address it resolved to.
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			if cfg == nil {
+				withName.TLSConfig = &tls.Config{ServerName: host}
+			} else {
+				withName.TLSConfig = cfg.Clone()
+				withName.TLSConfig.ServerName = host
+			}
+		}
 	}
-	return inner, nil
+	return withName.Client(ctx, nc, protocol)
 }
 
-// Client runs the negotiation over an existing connection: StartTLS with
-// cfg (skipped when cfg is nil: plaintext), then the switch. On error nc
-// is closed.
-func Client(ctx context.Context, nc net.Conn, protocol string, cfg *tls.Config) (net.Conn, error) {
-	inner, err := client(ctx, nc, protocol, cfg)
+// Client runs the negotiation over an existing connection: StartTLS
+// (unless InsecurePlaintext), then the switch. On error nc is closed.
+func (d *Dialer) Client(ctx context.Context, nc net.Conn, protocol string) (net.Conn, error) {
+	var cfg *tls.Config
+	if !d.InsecurePlaintext {
+		cfg = d.TLSConfig
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+	}
+	inner, err := client(ctx, nc, protocol, cfg, d.Optimistic)
 	if err != nil {
 		nc.Close()
 	}
 	return inner, err
 }
 
+// Dial is Dialer.Dial with cfg as the TLS configuration.
+func Dial(ctx context.Context, addr, protocol string, cfg *tls.Config) (net.Conn, error) {
+	d := Dialer{TLSConfig: cfg}
+	return d.Dial(ctx, addr, protocol)
+}
+
+// DialInsecurePlaintext is Dial without StartTLS (Dialer.InsecurePlaintext).
+func DialInsecurePlaintext(ctx context.Context, addr, protocol string) (net.Conn, error) {
+	d := Dialer{InsecurePlaintext: true}
+	return d.Dial(ctx, addr, protocol)
+}
+
+// Client is Dialer.Client with cfg as the TLS configuration; nil cfg
+// skips StartTLS (plaintext).
+func Client(ctx context.Context, nc net.Conn, protocol string, cfg *tls.Config) (net.Conn, error) {
+	d := Dialer{TLSConfig: cfg, InsecurePlaintext: cfg == nil}
+	return d.Client(ctx, nc, protocol)
+}
+
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func client(ctx context.Context, nc net.Conn, protocol string, cfg *tls.Config) (net.Conn, error) {
+func client(ctx context.Context, nc net.Conn, protocol string, cfg *tls.Config, optimistic bool) (net.Conn, error) {
 	c := conn.New(nc, &conn.Config{Logger: quiet})
 	if cfg != nil {
+		// StartTLS takes the server name from the remote address when cfg
+		// has none.
 		if err := c.StartTLS(ctx, cfg); err != nil {
 			c.Close()
 			return nil, &DialError{Step: StepStartTLS, Protocol: protocol, Err: err}
@@ -98,7 +142,13 @@ func client(ctx context.Context, nc net.Conn, protocol string, cfg *tls.Config) 
 	}
 	var args box.Box
 	args.SetString("protocol", protocol)
-	inner, err := c.Switch(ctx, CommandProtocolSwitch, &args)
+	var inner net.Conn
+	var err error
+	if optimistic {
+		inner, err = c.SwitchEarly(ctx, CommandProtocolSwitch, &args)
+	} else {
+		inner, err = c.Switch(ctx, CommandProtocolSwitch, &args)
+	}
 	if err != nil {
 		c.Close()
 		return nil, &DialError{Step: StepSwitch, Protocol: protocol, Err: ProtocolSwitch.MapError(err)}
@@ -107,5 +157,15 @@ func client(ctx context.Context, nc net.Conn, protocol string, cfg *tls.Config) 
 	if st, ok := c.ConnectionState(); ok {
 		info.TLS = &st
 	}
-	return &Conn{Conn: inner, info: info}, nil
+	sc := &Conn{Conn: inner, info: info}
+	if optimistic {
+		sc.refused = func(err error) error {
+			var re *amp.RemoteError
+			if errors.As(err, &re) {
+				return &DialError{Step: StepSwitch, Protocol: protocol, Err: ProtocolSwitch.MapError(err)}
+			}
+			return err
+		}
+	}
+	return sc, nil
 }

@@ -16,5 +16,9 @@
 // grpc.Server or an SSH server can Serve switched connections unchanged.
 //
 // On the client, Dial (or Client over an existing connection) does the
-// whole negotiation and returns the inner protocol's net.Conn.
+// whole negotiation and returns the inner protocol's net.Conn. A Dialer
+// holds the options; with Optimistic it returns once the switch request is
+// written, so that the caller's first bytes follow it in the same flight
+// (setup then costs about what a plain TLS dial does), and a refused switch
+// shows as a *DialError on the first Read.
 package switching

@@ -237,6 +237,25 @@ func (r *Registry) serveSwitch(ctx context.Context, req, _ *box.Box) error {
 type Conn struct {
 	net.Conn
 	info Info
+	// refused maps errors of an optimistic dial's connection: a refused
+	// switch becomes a *DialError.
+	refused func(error) error
+}
+
+func (c *Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.refused != nil {
+		err = c.refused(err)
+	}
+	return n, err
+}
+
+func (c *Conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && c.refused != nil {
+		err = c.refused(err)
+	}
+	return n, err
 }
 
 // Info returns what was negotiated before the switch.

@@ -21,8 +21,9 @@ type benchResult struct {
 
 // Library-path keys.
 const (
-	libSwitch = "switch"
-	libTLS    = "tls"
+	libSwitch     = "switch"
+	libOptimistic = "optimistic" // switching.Dialer{Optimistic: true}
+	libTLS        = "tls"
 )
 
 // results hold one value per run for each measurement.
@@ -78,7 +79,7 @@ func measure(ctx context.Context, cfg *config, b *bed, ps *procs) (*results, err
 		}
 	}
 	for range 3 { // and learn what TLS they negotiate
-		t, err := dialSwitch(ctx, b.serve, routeName, b.clTLS)
+		t, err := dialSwitch(ctx, b.serve, routeName, b.clTLS, false)
 		if err != nil {
 			return nil, fmt.Errorf("warm-up switching.Dial to %s: %w", b.serve, err)
 		}
@@ -178,17 +179,14 @@ func setupRun(ctx context.Context, cfg *config, run int, order []path, res *resu
 func libraryRun(ctx context.Context, cfg *config, run int, b *bed, res *results) error {
 	dials, echoes := map[string][]time.Duration{}, map[string][]time.Duration{}
 	for i := range cfg.conns {
-		kinds := []string{libSwitch, libTLS}
-		if (i+run)%2 == 0 {
-			kinds = []string{libTLS, libSwitch}
-		}
+		kinds := rotate([]string{libSwitch, libOptimistic, libTLS}, i+run)
 		for _, k := range kinds {
 			var t libTiming
 			var err error
-			if k == libSwitch {
-				t, err = dialSwitch(ctx, b.serve, routeName, b.clTLS)
-			} else {
+			if k == libTLS {
 				t, err = dialTLS(ctx, b.tlsSrv, b.clTLS)
+			} else {
+				t, err = dialSwitch(ctx, b.serve, routeName, b.clTLS, k == libOptimistic)
 			}
 			if err != nil {
 				return fmt.Errorf("%s, connection %d: %w", k, i+1, err)
@@ -197,7 +195,7 @@ func libraryRun(ctx context.Context, cfg *config, run int, b *bed, res *results)
 			echoes[k] = append(echoes[k], t.echo)
 		}
 	}
-	for _, k := range []string{libSwitch, libTLS} {
+	for _, k := range []string{libSwitch, libOptimistic, libTLS} {
 		d50, d99 := percentiles(dials[k])
 		e50, e99 := percentiles(echoes[k])
 		res.libDial50[k] = append(res.libDial50[k], d50)

@@ -158,12 +158,14 @@ type libTiming struct {
 }
 
 // dialSwitch times switching.Dial (connect + StartTLS + ProtocolSwitch)
-// to ampmux serve, then an echo.
-func dialSwitch(ctx context.Context, addr, protocol string, cfg *tls.Config) (libTiming, error) {
+// to ampmux serve, then an echo; optimistic does not wait for the switch's
+// answer.
+func dialSwitch(ctx context.Context, addr, protocol string, cfg *tls.Config, optimistic bool) (libTiming, error) {
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
+	d := switching.Dialer{TLSConfig: cfg, Optimistic: optimistic}
 	t0 := time.Now()
-	c, err := switching.Dial(ctx, addr, protocol, cfg)
+	c, err := d.Dial(ctx, addr, protocol)
 	if err != nil {
 		return libTiming{}, err
 	}

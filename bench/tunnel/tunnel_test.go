@@ -311,7 +311,7 @@ func TestTextReport(t *testing.T) {
 		res.setupP99[k] = []time.Duration{4 * time.Millisecond, 5 * time.Millisecond, 6 * time.Millisecond}
 	}
 	res.up["a"] = []float64{850, 950, 1000} // ratios 94%, 95%, 91%
-	for _, k := range []string{libSwitch, libTLS} {
+	for _, k := range []string{libSwitch, libOptimistic, libTLS} {
 		res.libDial50[k] = []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}
 		res.libDial99[k], res.libEcho50[k], res.libEcho99[k] = res.libDial50[k], res.libDial50[k], res.libDial50[k]
 	}

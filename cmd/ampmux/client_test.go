@@ -854,3 +854,35 @@ func TestLatencySampler(t *testing.T) {
 		}
 	}
 }
+
+// --optimistic: the tunnel carries the same bytes, and a refused switch
+// is reported as one, from forward and from connect.
+func TestTunnelsOptimistic(t *testing.T) {
+	ctNoLeaks(t)
+	g := ctStartGateway(t)
+	f := ctStartForward(t, append([]string{"--server", g.addr, "--protocol", "echo", "--listen", "127.0.0.1:0", "--optimistic"}, g.tlsArgs()...)...)
+	c := ctDial(t, f.addr)
+	ctEcho(t, c, 1<<20+9)
+	c.Close()
+	ctEchoHalfClose(t, ctDial(t, f.addr), 100_000)
+	if code := f.exit(t); code != 0 {
+		t.Fatalf("forward exited %d: %s", code, f.stderr.String())
+	}
+
+	f = ctStartForward(t, append([]string{"--server", g.addr, "--protocol", "secret", "--listen", "127.0.0.1:0", "--optimistic"}, g.tlsArgs()...)...)
+	c = ctDial(t, f.addr)
+	c.Write([]byte("hello"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Errorf("local read got %d, %v; want the connection closed", n, err)
+	}
+	ctWait(t, "the refusal on stderr", func() bool { return strings.Contains(f.stderr.String(), "switch failed: FORBIDDEN: ") })
+	if code := f.exit(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+
+	code, stdout, errOut := ctRun(append([]string{"connect", "--server", g.addr, "--protocol", "secret", "--optimistic"}, g.tlsArgs()...)...)
+	if code != exitFailure || stdout != "" || !strings.Contains(errOut, "switch failed: FORBIDDEN") || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("connect: exit %d, stdout %q, stderr %q", code, stdout, errOut)
+	}
+}

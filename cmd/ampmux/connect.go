@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
+	"github.com/ampmux/ampmux/amp/switching"
 	"github.com/ampmux/ampmux/internal/tunnel"
 )
 
@@ -51,6 +53,10 @@ func runConnect(c *command, e *env, args []string) error {
 	}
 	local := &tunnel.StdioConn{In: readCloser(e.stdin), Out: writeCloser(e.stdout)}
 	if err := tunnel.Pipe(local, remote, nil); err != nil {
+		var de *switching.DialError
+		if errors.As(err, &de) { // an --optimistic switch refused
+			return fmt.Errorf("tunnel to %s protocol %s: %s", target.server, target.protocol, dialFailure(err))
+		}
 		return fmt.Errorf("tunnel to %s: %v", target.server, err)
 	}
 	return nil

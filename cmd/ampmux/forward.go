@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ampmux/ampmux/amp/switching"
 	"github.com/ampmux/ampmux/internal/tunnel"
 )
 
@@ -152,6 +153,11 @@ func (f *forwarder) carry(local net.Conn) {
 	}
 	defer f.untrack(remote)
 	if err := tunnel.Pipe(local, remote, nil); err != nil {
+		var de *switching.DialError
+		if errors.As(err, &de) { // an --optimistic switch refused
+			f.log.printf("ampmux forward: %s: tunnel to %s protocol %s: %s", from, f.target.server, f.target.protocol, dialFailure(err))
+			return
+		}
 		f.log.printf("ampmux forward: %s: tunnel ended: %v", from, err)
 	}
 }

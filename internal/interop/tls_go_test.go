@@ -99,6 +99,42 @@ func TestGoSwitchingAgainstTwistedServer(t *testing.T) {
 		}
 	})
 
+	// An optimistic dial: the first bytes ride right behind the switch
+	// request, which Twisted hands to the inner protocol; a refusal shows
+	// on the first read.
+	t.Run("optimistic", func(t *testing.T) {
+		d := switching.Dialer{TLSConfig: clientCfg, Optimistic: true}
+		c, err := d.Dial(ctx, addr, "echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		payload := make([]byte, 256<<10+5)
+		rand.Read(payload)
+		go c.Write(payload)
+		got := make([]byte, len(payload))
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, payload) {
+			t.Fatal("echo differs")
+		}
+
+		c2, err := d.Dial(ctx, addr, "nope")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close()
+		c2.Write([]byte("inner bytes Twisted reads as AMP"))
+		c2.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err = c2.Read(make([]byte, 1))
+		var de *switching.DialError
+		if !errors.As(err, &de) || de.Step != switching.StepSwitch || !errors.Is(err, switching.ErrUnknownProtocol) {
+			t.Fatalf("got %v, want an UNKNOWN_PROTOCOL switch refusal", err)
+		}
+	})
+
 	refusals := []struct {
 		name string
 		dial func() (net.Conn, error)
