@@ -69,6 +69,8 @@ type Conn struct {
 	takenOver bool           // reader: AMP has stopped; nc belongs to someone else
 	werr      error
 	wake      chan struct{} // buffered 1: there is something to write
+	wseq      atomic.Uint64 // boxes appended so far: the writer yields while it grows
+	waking    atomic.Int32  // callers woken by an answer and not yet back in CallBox
 	kick      atomic.Bool   // reader queued answers without waking the writer
 	fdsOut    []int         // descriptors to send with the next write (Unix only)
 	fdsClose  []io.Closer
@@ -264,9 +266,24 @@ type call struct {
 	// answer arrives, before the caller is woken.
 	after  func(isErr bool) error
 	paused chan struct{}
+	// counted: the reader counted this caller in Conn.waking when it
+	// woke it.
+	counted bool
+	// The request and its wire form, built outside the write lock.
+	req box.Box
+	enc []byte
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+// putCall recycles cl, unless it held a large request.
+func putCall(cl *call) {
+	cl.reply, cl.err = nil, nil
+	if cap(cl.enc) > 64<<10 {
+		return
+	}
+	callPool.Put(cl)
+}
 
 // CallBox sends command with the fields of args (which must not hold
 // _ask or _command) and waits for the answer, whose fields it copies into
@@ -278,16 +295,18 @@ func (c *Conn) CallBox(ctx context.Context, command string, args, reply *box.Box
 	c.pmu.Lock()
 	if c.lost != nil {
 		c.pmu.Unlock()
-		callPool.Put(cl)
+		putCall(cl)
 		return c.lost
 	}
 	c.nextTag++
 	tag := c.nextTag
 	c.pending[tag] = cl
-	alone := len(c.pending) == 1
+	// Alone: no other call is waiting for an answer, nor was just
+	// answered (its caller may be about to call again).
+	alone := len(c.pending) == 1 && c.waking.Load() == 0
 	c.pmu.Unlock()
 
-	if err := c.sendCommand(ctx, command, tag, args, alone); err != nil {
+	if err := c.sendCommand(ctx, cl, command, tag, args, alone); err != nil {
 		c.pmu.Lock()
 		owned := c.pending != nil && c.pending[tag] == cl
 		if owned {
@@ -297,8 +316,7 @@ func (c *Conn) CallBox(ctx context.Context, command string, args, reply *box.Box
 		if !owned {
 			<-cl.done // failPending signalled it
 		}
-		cl.reply, cl.err = nil, nil
-		callPool.Put(cl)
+		putCall(cl)
 		return err
 	}
 	if done := ctx.Done(); done == nil {
@@ -313,9 +331,12 @@ func (c *Conn) CallBox(ctx context.Context, command string, args, reply *box.Box
 			<-cl.done // answered or failed while we looked
 		}
 	}
+	if cl.counted {
+		cl.counted = false
+		c.waking.Add(-1)
+	}
 	err := cl.err
-	cl.reply, cl.err = nil, nil
-	callPool.Put(cl)
+	putCall(cl)
 	return err
 }
 
@@ -330,7 +351,7 @@ func (c *Conn) abandon(tag uint64, cl *call) bool {
 	c.pmu.Unlock()
 	if owned {
 		cl.reply = nil
-		callPool.Put(cl)
+		putCall(cl)
 	}
 	return owned
 }
@@ -361,16 +382,19 @@ func (c *Conn) SendBox(ctx context.Context, command string, args *box.Box) error
 // caller with no other call pending writes it itself, sparing the hand-off
 // to the writer goroutine (a third of the latency at one call in flight);
 // otherwise the writer batches it with the boxes of other callers.
-func (c *Conn) sendCommand(ctx context.Context, command string, tag uint64, args *box.Box, alone bool) error {
-	b := getBox()
-	defer putBox(b)
+func (c *Conn) sendCommand(ctx context.Context, cl *call, command string, tag uint64, args *box.Box, alone bool) error {
+	b := &cl.req
 	b.CopyFrom(args)
 	b.SetString(amp.KeyCommand, command)
-	if tag != 0 {
-		var tmp [16]byte
-		b.Set(amp.KeyAsk, strconv.AppendUint(tmp[:0], tag, 16))
+	var tmp [16]byte
+	b.Set(amp.KeyAsk, strconv.AppendUint(tmp[:0], tag, 16))
+	var err error
+	cl.enc, err = box.Append(cl.enc[:0], b)
+	b.Reset()
+	if err != nil {
+		return err
 	}
-	if err := c.enqueueMarked(ctx, b, c.cfg.MaxWriteBuffer, nil, false); err != nil {
+	if err := c.enqueueBytes(ctx, cl.enc, c.cfg.MaxWriteBuffer); err != nil {
 		return err
 	}
 	if alone {
@@ -427,6 +451,7 @@ func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused 
 	if c.wbuf, err = box.Append(c.wbuf, b); err != nil {
 		return err
 	}
+	c.wseq.Add(1)
 	if paused != nil {
 		c.wmark = len(c.wbuf)
 		c.wpaused = paused
@@ -435,6 +460,22 @@ func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused 
 	if lock {
 		c.locked = ErrSwitchPending
 	}
+	return nil
+}
+
+// enqueueBytes appends an encoded box to the write buffer, waiting while
+// the buffer holds limit bytes or more.
+func (c *Conn) enqueueBytes(ctx context.Context, enc []byte, limit int) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.waitSpace(ctx, limit); err != nil {
+		return err
+	}
+	if c.locked != nil {
+		return c.locked
+	}
+	c.wbuf = append(c.wbuf, enc...)
+	c.wseq.Add(1)
 	return nil
 }
 
@@ -518,6 +559,10 @@ func (k *kickReader) Read(p []byte) (int, error) {
 	return k.r.Read(p)
 }
 
+// maxYields bounds how often the writer yields for more boxes before it
+// writes.
+const maxYields = 8
+
 func (c *Conn) writeLoop() {
 	defer func() {
 		close(c.writerDone)
@@ -531,6 +576,15 @@ func (c *Conn) writeLoop() {
 		// before we take the buffer: this batching is most of the
 		// throughput under load.
 		runtime.Gosched()
+		// Go on yielding while callers keep appending: one write for a
+		// whole wave of callers woken by one read.
+		for range maxYields {
+			n := c.wseq.Load()
+			runtime.Gosched()
+			if c.wseq.Load() == n && c.waking.Load() == 0 {
+				break
+			}
+		}
 		c.flushMu.Lock()
 		c.wmu.Lock()
 		if c.wstop {

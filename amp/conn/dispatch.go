@@ -54,6 +54,10 @@ func (c *Conn) answered(tagBytes []byte, b *box.Box, isErr bool) error {
 			cl.err = herr
 		}
 	}
+	if cl.after == nil {
+		cl.counted = true
+		c.waking.Add(1)
+	}
 	cl.done <- struct{}{}
 	return herr
 }
