@@ -71,7 +71,9 @@ type Conn struct {
 	wake      chan struct{} // buffered 1: there is something to write
 	wseq      atomic.Uint64 // boxes appended so far: the writer yields while it grows
 	waking    atomic.Int32  // callers woken by an answer and not yet back in CallBox
+	wbytes    atomic.Int64  // len(wbuf), for deciding to flush without taking wmu
 	kick      atomic.Bool   // reader queued answers without waking the writer
+	onReader  atomic.Bool   // user code (a Go callback, an inline responder) runs on the reader
 	fdsOut    []int         // descriptors to send with the next write (Unix only)
 	fdsClose  []io.Closer
 	sentFDs   int
@@ -228,7 +230,13 @@ func (c *Conn) failPending(cause error) {
 	c.pending = nil
 	c.pmu.Unlock()
 	for _, cl := range calls {
-		if cl != nil {
+		switch {
+		case cl == nil:
+		case cl.cb != nil:
+			done := cl.cb
+			putCall(cl)
+			done(nil, lost)
+		default:
 			cl.err = lost
 			cl.done <- struct{}{}
 		}
@@ -272,13 +280,15 @@ type call struct {
 	// The request and its wire form, built outside the write lock.
 	req box.Box
 	enc []byte
+	// cb: a call made by Go; the answer goes to it on the reader.
+	cb func(*box.Box, error)
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
 // putCall recycles cl, unless it held a large request.
 func putCall(cl *call) {
-	cl.reply, cl.err = nil, nil
+	cl.reply, cl.err, cl.cb = nil, nil, nil
 	if cap(cl.enc) > 64<<10 {
 		return
 	}
@@ -383,15 +393,7 @@ func (c *Conn) SendBox(ctx context.Context, command string, args *box.Box) error
 // to the writer goroutine (a third of the latency at one call in flight);
 // otherwise the writer batches it with the boxes of other callers.
 func (c *Conn) sendCommand(ctx context.Context, cl *call, command string, tag uint64, args *box.Box, alone bool) error {
-	b := &cl.req
-	b.CopyFrom(args)
-	b.SetString(amp.KeyCommand, command)
-	var tmp [16]byte
-	b.Set(amp.KeyAsk, strconv.AppendUint(tmp[:0], tag, 16))
-	var err error
-	cl.enc, err = box.Append(cl.enc[:0], b)
-	b.Reset()
-	if err != nil {
+	if err := c.encodeCall(cl, command, tag, args); err != nil {
 		return err
 	}
 	if err := c.enqueueBytes(ctx, cl.enc, c.cfg.MaxWriteBuffer); err != nil {
@@ -452,6 +454,7 @@ func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused 
 		return err
 	}
 	c.wseq.Add(1)
+	c.wbytes.Store(int64(len(c.wbuf)))
 	if paused != nil {
 		c.wmark = len(c.wbuf)
 		c.wpaused = paused
@@ -461,6 +464,19 @@ func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused 
 		c.locked = ErrSwitchPending
 	}
 	return nil
+}
+
+// encodeCall puts the wire form of a call into cl.enc.
+func (c *Conn) encodeCall(cl *call, command string, tag uint64, args *box.Box) error {
+	b := &cl.req
+	b.CopyFrom(args)
+	b.SetString(amp.KeyCommand, command)
+	var tmp [16]byte
+	b.Set(amp.KeyAsk, strconv.AppendUint(tmp[:0], tag, 16))
+	var err error
+	cl.enc, err = box.Append(cl.enc[:0], b)
+	b.Reset()
+	return err
 }
 
 // enqueueBytes appends an encoded box to the write buffer, waiting while
@@ -476,6 +492,7 @@ func (c *Conn) enqueueBytes(ctx context.Context, enc []byte, limit int) error {
 	}
 	c.wbuf = append(c.wbuf, enc...)
 	c.wseq.Add(1)
+	c.wbytes.Store(int64(len(c.wbuf)))
 	return nil
 }
 
@@ -581,7 +598,7 @@ func (c *Conn) writeLoop() {
 		for range maxYields {
 			n := c.wseq.Load()
 			runtime.Gosched()
-			if c.wseq.Load() == n && c.waking.Load() == 0 {
+			if c.wseq.Load() == n && c.waking.Load() == 0 || c.wbytes.Load() >= flushEarly {
 				break
 			}
 		}
@@ -598,11 +615,13 @@ func (c *Conn) writeLoop() {
 		if c.wmark >= 0 {
 			// Up to the mark now; the rest waits for the pause to end.
 			c.wbuf = append(c.wspare[:0], out[c.wmark:]...)
+			c.wbytes.Store(int64(len(c.wbuf)))
 			out = out[:c.wmark]
 			c.wmark, paused, resume = -1, c.wpaused, c.wresume
 			c.wholding = true // until resumeWriter
 		} else {
 			c.wbuf = c.wspare[:0]
+			c.wbytes.Store(int64(len(c.wbuf)))
 		}
 		c.wspare = nil
 		var fds []int
@@ -690,8 +709,19 @@ func (c *Conn) readLoop() {
 			c.readFailed(err)
 			return
 		}
+		if c.kick.Load() && c.wbytes.Load() >= flushEarly {
+			// Much is queued and more input waits: send it now, so that
+			// the peer works on it while we go on.
+			c.kick.Store(false)
+			c.flushDirect(true)
+		}
 	}
 }
+
+// flushEarly is how many queued bytes make the reader (or writer) send
+// before the batch is complete: large enough to amortize the syscall over
+// ~100 small boxes, small enough that both peers work at once.
+var flushEarly int64 = 4 << 10
 
 func (c *Conn) readFailed(err error) {
 	select {

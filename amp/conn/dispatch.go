@@ -42,6 +42,14 @@ func (c *Conn) answered(tagBytes []byte, b *box.Box, isErr bool) error {
 	if cl == nil {
 		return nil // cancelled by its caller: drop the late answer
 	}
+	if cl.cb != nil {
+		if isErr {
+			c.deliver(cl, nil, remoteError(b))
+		} else {
+			c.deliver(cl, b, nil)
+		}
+		return nil
+	}
 	if isErr {
 		cl.err = remoteError(b)
 	} else if cl.reply != nil {
@@ -107,7 +115,9 @@ func (c *Conn) command(name []byte, req *box.Box) error {
 		resp := &c.inlineResp
 		resp.Reset()
 		c.inInline = true
+		c.onReader.Store(true)
 		err := r.Serve(c.ctx, req, resp)
+		c.onReader.Store(false)
 		c.inInline = false
 		if serve := c.switchTo; serve != nil {
 			c.switchTo = nil

@@ -30,6 +30,7 @@ func (c *Conn) flushDirect(nonblocking bool) {
 	}
 	out := c.wbuf
 	c.wbuf, c.wspare = c.wspare[:0], nil
+	c.wbytes.Store(int64(len(c.wbuf)))
 	if c.wspace != nil {
 		close(c.wspace)
 		c.wspace = nil
@@ -61,6 +62,7 @@ func (c *Conn) flushDirect(nonblocking bool) {
 		c.wmu.Lock()
 		rest := append(make([]byte, 0, len(out)-n+len(c.wbuf)), out[n:]...)
 		c.wbuf = append(rest, c.wbuf...)
+		c.wbytes.Store(int64(len(c.wbuf)))
 		c.wmu.Unlock()
 		c.flushMu.Unlock()
 		c.signalWriter()

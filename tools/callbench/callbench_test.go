@@ -127,7 +127,7 @@ func TestFloorClient(t *testing.T) {
 }
 
 func TestAMPClient(t *testing.T) {
-	for _, api := range []string{"raw", "typed"} {
+	for _, api := range []string{"raw", "typed", "async"} {
 		l := listen(t)
 		srv, err := startAMPServer(l, api)
 		if err != nil {
@@ -156,7 +156,7 @@ func TestAMPClientWrongAnswer(t *testing.T) {
 	srv := &conn.Server{Handler: m}
 	go srv.Serve(l)
 	defer srv.Close()
-	for _, api := range []string{"raw", "typed"} {
+	for _, api := range []string{"raw", "typed", "async"} {
 		r, err := runAMPClient(context.Background(), clientConfig{
 			Addr: l.Addr().String(), Inflight: 4, Duration: testDuration, Warmup: testWarmup, API: api})
 		if err == nil || r.Errors == 0 || !strings.Contains(err.Error(), "95") {
@@ -168,11 +168,13 @@ func TestAMPClientWrongAnswer(t *testing.T) {
 	l2 := listen(t)
 	go srv2.Serve(l2)
 	defer srv2.Close()
-	_, err := runAMPClient(context.Background(), clientConfig{
-		Addr: l2.Addr().String(), Inflight: 2, Duration: testDuration, Warmup: testWarmup, API: "raw"})
-	var re *amp.RemoteError
-	if !errors.As(err, &re) || re.Code != amp.CodeUnhandled {
-		t.Fatalf("no Sum responder gave %v", err)
+	for _, api := range []string{"raw", "async"} {
+		_, err := runAMPClient(context.Background(), clientConfig{
+			Addr: l2.Addr().String(), Inflight: 2, Duration: testDuration, Warmup: testWarmup, API: api})
+		var re *amp.RemoteError
+		if !errors.As(err, &re) || re.Code != amp.CodeUnhandled {
+			t.Fatalf("%s: no Sum responder gave %v", api, err)
+		}
 	}
 }
 

@@ -197,7 +197,8 @@ type ampWorker struct {
 }
 
 // runAMPClient runs cfg.Inflight goroutines, each calling Sum and waiting
-// for its answer, on one shared connection.
+// for its answer, on one shared connection; with the async API, as many
+// slots keep a call each in flight through conn.Go, with no goroutine.
 func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
 	res := Result{Kind: "amp", API: cfg.API, Inflight: cfg.Inflight}
 	if err := checkAPI(cfg.API); err != nil {
@@ -235,6 +236,10 @@ func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
 		w := &ampWorker{samples: newSampler(perWorker)}
 		workers[i] = w
 		wg.Add(1)
+		if cfg.API == "async" {
+			startAsyncSlot(c, w, &phase, fail, wg.Done)
+			continue
+		}
 		go func() {
 			defer wg.Done()
 			var args, reply box.Box
@@ -340,6 +345,55 @@ func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
 		return res, errors.New("no call completed in the measured window")
 	}
 	return res, nil
+}
+
+// startAsyncSlot keeps one call in flight through conn.Go with no
+// goroutine: each answer's callback, on the reader goroutine, records it
+// and sends the next call. finished runs once the slot stops.
+func startAsyncSlot(c *conn.Conn, w *ampWorker, phase *atomic.Int32, fail func(error), finished func()) {
+	var args box.Box
+	args.SetString("a", "13")
+	args.SetString("b", "81")
+	var n uint
+	var t0 time.Time
+	var timed bool
+	var done func(reply *box.Box, err error)
+	send := func() {
+		before := phase.Load()
+		if before == phaseStop {
+			finished()
+			return
+		}
+		timed = before == phaseMeasure && n%sampleEvery == 0
+		if timed {
+			t0 = time.Now()
+		}
+		n++
+		if err := c.Go(context.Background(), "Sum", &args, done); err != nil {
+			fail(fmt.Errorf("Sum call: %w", err))
+			finished()
+		}
+	}
+	done = func(reply *box.Box, err error) {
+		if err != nil {
+			fail(fmt.Errorf("Sum call: %w", err))
+			finished()
+			return
+		}
+		if v, _ := reply.Get("total"); string(v) != "94" {
+			fail(fmt.Errorf("Sum(13, 81) answered %s, want total 94", reply.String()))
+			finished()
+			return
+		}
+		if phase.Load() == phaseMeasure {
+			w.calls++
+			if timed {
+				w.samples.add(int64(time.Since(t0)))
+			}
+		}
+		send()
+	}
+	send()
 }
 
 // newFloorSender returns the function that writes k requests (k <= n) to

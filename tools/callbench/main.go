@@ -6,9 +6,9 @@
 //
 //	callbench serve-amp   -addr 127.0.0.1:0 [-api raw|typed] [-cpuprofile F]
 //	callbench serve-floor -addr 127.0.0.1:0 [-cpuprofile F]
-//	callbench amp   -addr A -inflight N -duration 3s [-api raw|typed] [-warmup 500ms] [-cpuprofile F]
+//	callbench amp   -addr A -inflight N -duration 3s [-api raw|typed|async] [-warmup 500ms] [-cpuprofile F]
 //	callbench floor -addr A -inflight N -duration 3s [-floor-mode batched|perwrite] [-warmup 500ms] [-cpuprofile F]
-//	callbench run   [-inflight 1,16,256] [-duration 3s] [-runs 3] [-api raw,typed] [-floor-mode batched,perwrite] [-warmup 500ms]
+//	callbench run   [-inflight 1,16,256] [-duration 3s] [-runs 3] [-api raw,typed,async] [-floor-mode batched,perwrite] [-warmup 500ms]
 //
 // The floor client comes in two modes: batched (the default) writes all
 // the refills one Read calls for in one Write; perwrite makes one Write

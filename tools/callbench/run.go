@@ -35,7 +35,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	inflight := fs.String("inflight", "1,16,256", "comma-separated calls in flight")
-	apis := fs.String("api", "raw,typed", "comma-separated AMP APIs to measure (raw, typed)")
+	apis := fs.String("api", "raw,typed,async", "comma-separated AMP APIs to measure (raw, typed; async: conn.Go, pipelined with no goroutine per call)")
 	floors := fs.String("floor-mode", "batched,perwrite", "comma-separated floor modes to measure (batched, perwrite)")
 	var opt runOptions
 	fs.DurationVar(&opt.Duration, "duration", 3*time.Second, "measured window of each client run")

@@ -1,0 +1,79 @@
+package conn
+
+import (
+	"context"
+
+	"github.com/ampmux/ampmux/amp/box"
+)
+
+// Go sends command with the fields of args (which must not hold _ask or
+// _command) without waiting: done is called exactly once, with the
+// answer or with an error (a *amp.RemoteError for an error answer, a
+// *LostError when the connection ends first). It is the pipelined
+// counterpart of CallBox, for callers that keep many calls in flight
+// without a goroutine each, as Twisted's callRemote does.
+//
+// done runs on the connection's reader goroutine (or, when the connection
+// ends, on the goroutine that ends it), so it must not block: it may call
+// Go again, but not CallBox. reply is valid only until done returns; copy
+// what you keep.
+//
+// ctx bounds only the wait for room in the write buffer. An error returned
+// by Go means the call was not sent, and done will not be called.
+func (c *Conn) Go(ctx context.Context, command string, args *box.Box, done func(reply *box.Box, err error)) error {
+	cl := callPool.Get().(*call)
+	cl.cb = done
+	c.pmu.Lock()
+	if c.lost != nil {
+		c.pmu.Unlock()
+		putCall(cl)
+		return c.lost
+	}
+	c.nextTag++
+	tag := c.nextTag
+	c.pending[tag] = cl
+	c.pmu.Unlock()
+	if err := c.sendAsync(ctx, cl, command, tag, args); err != nil {
+		c.pmu.Lock()
+		owned := c.pending != nil && c.pending[tag] == cl
+		if owned {
+			delete(c.pending, tag)
+		}
+		c.pmu.Unlock()
+		if owned {
+			putCall(cl)
+			return err
+		}
+		// failPending took it and calls done; the call was lost anyway.
+		return nil
+	}
+	return nil
+}
+
+// sendAsync queues a call made by Go. From the reader goroutine (a done
+// callback or an inline responder) the reader sends it with everything
+// else it queued once its input runs dry; from elsewhere the writer does.
+func (c *Conn) sendAsync(ctx context.Context, cl *call, command string, tag uint64, args *box.Box) error {
+	if err := c.encodeCall(cl, command, tag, args); err != nil {
+		return err
+	}
+	if err := c.enqueueBytes(ctx, cl.enc, c.cfg.MaxWriteBuffer); err != nil {
+		return err
+	}
+	// Order matters: a reader leaving user code clears onReader before it
+	// checks kick, so one of the two paths sees this call.
+	c.kick.Store(true)
+	if !c.onReader.Load() {
+		c.signalWriter()
+	}
+	return nil
+}
+
+// deliver runs a Go call's done callback on the reader goroutine.
+func (c *Conn) deliver(cl *call, reply *box.Box, err error) {
+	done := cl.cb
+	putCall(cl)
+	c.onReader.Store(true)
+	done(reply, err)
+	c.onReader.Store(false)
+}
