@@ -42,3 +42,16 @@ func benchDecode(b *testing.B, copying bool) {
 
 func BenchmarkNextSum(b *testing.B)   { benchDecode(b, false) }
 func BenchmarkDecodeSum(b *testing.B) { benchDecode(b, true) }
+
+// A Sum call built from the caller's arguments plus _ask and _command, as
+// a connection sends it.
+func BenchmarkAppendWithSum(b *testing.B) {
+	args := mk("a", "13", "b", "81")
+	buf := make([]byte, 0, 256)
+	tag := []byte("1f")
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = AppendWith(buf[:0], args, Field{"_ask", tag}, Field{"_command", []byte("Sum")})
+	}
+	b.SetBytes(int64(len(buf)))
+}

@@ -23,29 +23,17 @@ import (
 func (c *Conn) Go(ctx context.Context, command string, args *box.Box, done func(reply *box.Box, err error)) error {
 	cl := callPool.Get().(*call)
 	cl.cb = done
-	c.pmu.Lock()
-	if c.lost != nil {
-		c.pmu.Unlock()
+	tag, _, err := c.register(cl)
+	if err != nil {
 		putCall(cl)
-		return c.lost
+		return err
 	}
-	c.nextTag++
-	tag := c.nextTag
-	c.pending[tag] = cl
-	c.pmu.Unlock()
 	if err := c.sendAsync(ctx, cl, command, tag, args); err != nil {
-		c.pmu.Lock()
-		owned := c.pending != nil && c.pending[tag] == cl
-		if owned {
-			delete(c.pending, tag)
-		}
-		c.pmu.Unlock()
-		if owned {
+		if c.unregister(tag, cl) {
 			putCall(cl)
 			return err
 		}
-		// failPending took it and calls done; the call was lost anyway.
-		return nil
+		// failPending took it and calls done: the call was lost anyway.
 	}
 	return nil
 }

@@ -36,7 +36,7 @@ type Conn struct {
 	// Calls waiting for answers. A nil entry is a cancelled call whose
 	// answer is still due: it is dropped when it comes.
 	pmu     sync.Mutex
-	pending map[uint64]*call
+	pending pendingCalls
 	nextTag uint64
 	lost    error // set once; after it no call is accepted
 
@@ -112,7 +112,6 @@ func newConn(nc net.Conn, cfg *Config, onDone func(*Conn)) *Conn {
 		onDone:     onDone,
 		nc:         nc,
 		cfg:        cfg.withDefaults(),
-		pending:    make(map[uint64]*call),
 		wake:       make(chan struct{}, 1),
 		wmark:      -1,
 		wconn:      nc,
@@ -226,8 +225,7 @@ func (c *Conn) failPending(cause error) {
 		return
 	}
 	c.lost = lost
-	calls := c.pending
-	c.pending = nil
+	calls := c.pending.drain()
 	c.pmu.Unlock()
 	for _, cl := range calls {
 		switch {
@@ -277,8 +275,7 @@ type call struct {
 	// counted: the reader counted this caller in Conn.waking when it
 	// woke it.
 	counted bool
-	// The request and its wire form, built outside the write lock.
-	req box.Box
+	// The request's wire form, built outside the write lock.
 	enc []byte
 	// cb: a call made by Go; the answer goes to it on the reader.
 	cb func(*box.Box, error)
@@ -302,28 +299,13 @@ func putCall(cl *call) {
 func (c *Conn) CallBox(ctx context.Context, command string, args, reply *box.Box) error {
 	cl := callPool.Get().(*call)
 	cl.reply = reply
-	c.pmu.Lock()
-	if c.lost != nil {
-		c.pmu.Unlock()
+	tag, alone, err := c.register(cl)
+	if err != nil {
 		putCall(cl)
-		return c.lost
+		return err
 	}
-	c.nextTag++
-	tag := c.nextTag
-	c.pending[tag] = cl
-	// Alone: no other call is waiting for an answer, nor was just
-	// answered (its caller may be about to call again).
-	alone := len(c.pending) == 1 && c.waking.Load() == 0
-	c.pmu.Unlock()
-
 	if err := c.sendCommand(ctx, cl, command, tag, args, alone); err != nil {
-		c.pmu.Lock()
-		owned := c.pending != nil && c.pending[tag] == cl
-		if owned {
-			delete(c.pending, tag)
-		}
-		c.pmu.Unlock()
-		if !owned {
+		if !c.unregister(tag, cl) {
 			<-cl.done // failPending signalled it
 		}
 		putCall(cl)
@@ -345,18 +327,47 @@ func (c *Conn) CallBox(ctx context.Context, command string, args, reply *box.Box
 		cl.counted = false
 		c.waking.Add(-1)
 	}
-	err := cl.err
+	err = cl.err
 	putCall(cl)
 	return err
+}
+
+// register gives cl a tag and makes it pending. alone: no other call is
+// waiting for an answer, nor was just answered (its caller may be about to
+// call again).
+func (c *Conn) register(cl *call) (tag uint64, alone bool, err error) {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.lost != nil {
+		return 0, false, c.lost
+	}
+	c.nextTag++
+	tag = c.nextTag
+	c.pending.put(tag, cl)
+	return tag, c.pending.len() == 1 && c.waking.Load() == 0, nil
+}
+
+// unregister takes back a call that could not be sent; false means
+// failPending has it and signals (or calls back) it.
+func (c *Conn) unregister(tag uint64, cl *call) bool {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	cur, _ := c.pending.lookup(tag)
+	if c.lost != nil || cur != cl {
+		return false
+	}
+	c.pending.remove(tag)
+	return true
 }
 
 // abandon forgets a call whose caller gave up; it reports false if the
 // answer (or a failure) got there first and cl.done is about to fire.
 func (c *Conn) abandon(tag uint64, cl *call) bool {
 	c.pmu.Lock()
-	owned := c.pending != nil && c.pending[tag] == cl
+	cur, _ := c.pending.lookup(tag)
+	owned := c.lost == nil && cur == cl
 	if owned {
-		c.pending[tag] = nil // the answer is still due; drop it then
+		c.pending.cancel(tag) // the answer is still due; drop it then
 	}
 	c.pmu.Unlock()
 	if owned {
@@ -468,14 +479,11 @@ func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused 
 
 // encodeCall puts the wire form of a call into cl.enc.
 func (c *Conn) encodeCall(cl *call, command string, tag uint64, args *box.Box) error {
-	b := &cl.req
-	b.CopyFrom(args)
-	b.SetString(amp.KeyCommand, command)
 	var tmp [16]byte
-	b.Set(amp.KeyAsk, strconv.AppendUint(tmp[:0], tag, 16))
 	var err error
-	cl.enc, err = box.Append(cl.enc[:0], b)
-	b.Reset()
+	cl.enc, err = box.AppendWith(cl.enc[:0], args,
+		box.Field{Key: amp.KeyAsk, Value: strconv.AppendUint(tmp[:0], tag, 16)},
+		box.Field{Key: amp.KeyCommand, Value: []byte(command)})
 	return err
 }
 

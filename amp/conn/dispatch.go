@@ -31,9 +31,9 @@ func (c *Conn) dispatch(b *box.Box) error {
 func (c *Conn) answered(tagBytes []byte, b *box.Box, isErr bool) error {
 	tag, perr := strconv.ParseUint(string(tagBytes), 16, 64)
 	c.pmu.Lock()
-	cl, ok := c.pending[tag]
+	cl, ok := c.pending.lookup(tag)
 	if ok && perr == nil {
-		delete(c.pending, tag)
+		c.pending.remove(tag)
 	}
 	c.pmu.Unlock()
 	if !ok || perr != nil {

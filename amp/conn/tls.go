@@ -144,30 +144,19 @@ func (c *Conn) specialCall(ctx context.Context, command string, args *box.Box, c
 // sendSpecial queues the request of specialCall and wakes the writer.
 func (c *Conn) sendSpecial(ctx context.Context, command string, args *box.Box, cl *call, lock bool) error {
 	cl.paused = make(chan struct{})
-	c.pmu.Lock()
-	if c.lost != nil {
-		c.pmu.Unlock()
-		return c.lost
+	tag, _, err := c.register(cl)
+	if err != nil {
+		return err
 	}
-	c.nextTag++
-	tag := c.nextTag
-	c.pending[tag] = cl
-	c.pmu.Unlock()
 
 	b := getBox()
 	b.CopyFrom(args)
 	b.SetString(amp.KeyCommand, command)
 	b.SetString(amp.KeyAsk, fmt.Sprintf("%x", tag))
-	err := c.enqueueMarked(ctx, b, c.cfg.MaxWriteBuffer, cl.paused, lock)
+	err = c.enqueueMarked(ctx, b, c.cfg.MaxWriteBuffer, cl.paused, lock)
 	putBox(b)
 	if err != nil {
-		c.pmu.Lock()
-		owned := c.pending != nil && c.pending[tag] == cl
-		if owned {
-			delete(c.pending, tag)
-		}
-		c.pmu.Unlock()
-		if !owned {
+		if !c.unregister(tag, cl) {
 			<-cl.done
 		}
 		return err
