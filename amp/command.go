@@ -40,12 +40,31 @@ type Spec struct {
 // arguments and R the struct of its response (see codec.go for the tags).
 // Create it with NewCommand, once, as a package variable.
 type Command[A, R any] struct {
-	name     string
-	spec     Spec
-	args     *schema
-	resp     *schema
-	codes    []codeErr // declared errors, fatal ones flagged, in a fixed order
-	respPool sync.Pool // *box.Box
+	name  string
+	spec  Spec
+	args  *schema
+	resp  *schema
+	codes []codeErr // declared errors, fatal ones flagged, in a fixed order
+	hold  sync.Pool // *holder[A, R]
+}
+
+// holder keeps a call's arguments and response where reflection can reach
+// them without a heap allocation per call.
+type holder[A, R any] struct {
+	a A
+	r R
+}
+
+func (c *Command[A, R]) getHolder() *holder[A, R] {
+	if h, ok := c.hold.Get().(*holder[A, R]); ok {
+		return h
+	}
+	return new(holder[A, R])
+}
+
+func (c *Command[A, R]) putHolder(h *holder[A, R]) {
+	*h = holder[A, R]{} // drop references the values hold
+	c.hold.Put(h)
 }
 
 type codeErr struct {
@@ -115,9 +134,12 @@ func putBox(b *box.Box) {
 // with a zero R.
 func (c *Command[A, R]) Call(ctx context.Context, conn Caller, args A) (R, error) {
 	var r R
+	h := c.getHolder()
+	defer c.putHolder(h)
+	h.a = args
 	req := getBox()
 	defer putBox(req)
-	if err := c.EncodeArgs(req, &args, fdsOf(conn)); err != nil {
+	if err := c.EncodeArgs(req, &h.a, fdsOf(conn)); err != nil {
 		return r, err
 	}
 	if c.spec.NoAnswer {
@@ -128,8 +150,8 @@ func (c *Command[A, R]) Call(ctx context.Context, conn Caller, args A) (R, error
 	if err := conn.CallBox(ctx, c.name, req, reply); err != nil {
 		return r, c.mapRemote(err)
 	}
-	err := c.DecodeResponse(reply, &r, fdsOf(conn))
-	return r, err
+	err := c.DecodeResponse(reply, &h.r, fdsOf(conn))
+	return h.r, err
 }
 
 func fdsOf(x any) FDTransport {

@@ -121,17 +121,18 @@ func (c *Command[A, R]) Responder(fn func(ctx context.Context, args A) (R, error
 		ErrorAnswer: c.ErrorAnswer,
 		Serve: func(ctx context.Context, req, resp *box.Box) error {
 			fds := fdTransportFrom(ctx)
-			var a A
-			if err := c.DecodeArgs(req, &a, fds); err != nil {
+			h := c.getHolder()
+			defer c.putHolder(h)
+			if err := c.DecodeArgs(req, &h.a, fds); err != nil {
 				// The peer sent what the schema rejects: say so, and keep
 				// the connection (the fault is in that one box).
 				return &RemoteError{Code: CodeUnknown, Description: err.Error(), Err: err}
 			}
-			r, err := fn(ctx, a)
-			if err != nil {
+			var err error
+			if h.r, err = fn(ctx, h.a); err != nil {
 				return err
 			}
-			if err := c.EncodeResponse(resp, &r, fds); err != nil {
+			if err := c.EncodeResponse(resp, &h.r, fds); err != nil {
 				return fmt.Errorf("amp: responder for %s returned a response that cannot be sent: %w", c.name, err)
 			}
 			return nil
