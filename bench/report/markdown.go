@@ -142,10 +142,10 @@ func writeScale(w io.Writer, rep *Report) {
 
 // writeGoals writes the goals table (and extra rows, already formatted).
 func writeGoals(w io.Writer, rep *Report, extra [][]string) {
-	fmt.Fprintf(w, "ampmux raw (callbench, Conn.CallBox) against each contender on one connection, calls/s medians; × = ampmux ÷ contender, %% = ampmux as a share of the floor:\n\n")
-	row(w, []string{"goal (2-core machine)", "in flight", "ampmux raw", "contender", "ratio", "goal", "met"}, true)
+	fmt.Fprintf(w, "ampmux (raw: callbench, Conn.CallBox, a goroutine per caller; async: Conn.Go, no goroutine per call) against each contender on one connection, calls/s medians; × = ampmux ÷ contender, %% = ampmux as a share of the floor:\n\n")
+	row(w, []string{"goal (2-core machine)", "in flight", "ampmux", "contender", "ratio", "goal", "met"}, true)
 	for _, g := range rep.Goals {
-		what := "ampmux vs " + g.Label
+		what := goalWho(g.Goal) + " vs " + g.Label
 		row(w, []string{what, strconv.Itoa(g.Inflight), benchkit.HumanInt(g.Ampmux), benchkit.HumanInt(g.Value), ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal), yesNo(g.Met)}, false)
 	}
 	for _, g := range goals {
@@ -156,13 +156,16 @@ func writeGoals(w io.Writer, rep *Report, extra [][]string) {
 			}
 		}
 		if !found {
-			row(w, []string{"ampmux vs " + contenderByID(contenders, g.Other).label, strconv.Itoa(g.Inflight), "", "", "", goalText(g), "not measured"}, false)
+			row(w, []string{goalWho(g) + " vs " + contenderByID(contenders, g.Other).label, strconv.Itoa(g.Inflight), "", "", "", goalText(g), "not measured"}, false)
 		}
 	}
 	for _, r := range extra {
 		row(w, r, false)
 	}
 }
+
+// goalWho names the ampmux contender of a goal.
+func goalWho(g Goal) string { return contenderByID(contenders, g.who()).label }
 
 func goalText(g Goal) string {
 	if g.Percent {
@@ -183,7 +186,7 @@ func writeProfiles(w io.Writer, rep *Report) {
 		var missed []string
 		for _, g := range rep.Goals {
 			if g.Inflight == p.Inflight && !g.Met {
-				missed = append(missed, fmt.Sprintf("vs %s %s (goal %s)", g.Label, ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal)))
+				missed = append(missed, fmt.Sprintf("%s vs %s %s (goal %s)", goalWho(g.Goal), g.Label, ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal)))
 			}
 		}
 		fmt.Fprintf(w, "\n### %d in flight, %s (%s calls/s while profiled; missed: %s)\n\n", p.Inflight, p.Side, benchkit.HumanInt(float64(p.Calls)), strings.Join(missed, ", "))

@@ -132,8 +132,8 @@ func TestRunAndAssemble(t *testing.T) {
 			t.Errorf("scale %s: %+v", c.id, s)
 		}
 	}
-	if len(rep.Goals) != 6 { // the goals at 1 and 16 in flight: the floors at both, Twisted and grpc at 16
-		t.Errorf("%d goals evaluated, want 6", len(rep.Goals))
+	if len(rep.Goals) != 8 { // the goals at 1 and 16 in flight: the floors at both (async vs the batched one too), Twisted and grpc at 16
+		t.Errorf("%d goals evaluated, want 8", len(rep.Goals))
 	}
 
 	// Profiles, whether or not a goal was missed.
