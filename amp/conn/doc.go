@@ -3,6 +3,10 @@
 // of many callers into few writes, and a table of calls waiting for their
 // answers. Both ends of an AMP connection may call and respond.
 //
+// Calls: CallBox (and the typed amp.Command.Call) waits for the answer, a
+// goroutine per caller; Go sends and hands the answer to a callback on the
+// reader goroutine, for pipelining with no goroutine per call.
+//
 // Responders come from a Locator (usually an *amp.Mux). Inline responders
 // run on the reader goroutine, as Twisted runs every responder; the others
 // run on a goroutine each, at most Config.MaxHandlers at a time.
