@@ -49,6 +49,9 @@ func TestAppendWith(t *testing.T) {
 				if !errors.Is(err, tt.err) {
 					t.Fatalf("got %v, want %v", err, tt.err)
 				}
+				if string(got) != "prefix" {
+					t.Fatalf("a failed AppendWith left %q in dst", got)
+				}
 				return
 			case err != nil:
 				t.Fatal(err)

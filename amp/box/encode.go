@@ -95,6 +95,7 @@ const mergeLimit = 32
 // _command to a caller's arguments, which may be shared by other
 // goroutines. An extra key that b holds too is a *DuplicateKeyError.
 func AppendWith(dst []byte, b *Box, extra ...Field) ([]byte, error) {
+	start := len(dst)
 	if err := b.check(); err != nil {
 		return dst, err
 	}
@@ -144,7 +145,7 @@ func AppendWith(dst []byte, b *Box, extra ...Field) ([]byte, error) {
 				c = compareKey(f.Key, b.data[s.k:s.k+s.kl])
 			}
 			if c == 0 || len(eo) > 1 && extra[eo[1]].Key == f.Key {
-				return dst, &DuplicateKeyError{Key: truncate([]byte(f.Key))}
+				return dst[:start], &DuplicateKeyError{Key: truncate([]byte(f.Key))}
 			}
 			if c < 0 {
 				dst = append(dst, byte(len(f.Key)>>8), byte(len(f.Key)))

@@ -15,14 +15,15 @@ import (
 //
 // done runs on the connection's reader goroutine (or, when the connection
 // ends, on the goroutine that ends it), so it must not block: it may call
-// Go again, but not CallBox. reply is valid only until done returns; copy
-// what you keep.
+// Go again, but not CallBox or Close. reply is valid only until done
+// returns; copy what you keep.
 //
 // ctx bounds only the wait for room in the write buffer. An error returned
 // by Go means the call was not sent, and done will not be called.
 func (c *Conn) Go(ctx context.Context, command string, args *box.Box, done func(reply *box.Box, err error)) error {
 	cl := callPool.Get().(*call)
 	cl.cb = done
+	cl.refs.Store(2) // ours, and the answer's (or failure's)
 	tag, _, err := c.register(cl)
 	if err != nil {
 		putCall(cl)
@@ -35,6 +36,7 @@ func (c *Conn) Go(ctx context.Context, command string, args *box.Box, done func(
 		}
 		// failPending took it and calls done: the call was lost anyway.
 	}
+	releaseCall(cl)
 	return nil
 }
 
@@ -60,7 +62,7 @@ func (c *Conn) sendAsync(ctx context.Context, cl *call, command string, tag uint
 // deliver runs a Go call's done callback on the reader goroutine.
 func (c *Conn) deliver(cl *call, reply *box.Box, err error) {
 	done := cl.cb
-	putCall(cl)
+	releaseCall(cl)
 	c.onReader.Store(true)
 	done(reply, err)
 	c.onReader.Store(false)

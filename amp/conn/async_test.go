@@ -139,3 +139,100 @@ func TestGoLostOnClose(t *testing.T) {
 	err := client.Go(ctxT(t), "Sum", sumArgs(1, 2), func(*box.Box, error) { t.Error("done called after a refused Go") })
 	require.ErrorIs(t, err, conn.ErrConnectionLost)
 }
+
+// A callback that sends more calls than the write buffer holds must not
+// wait forever for room that only the writer can make.
+func TestGoBurstFromCallbackBeyondWriteBuffer(t *testing.T) {
+	a, b := tcpPair(t)
+	server := conn.New(b, &conn.Config{Handler: demoMux(), Logger: quietLogger()})
+	client := conn.New(a, &conn.Config{MaxWriteBuffer: 1024, Logger: quietLogger()})
+	t.Cleanup(func() {
+		client.Close()
+		server.Close()
+	})
+	const n = 500
+	var wg sync.WaitGroup
+	wg.Add(n)
+	count := func(_ *box.Box, err error) {
+		if err != nil {
+			t.Errorf("burst call: %v", err)
+		}
+		wg.Done()
+	}
+	first := make(chan error, 1)
+	err := client.Go(ctxT(t), "Sum", sumArgs(1, 2), func(_ *box.Box, err error) {
+		for i := range n {
+			if err := client.Go(context.Background(), "Sum", sumArgs(i, i), count); err != nil {
+				t.Errorf("Go %d: %v", i, err)
+				wg.Done()
+			}
+		}
+		first <- err
+	})
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("calls sent from a callback stalled behind a full write buffer")
+	}
+	require.NoError(t, <-first)
+}
+
+// Connections closing while other goroutines make Go calls on them (and
+// on another connection) neither race nor mix their calls up: every done
+// runs once, with the right answer or a LostError.
+func TestGoWhileClosing(t *testing.T) {
+	for round := range 20 {
+		c1, _ := pair(t, tcpPair, nil)
+		c2, _ := pair(t, tcpPair, nil)
+		var wg sync.WaitGroup
+		var calls sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 200 {
+					c := c1
+					if (g+i)%2 == 0 {
+						c = c2
+					}
+					x := g*1000 + i
+					calls.Add(1)
+					err := c.Go(context.Background(), "Sum", sumArgs(x, 1), func(reply *box.Box, err error) {
+						defer calls.Done()
+						if err != nil {
+							if !errors.Is(err, conn.ErrConnectionLost) {
+								t.Errorf("round %d: %v", round, err)
+							}
+							return
+						}
+						if got := reply.GetString("total"); got != strconv.Itoa(x+1) {
+							t.Errorf("round %d: Sum(%d, 1) answered %s", round, x, got)
+						}
+					})
+					if err != nil {
+						calls.Done()
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(round%5) * 100 * time.Microsecond)
+		c1.Close()
+		wg.Wait()
+		finished := make(chan struct{})
+		go func() {
+			calls.Wait()
+			close(finished)
+		}()
+		select {
+		case <-finished:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: some done callbacks never ran", round)
+		}
+	}
+}

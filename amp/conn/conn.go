@@ -184,9 +184,10 @@ func (c *Conn) Close() error {
 // closeAfterFlush stops new writes and lets the writer send what is queued
 // before the connection is torn down with cause.
 func (c *Conn) closeAfterFlush(cause error) {
+	first := false
 	c.closeOnce.Do(func() {
+		first = true
 		c.setErr(cause)
-		c.failPending(cause)
 		c.wmu.Lock()
 		c.wclosing = true
 		c.wmu.Unlock()
@@ -194,6 +195,10 @@ func (c *Conn) closeAfterFlush(cause error) {
 		c.nc.SetWriteDeadline(time.Now().Add(finalFlushTimeout))
 		c.signalWriter()
 	})
+	if first {
+		// Outside the Once: Go callbacks run here.
+		c.failPending(cause)
+	}
 }
 
 // fail tears the connection down at once.
@@ -232,7 +237,7 @@ func (c *Conn) failPending(cause error) {
 		case cl == nil:
 		case cl.cb != nil:
 			done := cl.cb
-			putCall(cl)
+			releaseCall(cl)
 			done(nil, lost)
 		default:
 			cl.err = lost
@@ -279,17 +284,28 @@ type call struct {
 	enc []byte
 	// cb: a call made by Go; the answer goes to it on the reader.
 	cb func(*box.Box, error)
+	// refs: a Go call is recycled once both its sender and whoever calls
+	// cb back are done with it (a peer may answer, or the connection
+	// fail, before the sender has finished).
+	refs atomic.Int32
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
 // putCall recycles cl, unless it held a large request.
 func putCall(cl *call) {
-	cl.reply, cl.err, cl.cb = nil, nil, nil
+	cl.reply, cl.err, cl.cb, cl.counted = nil, nil, nil, false
 	if cap(cl.enc) > 64<<10 {
 		return
 	}
 	callPool.Put(cl)
+}
+
+// releaseCall drops one of a Go call's two references.
+func releaseCall(cl *call) {
+	if cl.refs.Add(-1) == 0 {
+		putCall(cl)
+	}
 }
 
 // CallBox sends command with the fields of args (which must not hold
@@ -306,7 +322,10 @@ func (c *Conn) CallBox(ctx context.Context, command string, args, reply *box.Box
 	}
 	if err := c.sendCommand(ctx, cl, command, tag, args, alone); err != nil {
 		if !c.unregister(tag, cl) {
-			<-cl.done // failPending signalled it
+			<-cl.done // failPending (or an early answer) signalled it
+			if cl.counted {
+				c.waking.Add(-1)
+			}
 		}
 		putCall(cl)
 		return err
@@ -519,6 +538,9 @@ func (c *Conn) waitSpace(ctx context.Context, limit int) error {
 		if c.wspace == nil {
 			c.wspace = make(chan struct{})
 		}
+		// Whoever filled the buffer may not have woken the writer (calls
+		// from the reader goroutine leave the flush to it).
+		c.signalWriter()
 		ch := c.wspace
 		c.wmu.Unlock()
 		var err error

@@ -30,8 +30,10 @@ func (c *Conn) SwitchEarly(ctx context.Context, command string, args *box.Box) (
 		if isErr {
 			err := cl.err
 			e.settle(nil, err)
-			c.resumeWriter(true)
+			// Fail first: nothing may be queued or written once the
+			// writer lets go of the socket.
 			c.fail(fmt.Errorf("conn: early %s refused: %w", command, err))
+			c.resumeWriter(true)
 			return err
 		}
 		inner, err := c.takeOver(cl.paused)
@@ -46,9 +48,12 @@ func (c *Conn) SwitchEarly(ctx context.Context, command string, args *box.Box) (
 	select {
 	case <-cl.paused:
 	case <-cl.done:
-		// Lost (or, impossibly fast, answered) before the request left.
-		if cl.err != nil {
-			return nil, cl.err
+		select {
+		case <-e.ready:
+			// Answered already (the writer closes paused a moment after
+			// the request left): Read reports the outcome.
+		default:
+			return nil, cl.err // lost before the request left
 		}
 	case <-ctx.Done():
 		c.fail(fmt.Errorf("conn: %s abandoned: %w", command, ctx.Err()))
@@ -113,25 +118,46 @@ func (e *earlyConn) wait() error {
 			return net.ErrClosed
 		}
 		var expire <-chan time.Time
+		var t *time.Timer
 		if !dl.IsZero() {
 			d := time.Until(dl)
 			if d <= 0 {
 				return os.ErrDeadlineExceeded
 			}
-			t := time.NewTimer(d)
-			defer t.Stop()
+			t = time.NewTimer(d)
 			expire = t.C
 		}
+		var err error
+		expired := false
 		select {
 		case <-e.ready:
-			return e.err
+			err = e.err
 		case <-e.cl.done:
 			// Answered (then ready is closed already) or lost.
 			e.settle(nil, e.cl.err)
+			err = e.err
 		case <-expire:
-			return os.ErrDeadlineExceeded
+			expired = true
 		case <-changed:
 		}
+		if t != nil {
+			t.Stop()
+		}
+		switch {
+		case expired:
+			return os.ErrDeadlineExceeded
+		case isClosed(e.ready):
+			return err
+		}
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -62,6 +62,10 @@ func (c *Conn) flushDirect(nonblocking bool) {
 		c.wmu.Lock()
 		rest := append(make([]byte, 0, len(out)-n+len(c.wbuf)), out[n:]...)
 		c.wbuf = append(rest, c.wbuf...)
+		if c.wmark >= 0 {
+			// A pause mark set meanwhile counts from the old start.
+			c.wmark += len(rest)
+		}
 		c.wbytes.Store(int64(len(c.wbuf)))
 		c.wmu.Unlock()
 		c.flushMu.Unlock()
