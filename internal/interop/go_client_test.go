@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/big"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -224,6 +225,55 @@ func TestGoClientAgainstTwistedServer(t *testing.T) {
 		close(errs)
 		for err := range errs {
 			t.Fatal(err)
+		}
+	})
+
+	// Conn.Go: 5,000 calls in flight from one goroutine, the next ones
+	// sent from the callbacks of the first, all answered by Twisted.
+	t.Run("Go pipelined 5000", func(t *testing.T) {
+		const n = 5000
+		totals := make([]string, n)
+		var wg sync.WaitGroup
+		wg.Add(n)
+		send := func(i int) error {
+			var args box.Box
+			args.SetString("a", strconv.Itoa(i))
+			args.SetString("b", "1")
+			return c.Go(ctx, "Sum", &args, func(reply *box.Box, err error) {
+				defer wg.Done()
+				if err != nil {
+					t.Errorf("Sum(%d, 1): %v", i, err)
+					return
+				}
+				totals[i] = reply.GetString("total")
+			})
+		}
+		for i := range n / 2 {
+			if err := send(i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The second half from a callback, on the reader goroutine.
+		var args box.Box
+		args.SetString("a", "0")
+		args.SetString("b", "0")
+		wg.Add(1)
+		if err := c.Go(ctx, "Sum", &args, func(*box.Box, error) {
+			defer wg.Done()
+			for i := n / 2; i < n; i++ {
+				if err := send(i); err != nil {
+					t.Errorf("Go from a callback: %v", err)
+					wg.Done()
+				}
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		for i, got := range totals {
+			if got != strconv.Itoa(i+1) {
+				t.Fatalf("Sum(%d, 1) = %q", i, got)
+			}
 		}
 	})
 
