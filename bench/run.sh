@@ -10,7 +10,7 @@
 #
 # What it runs, every client and server a process of its own over loopback:
 #   1. bench/report run: Sum calls/s on one connection at 1, 16 and 256 in
-#      flight for ampmux (tools/callbench, raw and typed API), Twisted AMP
+#      flight for ampmux (tools/callbench: raw, typed and async API), Twisted AMP
 #      (bench/twisted), grpc-go (bench/rpc), the raw TCP floor (callbench,
 #      batched and per-write) and both interop directions; then 1,000
 #      connections with one call in flight each (bench/scale); where ampmux
