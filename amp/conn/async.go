@@ -47,7 +47,7 @@ func (c *Conn) sendAsync(ctx context.Context, cl *call, command string, tag uint
 	if err := c.encodeCall(cl, command, tag, args); err != nil {
 		return err
 	}
-	if err := c.enqueueBytes(ctx, cl.enc, c.cfg.MaxWriteBuffer); err != nil {
+	if err := c.enqueueWire(ctx, nil, cl.enc, c.cfg.MaxWriteBuffer, nil, false); err != nil {
 		return err
 	}
 	// Order matters: a reader leaving user code clears onReader before it

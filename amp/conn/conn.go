@@ -309,7 +309,8 @@ func releaseCall(cl *call) {
 }
 
 // CallBox sends command with the fields of args (which must not hold
-// _ask or _command) and waits for the answer, whose fields it copies into
+// _ask or _command: that is a *box.DuplicateKeyError) and waits for the
+// answer, whose fields it copies into
 // reply. An error answer returns a *amp.RemoteError. If ctx ends first,
 // CallBox returns ctx.Err() at once and the late answer is dropped.
 func (c *Conn) CallBox(ctx context.Context, command string, args, reply *box.Box) error {
@@ -414,19 +415,29 @@ func (c *Conn) SendBox(ctx context.Context, command string, args *box.Box) error
 	if lost != nil {
 		return lost
 	}
-	_, err := c.writeCommand(ctx, command, 0, args, false)
-	return err
+	cl := callPool.Get().(*call) // for its encoding buffer
+	defer putCall(cl)
+	var err error
+	cl.enc, err = box.AppendWith(cl.enc[:0], args, box.Field{Key: amp.KeyCommand, Value: []byte(command)})
+	if err != nil {
+		return err
+	}
+	if err := c.enqueueWire(ctx, nil, cl.enc, c.cfg.MaxWriteBuffer, nil, false); err != nil {
+		return err
+	}
+	c.signalWriter()
+	return nil
 }
 
-// sendCommand queues a command box (tag 0: no _ask) and sees it sent: a
-// caller with no other call pending writes it itself, sparing the hand-off
-// to the writer goroutine (a third of the latency at one call in flight);
-// otherwise the writer batches it with the boxes of other callers.
+// sendCommand queues a call and sees it sent: a caller with no other call
+// pending writes it itself, sparing the hand-off to the writer goroutine
+// (a third of the latency at one call in flight); otherwise the writer
+// batches it with the boxes of other callers.
 func (c *Conn) sendCommand(ctx context.Context, cl *call, command string, tag uint64, args *box.Box, alone bool) error {
 	if err := c.encodeCall(cl, command, tag, args); err != nil {
 		return err
 	}
-	if err := c.enqueueBytes(ctx, cl.enc, c.cfg.MaxWriteBuffer); err != nil {
+	if err := c.enqueueWire(ctx, nil, cl.enc, c.cfg.MaxWriteBuffer, nil, false); err != nil {
 		return err
 	}
 	if alone {
@@ -435,24 +446,6 @@ func (c *Conn) sendCommand(ctx context.Context, cl *call, command string, tag ui
 		c.signalWriter()
 	}
 	return nil
-}
-
-// writeCommand queues a command box; tag 0 means no _ask. With mark, the
-// writer pauses right after this box (see enqueue).
-func (c *Conn) writeCommand(ctx context.Context, command string, tag uint64, args *box.Box, mark bool) (chan struct{}, error) {
-	b := getBox()
-	defer putBox(b)
-	b.CopyFrom(args)
-	b.SetString(amp.KeyCommand, command)
-	if tag != 0 {
-		var tmp [16]byte
-		b.Set(amp.KeyAsk, strconv.AppendUint(tmp[:0], tag, 16))
-	}
-	paused, err := c.enqueue(ctx, b, c.cfg.MaxWriteBuffer, mark)
-	if err == nil {
-		c.signalWriter()
-	}
-	return paused, err
 }
 
 // enqueue appends the wire form of b to the write buffer, waiting while
@@ -465,12 +458,15 @@ func (c *Conn) enqueue(ctx context.Context, b *box.Box, limit int, mark bool) (c
 	if mark {
 		paused = make(chan struct{})
 	}
-	return paused, c.enqueueMarked(ctx, b, limit, paused, false)
+	return paused, c.enqueueWire(ctx, b, nil, limit, paused, false)
 }
 
-// enqueueMarked is enqueue with the pause channel made by the caller (nil:
-// no mark); lock refuses every later box until the switch is decided.
-func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused chan struct{}, lock bool) error {
+// enqueueWire appends a box to the write buffer, waiting while the buffer
+// holds limit bytes or more: b encoded in place, or enc already encoded
+// (when b is nil). paused (if not nil) marks the end of this box for the
+// writer to pause at; lock refuses every later box until the switch is
+// decided.
+func (c *Conn) enqueueWire(ctx context.Context, b *box.Box, enc []byte, limit int, paused chan struct{}, lock bool) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := c.waitSpace(ctx, limit); err != nil {
@@ -479,9 +475,13 @@ func (c *Conn) enqueueMarked(ctx context.Context, b *box.Box, limit int, paused 
 	if c.locked != nil {
 		return c.locked
 	}
-	var err error
-	if c.wbuf, err = box.Append(c.wbuf, b); err != nil {
-		return err
+	if b != nil {
+		var err error
+		if c.wbuf, err = box.Append(c.wbuf, b); err != nil {
+			return err
+		}
+	} else {
+		c.wbuf = append(c.wbuf, enc...)
 	}
 	c.wseq.Add(1)
 	c.wbytes.Store(int64(len(c.wbuf)))
@@ -504,23 +504,6 @@ func (c *Conn) encodeCall(cl *call, command string, tag uint64, args *box.Box) e
 		box.Field{Key: amp.KeyAsk, Value: strconv.AppendUint(tmp[:0], tag, 16)},
 		box.Field{Key: amp.KeyCommand, Value: []byte(command)})
 	return err
-}
-
-// enqueueBytes appends an encoded box to the write buffer, waiting while
-// the buffer holds limit bytes or more.
-func (c *Conn) enqueueBytes(ctx context.Context, enc []byte, limit int) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.waitSpace(ctx, limit); err != nil {
-		return err
-	}
-	if c.locked != nil {
-		return c.locked
-	}
-	c.wbuf = append(c.wbuf, enc...)
-	c.wseq.Add(1)
-	c.wbytes.Store(int64(len(c.wbuf)))
-	return nil
 }
 
 // waitSpace waits, with wmu held, until the write buffer is under limit.

@@ -149,12 +149,10 @@ func (c *Conn) sendSpecial(ctx context.Context, command string, args *box.Box, c
 		return err
 	}
 
-	b := getBox()
-	b.CopyFrom(args)
-	b.SetString(amp.KeyCommand, command)
-	b.SetString(amp.KeyAsk, fmt.Sprintf("%x", tag))
-	err = c.enqueueMarked(ctx, b, c.cfg.MaxWriteBuffer, cl.paused, lock)
-	putBox(b)
+	err = c.encodeCall(cl, command, tag, args)
+	if err == nil {
+		err = c.enqueueWire(ctx, nil, cl.enc, c.cfg.MaxWriteBuffer, cl.paused, lock)
+	}
 	if err != nil {
 		if !c.unregister(tag, cl) {
 			<-cl.done
