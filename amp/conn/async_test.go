@@ -236,3 +236,23 @@ func TestGoWhileClosing(t *testing.T) {
 		}
 	}
 }
+
+// Arguments that carry the keys the connection adds are refused before
+// anything is sent, by every way of sending; the connection goes on.
+func TestReservedKeysInArguments(t *testing.T) {
+	client, _ := pair(t, tcpPair, nil)
+	ctx := ctxT(t)
+	for _, key := range []string{"_ask", "_command"} {
+		args := sumArgs(1, 2)
+		args.SetString(key, "x")
+		var reply box.Box
+		require.ErrorIs(t, client.CallBox(ctx, "Sum", args, &reply), box.ErrDuplicateKey, key)
+		require.ErrorIs(t, client.Go(ctx, "Sum", args, func(*box.Box, error) { t.Error("done called") }), box.ErrDuplicateKey)
+	}
+	args := sumArgs(1, 2)
+	args.SetString("_command", "Other")
+	require.ErrorIs(t, client.SendBox(ctx, "Sum", args), box.ErrDuplicateKey)
+	var reply box.Box
+	require.NoError(t, client.CallBox(ctx, "Sum", sumArgs(1, 2), &reply))
+	require.Equal(t, "3", reply.GetString("total"))
+}
