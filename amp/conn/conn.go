@@ -734,7 +734,7 @@ func (c *Conn) readLoop() {
 // flushEarly is how many queued bytes make the reader (or writer) send
 // before the batch is complete: large enough to amortize the syscall over
 // ~100 small boxes, small enough that both peers work at once.
-var flushEarly int64 = 4 << 10
+const flushEarly = 4 << 10
 
 func (c *Conn) readFailed(err error) {
 	select {
