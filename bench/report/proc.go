@@ -14,8 +14,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ampmux/ampmux/bench/internal/load"
 	"github.com/ampmux/ampmux/internal/benchkit"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 // server is a child process serving until its stdin closes; it printed

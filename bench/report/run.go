@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ampmux/ampmux/bench/internal/load"
 	"github.com/ampmux/ampmux/internal/benchkit"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 // tools are the binaries and scripts the comparison runs.

@@ -32,8 +32,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 
-	"github.com/ampmux/ampmux/bench/internal/load"
 	"github.com/ampmux/ampmux/internal/benchkit"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 // codecName is the content-subtype of the raw codec

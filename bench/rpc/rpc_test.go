@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ampmux/ampmux/bench/internal/load"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 func TestSum(t *testing.T) {

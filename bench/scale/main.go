@@ -28,8 +28,8 @@ import (
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
-	"github.com/ampmux/ampmux/bench/internal/load"
 	"github.com/ampmux/ampmux/internal/benchkit"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 // SumArgs and SumReply are Twisted's Sum, typed.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/conn"
-	"github.com/ampmux/ampmux/bench/internal/load"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 func listen(t *testing.T) net.Listener {

@@ -9,16 +9,14 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/internal/benchkit"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 // clientConfig is what the amp and floor clients run.
@@ -46,10 +44,6 @@ func checkFloorMode(mode string) error {
 	}
 	return nil
 }
-
-// watchdogGrace is how long after the planned end a client gives up on a
-// server that stopped answering, and fails.
-const watchdogGrace = 10 * time.Second
 
 // Result is one client run; its text form is the RESULT line.
 type Result struct {
@@ -155,22 +149,6 @@ func (s *sampler) add(ns int64) {
 	s.n++
 }
 
-// percentiles returns p50 and p99 in microseconds.
-func percentiles(samples []int64) (p50, p99 float64) {
-	if len(samples) == 0 {
-		return 0, 0
-	}
-	slices.Sort(samples)
-	at := func(q float64) float64 {
-		i := min(int(q*float64(len(samples))), len(samples)-1)
-		return float64(samples[i]) / 1e3
-	}
-	return at(0.50), at(0.99)
-}
-
-// sampleEvery: one call in this many is timed.
-const sampleEvery = 16
-
 // totalSamples bounds the latency samples a client keeps.
 const totalSamples = 1 << 18
 
@@ -181,19 +159,6 @@ func readMem() memWindow {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return memWindow{ms.Mallocs, uint64(ms.NumGC)}
-}
-
-const (
-	phaseWarmup int32 = iota
-	phaseMeasure
-	phaseStop
-)
-
-// ampWorker is one calling goroutine's state, apart from the others'.
-type ampWorker struct {
-	calls   int64
-	samples sampler
-	_       [64]byte // keep workers on separate cache lines
 }
 
 // runAMPClient runs cfg.Inflight goroutines, each calling Sum and waiting
@@ -215,185 +180,72 @@ func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
 	}
 	defer c.Close()
 
-	var (
-		phase    atomic.Int32
-		errCount atomic.Int64
-		firstErr atomic.Pointer[error]
-		failed   = make(chan struct{})
-		failOnce sync.Once
-		wg       sync.WaitGroup
-	)
-	fail := func(err error) {
-		errCount.Add(1)
-		firstErr.CompareAndSwap(nil, &err)
-		phase.Store(phaseStop)
-		failOnce.Do(func() { close(failed) })
+	// Each caller's boxes, so that the raw API allocates nothing.
+	args := make([]box.Box, cfg.Inflight)
+	replies := make([]box.Box, cfg.Inflight)
+	for i := range args {
+		args[i].SetString("a", "13")
+		args[i].SetString("b", "81")
 	}
-	perWorker := max(totalSamples/cfg.Inflight, 64)
-	workers := make([]*ampWorker, cfg.Inflight)
 	callCtx := context.Background() // no per-call timeout: the watchdog closes the conn
-	for i := range workers {
-		w := &ampWorker{samples: newSampler(perWorker)}
-		workers[i] = w
-		wg.Add(1)
-		if cfg.API == "async" {
-			startAsyncSlot(c, w, &phase, fail, wg.Done)
-			continue
-		}
-		go func() {
-			defer wg.Done()
-			var args, reply box.Box
-			args.SetString("a", "13")
-			args.SetString("b", "81")
-			typedArgs := SumArgs{A: 13, B: 81}
-			for n := uint(0); ; n++ {
-				before := phase.Load()
-				if before == phaseStop {
-					return
-				}
-				timed := before == phaseMeasure && n%sampleEvery == 0
-				var t0 time.Time
-				if timed {
-					t0 = time.Now()
-				}
-				if cfg.API == "raw" {
-					err := c.CallBox(callCtx, "Sum", &args, &reply)
-					if err != nil {
-						fail(fmt.Errorf("Sum call: %w", err))
-						return
-					}
-					if v, _ := reply.Get("total"); string(v) != "94" {
-						fail(fmt.Errorf("Sum(13, 81) answered %s, want total 94", reply.String()))
-						return
-					}
-				} else {
-					r, err := Sum.Call(callCtx, c, typedArgs)
-					if err != nil {
-						fail(fmt.Errorf("Sum call: %w", err))
-						return
-					}
-					if r.Total != 94 {
-						fail(fmt.Errorf("Sum(13, 81) answered total %d, want 94", r.Total))
-						return
-					}
-				}
-				if phase.Load() == phaseMeasure {
-					w.calls++
-					if timed {
-						w.samples.add(int64(time.Since(t0)))
-					}
-				}
+	lc := load.Config{
+		Callers: cfg.Inflight, Warmup: cfg.Warmup, Duration: cfg.Duration,
+		Abort: func() { c.NetConn().Close() }, // fails the calls still waiting
+	}
+	switch cfg.API {
+	case "raw":
+		lc.Call = func(i int) error {
+			if err := c.CallBox(callCtx, "Sum", &args[i], &replies[i]); err != nil {
+				return fmt.Errorf("Sum call: %w", err)
 			}
-		}()
-	}
-
-	watchdog := time.AfterFunc(cfg.Warmup+cfg.Duration+watchdogGrace, func() {
-		fail(errors.New("server stopped answering (watchdog)"))
-		c.NetConn().Close() // fails the calls still waiting
-	})
-	defer watchdog.Stop()
-
-	var start, end time.Time
-	var m0, m1 memWindow
-	stopped := false
-	wait := func(d time.Duration) bool {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return true
-		case <-failed:
-		case <-ctx.Done():
-			fail(ctx.Err())
+			return checkSum(&replies[i])
 		}
-		return false
-	}
-	if wait(cfg.Warmup) {
-		m0 = readMem()
-		start = time.Now()
-		phase.Store(phaseMeasure)
-		if wait(cfg.Duration) {
-			phase.Store(phaseStop)
-			end = time.Now()
-			m1 = readMem()
-			stopped = true
+	case "typed":
+		lc.Call = func(int) error {
+			r, err := Sum.Call(callCtx, c, SumArgs{A: 13, B: 81})
+			if err != nil {
+				return fmt.Errorf("Sum call: %w", err)
+			}
+			if r.Total != 94 {
+				return fmt.Errorf("Sum(13, 81) answered total %d, want 94", r.Total)
+			}
+			return nil
+		}
+	case "async":
+		// One done callback per slot, made once: no allocation per call.
+		dones := make([]func(*box.Box, error), cfg.Inflight)
+		outcome := make([]func(error), cfg.Inflight)
+		for i := range dones {
+			dones[i] = func(reply *box.Box, err error) {
+				if err == nil {
+					err = checkSum(reply)
+				} else {
+					err = fmt.Errorf("Sum call: %w", err)
+				}
+				outcome[i](err)
+			}
+		}
+		lc.Start = func(i int, done func(error)) error {
+			outcome[i] = done
+			if err := c.Go(callCtx, "Sum", &args[i], dones[i]); err != nil {
+				return fmt.Errorf("Sum call: %w", err)
+			}
+			return nil
 		}
 	}
-	phase.Store(phaseStop)
-	wg.Wait()
-
-	res.Errors = errCount.Load()
-	if p := firstErr.Load(); p != nil {
-		return res, *p
-	}
-	if !stopped {
-		return res, errors.New("run stopped early")
-	}
-	var all []int64
-	for _, w := range workers {
-		res.Calls += w.calls
-		all = append(all, w.samples.buf...)
-	}
-	res.Seconds = end.Sub(start).Seconds()
-	res.CallsPerSec = float64(res.Calls) / res.Seconds
-	res.P50us, res.P99us = percentiles(all)
-	if res.Calls > 0 {
-		res.AllocsPerCall = float64(m1.mallocs-m0.mallocs) / float64(res.Calls)
-	}
-	res.GCs = int64(m1.gcs - m0.gcs)
-	if res.Calls == 0 {
-		return res, errors.New("no call completed in the measured window")
-	}
-	return res, nil
+	lr, err := load.Run(ctx, lc)
+	res.Calls, res.Seconds, res.CallsPerSec = lr.Calls, lr.Seconds, lr.CallsPerSec
+	res.P50us, res.P99us, res.Errors = lr.P50us, lr.P99us, lr.Errors
+	res.AllocsPerCall, res.GCs = lr.AllocsPerCall, lr.GCs
+	return res, err
 }
 
-// startAsyncSlot keeps one call in flight through conn.Go with no
-// goroutine: each answer's callback, on the reader goroutine, records it
-// and sends the next call. finished runs once the slot stops.
-func startAsyncSlot(c *conn.Conn, w *ampWorker, phase *atomic.Int32, fail func(error), finished func()) {
-	var args box.Box
-	args.SetString("a", "13")
-	args.SetString("b", "81")
-	var n uint
-	var t0 time.Time
-	var timed bool
-	var done func(reply *box.Box, err error)
-	send := func() {
-		before := phase.Load()
-		if before == phaseStop {
-			finished()
-			return
-		}
-		timed = before == phaseMeasure && n%sampleEvery == 0
-		if timed {
-			t0 = time.Now()
-		}
-		n++
-		if err := c.Go(context.Background(), "Sum", &args, done); err != nil {
-			fail(fmt.Errorf("Sum call: %w", err))
-			finished()
-		}
+// checkSum checks the answer to Sum(13, 81).
+func checkSum(reply *box.Box) error {
+	if v, _ := reply.Get("total"); string(v) != "94" {
+		return fmt.Errorf("Sum(13, 81) answered %s, want total 94", reply.String())
 	}
-	done = func(reply *box.Box, err error) {
-		if err != nil {
-			fail(fmt.Errorf("Sum call: %w", err))
-			finished()
-			return
-		}
-		if v, _ := reply.Get("total"); string(v) != "94" {
-			fail(fmt.Errorf("Sum(13, 81) answered %s, want total 94", reply.String()))
-			finished()
-			return
-		}
-		if phase.Load() == phaseMeasure {
-			w.calls++
-			if timed {
-				w.samples.add(int64(time.Since(t0)))
-			}
-		}
-		send()
-	}
-	send()
+	return nil
 }
 
 // newFloorSender returns the function that writes k requests (k <= n) to
@@ -449,7 +301,7 @@ func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
 	base := time.Now()
 	warmEnd := cfg.Warmup.Nanoseconds()
 	end := (cfg.Warmup + cfg.Duration).Nanoseconds()
-	nc.SetDeadline(base.Add(cfg.Warmup + cfg.Duration + watchdogGrace))
+	nc.SetDeadline(base.Add(cfg.Warmup + cfg.Duration + load.WatchdogGrace))
 
 	send := newFloorSender(nc, mode, n)
 	sentAt := make([]int64, n) // request i was sent at sentAt[i%n]
@@ -491,7 +343,7 @@ func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
 				res.Errors++
 				return res, fmt.Errorf("answer %d is %q, want %q", rcvd, buf[j*floorRespSize:(j+1)*floorRespSize], floorResp)
 			}
-			if counting && rcvd%sampleEvery == 0 {
+			if counting && rcvd%load.SampleEvery == 0 {
 				samples.add(now - sentAt[rcvd%int64(n)])
 			}
 			rcvd++
@@ -532,7 +384,7 @@ func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
 		return res, errors.New("no answer in the measured window")
 	}
 	res.CallsPerSec = float64(res.Calls) / res.Seconds
-	res.P50us, res.P99us = percentiles(samples.buf)
+	res.P50us, res.P99us = load.Percentiles(samples.buf)
 	res.AllocsPerCall = float64(m1.mallocs-m0.mallocs) / float64(res.Calls)
 	res.GCs = int64(m1.gcs - m0.gcs)
 	return res, nil

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ampmux/ampmux/internal/benchkit"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 // runOptions is what the run subcommand measures.
@@ -275,7 +276,7 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 		cols[i].server = s
 	}
 
-	timeout := opt.Warmup + opt.Duration + watchdogGrace + 20*time.Second
+	timeout := opt.Warmup + opt.Duration + load.WatchdogGrace + 20*time.Second
 	results := make(map[int][][]Result) // inflight -> column -> runs
 	for _, n := range opt.Inflight {
 		results[n] = make([][]Result, len(cols))
@@ -318,7 +319,7 @@ func printTable(w io.Writer, opt runOptions, cols []column, nFloor int, results 
 	fmt.Fprintf(w, "- go: %s %s/%s, GOMAXPROCS default in each process\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(w, "- load average: %s before, %s after\n", load0, benchkit.LoadAvg())
 	fmt.Fprintf(w, "- each cell: median of %d runs (interleaved floor, amp ...), %v measured after %v warmup; client and server are separate processes; p50/p99 from the median run (1 call in %d timed)\n",
-		opt.Runs, opt.Duration, opt.Warmup, sampleEvery)
+		opt.Runs, opt.Duration, opt.Warmup, load.SampleEvery)
 	fmt.Fprintf(w, "- floor: %d-byte requests, %d-byte answers (a Sum call box and its answer), pipelined by one reader loop; the server makes one Write per Read\n", floorReqSize, floorRespSize)
 	for _, c := range cols[:nFloor] {
 		how := "the client writes all the refills of one Read in one Write"

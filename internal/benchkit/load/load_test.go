@@ -53,6 +53,40 @@ func TestRun(t *testing.T) {
 	}
 }
 
+func TestRunStart(t *testing.T) {
+	var calls atomic.Int64
+	r, err := Run(context.Background(), Config{
+		Callers: 8, Warmup: 20 * time.Millisecond, Duration: 100 * time.Millisecond,
+		Start: func(i int, done func(error)) error {
+			calls.Add(1)
+			time.AfterFunc(50*time.Microsecond, func() { done(nil) })
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Calls <= 0 || r.Calls > calls.Load() || r.CallsPerSec <= 0 || r.P50us <= 0 || r.P99us < r.P50us || r.Inflight != 8 {
+		t.Fatalf("implausible %+v", r)
+	}
+	boom := errors.New("boom")
+	var n atomic.Int64
+	_, err = Run(context.Background(), Config{
+		Callers: 4, Warmup: 10 * time.Millisecond, Duration: time.Second,
+		Start: func(i int, done func(error)) error {
+			if n.Add(1) > 20 {
+				time.AfterFunc(0, func() { done(boom) })
+				return nil
+			}
+			time.AfterFunc(0, func() { done(nil) })
+			return nil
+		},
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err %v, want boom", err)
+	}
+}
+
 func TestRunFails(t *testing.T) {
 	boom := errors.New("boom")
 	var n atomic.Int64

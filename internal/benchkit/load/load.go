@@ -1,7 +1,8 @@
-// Package load runs RPC-style load the way tools/callbench does (N callers,
-// each calling and waiting for its answer; an unmeasured warm-up, then a
-// measured window; one call in 16 timed) and prints callbench's RESULT line,
-// so that every client of the comparison reports the same figures.
+// Package load runs the load of every benchmark client (tools/callbench
+// and the bench/ module's): N callers, each calling and waiting for its
+// answer, or N slots each keeping one pipelined call in flight; an
+// unmeasured warm-up, then a measured window; one call in 16 timed. Its
+// RESULT line is what every client of the comparison prints.
 package load
 
 import (
@@ -151,13 +152,20 @@ type Config struct {
 	// never share an i. Calls get no context (as callbench's): a stuck
 	// server is the watchdog's, which calls Abort.
 	Call func(i int) error
+	// Start, instead of Call, sends one call for slot i without waiting
+	// and returns; done must run once, after Start has returned, with the
+	// checked outcome (on any goroutine, such as a connection's reader).
+	// The next call of the slot is started from done: no goroutine per
+	// caller.
+	Start func(i int, done func(error)) error
 	// Abort, if set, runs when the watchdog fires (the server stopped
 	// answering), to fail the calls still waiting: close the connections.
 	Abort func()
 }
 
-// Run runs cfg.Callers goroutines, each calling then waiting, and returns
-// what the measured window saw (Kind, API, Conns are left to the caller).
+// Run runs cfg.Callers goroutines, each calling then waiting (or as many
+// slots through cfg.Start), and returns what the measured window saw
+// (Kind, API, Conns are left to the caller).
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	res := Result{Inflight: cfg.Callers}
 	if cfg.Callers < 1 {
@@ -183,6 +191,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		w := &worker{samples: make([]int64, 0, perWorker)}
 		workers[i] = w
 		wg.Add(1)
+		if cfg.Start != nil {
+			startSlot(cfg, i, w, &phase, fail, wg.Done)
+			continue
+		}
 		go func() {
 			defer wg.Done()
 			for n := uint(0); ; n++ {
@@ -273,6 +285,50 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, errors.New("no call completed in the measured window")
 	}
 	return res, nil
+}
+
+// startSlot keeps slot i's call in flight through cfg.Start; finished
+// runs once the slot stops.
+func startSlot(cfg Config, i int, w *worker, phase *atomic.Int32, fail func(error), finished func()) {
+	var n uint
+	var t0 time.Time
+	var timed bool
+	var done func(error)
+	send := func() {
+		before := phase.Load()
+		if before == phaseStop {
+			finished()
+			return
+		}
+		timed = before == phaseMeasure && (n+uint(i))%SampleEvery == 0
+		if timed {
+			t0 = time.Now()
+		}
+		n++
+		if err := cfg.Start(i, done); err != nil {
+			if phase.Load() != phaseStop {
+				fail(err)
+			}
+			finished()
+		}
+	}
+	done = func(err error) {
+		if err != nil {
+			if phase.Load() != phaseStop {
+				fail(err)
+			}
+			finished()
+			return
+		}
+		if phase.Load() == phaseMeasure {
+			w.calls++
+			if timed {
+				w.add(int64(time.Since(t0)))
+			}
+		}
+		send()
+	}
+	send()
 }
 
 // RaiseFileLimit lifts the soft limit on open files towards want (Go
