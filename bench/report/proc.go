@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -11,85 +10,28 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ampmux/ampmux/internal/benchkit"
 	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
-// server is a child process serving until its stdin closes; it printed
-// "LISTENING <addr>".
-type server struct {
-	name  string
-	addr  string
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan struct{}
-	err   error
-}
+// server is a benchmark server child process.
+type server struct{ *benchkit.Server }
 
 // startServer runs argv and waits for its LISTENING line.
 func startServer(ctx context.Context, name string, argv []string, stderr io.Writer) (*server, error) {
-	cmd := exec.Command(argv[0], argv[1:]...)
-	stdin, err := cmd.StdinPipe()
+	s, err := benchkit.StartServer(ctx, name, argv, stderr, 30*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = prefixWriter(stderr, name+" server: ")
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s server: %w", name, err)
-	}
-	s := &server{name: name, cmd: cmd, stdin: stdin, done: make(chan struct{})}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		seen := false
-		for sc.Scan() {
-			line := strings.TrimSpace(sc.Text())
-			if a, ok := strings.CutPrefix(line, "LISTENING "); ok && !seen {
-				seen = true
-				addr <- strings.TrimSpace(a)
-				continue
-			}
-			fmt.Fprintf(stderr, "%s server: %s\n", name, line)
-		}
-		io.Copy(io.Discard, out)
-		s.err = cmd.Wait()
-		close(s.done)
-	}()
-	t := time.NewTimer(30 * time.Second)
-	defer t.Stop()
-	select {
-	case s.addr = <-addr:
-		return s, nil
-	case <-s.done:
-		return nil, fmt.Errorf("%s server exited before listening: %v", name, s.err)
-	case <-t.C:
-		s.stop()
-		return nil, fmt.Errorf("%s server printed no LISTENING line in 30s", name)
-	case <-ctx.Done():
-		s.stop()
-		return nil, ctx.Err()
-	}
-}
-
-// stop closes stdin and waits; after 5 s it kills the process.
-func (s *server) stop() error {
-	if benchkit.StopChild(s.stdin, s.cmd, s.done, 5*time.Second) {
-		return fmt.Errorf("%s server did not exit within 5s of stdin closing; killed", s.name)
-	}
-	return s.err
+	return &server{s}, nil
 }
 
 // cpuTime is the process's user + system CPU time so far, from
 // /proc/<pid>/stat (clock ticks of 10 ms on Linux).
 func (s *server) cpuTime() (time.Duration, error) {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.cmd.Process.Pid), "stat"))
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.Cmd.Process.Pid), "stat"))
 	if err != nil {
 		return 0, err
 	}
@@ -113,7 +55,7 @@ func (s *server) cpuTime() (time.Duration, error) {
 
 // rss is the process's resident memory in bytes.
 func (s *server) rss() (int64, error) {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.cmd.Process.Pid), "status"))
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.Cmd.Process.Pid), "status"))
 	if err != nil {
 		return 0, err
 	}
@@ -171,28 +113,4 @@ func runClient(ctx context.Context, argv []string, timeout time.Duration, stderr
 		return load.Result{}, fmt.Errorf("%s: %d errors, %d calls", what, r.Errors, r.Calls)
 	}
 	return r, nil
-}
-
-// prefixWriter writes each line of a child's stderr to w with a prefix.
-func prefixWriter(w io.Writer, prefix string) io.Writer { return &lineWriter{w: w, prefix: prefix} }
-
-type lineWriter struct {
-	mu     sync.Mutex
-	w      io.Writer
-	prefix string
-	buf    []byte
-}
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		fmt.Fprintf(l.w, "%s%s\n", l.prefix, l.buf[:i])
-		l.buf = l.buf[i+1:]
-	}
 }

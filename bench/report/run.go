@@ -340,7 +340,7 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 	servers := map[string]*server{}
 	defer func() {
 		for _, s := range servers {
-			if serr := s.stop(); serr != nil && err == nil {
+			if serr := s.Stop(); serr != nil && err == nil {
 				err = serr
 			}
 		}
@@ -372,14 +372,14 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 	timeout := o.Warmup + o.Duration + load.WatchdogGrace + 60*time.Second
 	one := func(srv *server, argv []string) (sample, error) {
 		cpu0, err0 := srv.cpuTime()
-		io0, err1 := readIO(srv.cmd.Process.Pid)
+		io0, err1 := readIO(srv.Cmd.Process.Pid)
 		r, err := runClient(ctx, argv, timeout, stderr)
 		if err != nil {
 			return sample{}, err
 		}
 		s := sample{Result: r}
 		cpu1, err2 := srv.cpuTime()
-		io1, err3 := readIO(srv.cmd.Process.Pid)
+		io1, err3 := readIO(srv.Cmd.Process.Pid)
 		s.ServerRSS, _ = srv.rss()
 		approxCalls := r.CallsPerSec * (o.Warmup + o.Duration).Seconds()
 		if approxCalls > 0 && errors.Join(err0, err2) == nil {
@@ -397,7 +397,7 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 			line := fmt.Sprintf("in flight %d, run %d/%d:", n, run, o.Runs)
 			for _, id := range rotate(o.Contenders, run-1) {
 				srv := servers[contenderByID(contenders, id).server]
-				s, err := one(srv, o.clientArgs(id, srv.addr, n))
+				s, err := one(srv, o.clientArgs(id, srv.Addr, n))
 				if err != nil {
 					return nil, err
 				}
@@ -412,7 +412,7 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 			line := fmt.Sprintf("scale %d conns, run %d/%d:", o.ScaleConns, run, o.Runs)
 			for _, c := range rotate(scaleContenders, run-1) {
 				srv := servers[c.server]
-				s, err := one(srv, o.scaleArgs(c.id, srv.addr, o.ScaleConns))
+				s, err := one(srv, o.scaleArgs(c.id, srv.Addr, o.ScaleConns))
 				if err != nil {
 					return nil, err
 				}
@@ -423,7 +423,7 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 		}
 	}
 	for _, s := range servers {
-		if serr := s.stop(); serr != nil {
+		if serr := s.Stop(); serr != nil {
 			return nil, serr
 		}
 	}
@@ -540,9 +540,9 @@ func profileAt(ctx context.Context, o runOptions, n int, stderr io.Writer) ([]Pr
 	}
 	po := o
 	po.Duration = o.ProfileTime
-	argv := append(po.clientArgs("amp-raw", srv.addr, n), "-cpuprofile", cp)
+	argv := append(po.clientArgs("amp-raw", srv.Addr, n), "-cpuprofile", cp)
 	r, err := runClient(ctx, argv, o.Warmup+o.ProfileTime+load.WatchdogGrace+30*time.Second, stderr)
-	if serr := srv.stop(); err == nil {
+	if serr := srv.Stop(); err == nil {
 		err = serr
 	}
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ampmux/ampmux/internal/benchkit"
@@ -80,90 +79,6 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return runBench(ctx, self, opt, stdout, stderr)
 }
 
-// server is a serve-* child process.
-type server struct {
-	name  string
-	addr  string
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan struct{} // closed when Wait has returned
-	err   error         // Wait's error, once done is closed
-}
-
-// startServer runs "self serve-..." and waits for its LISTENING line.
-func startServer(ctx context.Context, self, name string, args []string, stderr io.Writer) (*server, error) {
-	cmd := exec.Command(self, args...)
-	cmd.Stderr = stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	lw := &listenWriter{addr: make(chan string, 1), rest: stderr}
-	cmd.Stdout = lw
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s server: %w", name, err)
-	}
-	s := &server{name: name, cmd: cmd, stdin: stdin, done: make(chan struct{})}
-	go func() {
-		s.err = cmd.Wait()
-		close(s.done)
-	}()
-	t := time.NewTimer(10 * time.Second)
-	defer t.Stop()
-	select {
-	case s.addr = <-lw.addr:
-		return s, nil
-	case <-s.done:
-		return nil, fmt.Errorf("%s server exited before listening: %v", name, s.err)
-	case <-t.C:
-		s.stop()
-		return nil, fmt.Errorf("%s server printed no LISTENING line in 10s", name)
-	case <-ctx.Done():
-		s.stop()
-		return nil, ctx.Err()
-	}
-}
-
-// stop closes the server's stdin, and kills it if it has not exited 2 s
-// later. It reports how the server ended.
-func (s *server) stop() error {
-	if benchkit.StopChild(s.stdin, s.cmd, s.done, 2*time.Second) {
-		return fmt.Errorf("%s server did not exit within 2s of stdin closing; killed", s.name)
-	}
-	return s.err
-}
-
-// listenWriter finds "LISTENING <addr>" in a server's stdout and passes
-// every other line on.
-type listenWriter struct {
-	mu   sync.Mutex
-	buf  []byte
-	addr chan string
-	seen bool
-	rest io.Writer
-}
-
-func (w *listenWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		line := strings.TrimSpace(string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-		if a, ok := strings.CutPrefix(line, "LISTENING "); ok && !w.seen {
-			w.seen = true
-			w.addr <- strings.TrimSpace(a)
-			continue
-		}
-		fmt.Fprintf(w.rest, "server: %s\n", line)
-	}
-	return len(p), nil
-}
-
 // runClient runs one client process and returns its parsed RESULT.
 func runClient(ctx context.Context, self string, args []string, timeout time.Duration, stderr io.Writer) (Result, error) {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
@@ -214,7 +129,7 @@ type column struct {
 	kind, api string
 	mode      string // floor mode
 	alone     bool   // the only floor: labelled plain "floor"
-	server    *server
+	server    *benchkit.Server
 }
 
 func (c column) label() string {
@@ -255,10 +170,10 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 		cols = append(cols, column{kind: "amp", api: api})
 	}
 	// Stop every server we started, whatever happens.
-	var servers []*server
+	var servers []*benchkit.Server
 	defer func() {
 		for _, s := range servers {
-			if serr := s.stop(); serr != nil && err == nil {
+			if serr := s.Stop(); serr != nil && err == nil {
 				err = serr
 			}
 		}
@@ -268,7 +183,7 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 		if cols[i].kind == "amp" {
 			args = []string{"serve-amp", "-addr", "127.0.0.1:0", "-api", cols[i].api}
 		}
-		s, err := startServer(ctx, self, cols[i].label(), args, stderr)
+		s, err := benchkit.StartServer(ctx, cols[i].label(), append([]string{self}, args...), stderr, 10*time.Second)
 		if err != nil {
 			return err
 		}
@@ -283,7 +198,7 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 		for run := 1; run <= opt.Runs; run++ {
 			line := fmt.Sprintf("inflight %d, run %d/%d:", n, run, opt.Runs)
 			for ci, col := range cols {
-				args := []string{col.kind, "-addr", col.server.addr, "-inflight", strconv.Itoa(n),
+				args := []string{col.kind, "-addr", col.server.Addr, "-inflight", strconv.Itoa(n),
 					"-duration", opt.Duration.String(), "-warmup", opt.Warmup.String()}
 				if col.kind == "amp" {
 					args = append(args, "-api", col.api)

@@ -1,0 +1,116 @@
+package benchkit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Server is a benchmark server run as a child process: it serves until
+// its stdin closes, and prints "LISTENING <addr>" on stdout once it
+// listens.
+type Server struct {
+	Name  string
+	Addr  string
+	Cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan struct{} // closed once Wait has returned
+	err   error         // Wait's error, once done is closed
+}
+
+// StartServer runs argv and waits at most timeout for its LISTENING line.
+// The server's stderr, and the rest of its stdout, go to stderr line by
+// line, after "<name> server: ".
+func StartServer(ctx context.Context, name string, argv []string, stderr io.Writer, timeout time.Duration) (*Server, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	prefix := name + " server: "
+	cmd.Stderr = PrefixWriter(stderr, prefix)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s server: %w", name, err)
+	}
+	s := &Server{Name: name, Cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		seen := false
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			if a, ok := strings.CutPrefix(line, "LISTENING "); ok && !seen {
+				seen = true
+				addr <- strings.TrimSpace(a)
+				continue
+			}
+			fmt.Fprintf(stderr, "%s%s\n", prefix, line)
+		}
+		io.Copy(io.Discard, out)
+		s.err = cmd.Wait()
+		close(s.done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case s.Addr = <-addr:
+		return s, nil
+	case <-s.done:
+		return nil, fmt.Errorf("%s server exited before listening: %v", name, s.err)
+	case <-t.C:
+		s.Stop()
+		return nil, fmt.Errorf("%s server printed no LISTENING line in %v", name, timeout)
+	case <-ctx.Done():
+		s.Stop()
+		return nil, ctx.Err()
+	}
+}
+
+// serverGrace is how long Stop waits after closing stdin before it kills.
+const serverGrace = 5 * time.Second
+
+// Stop closes the server's stdin and waits for it to exit, killing it if
+// it has not within a few seconds. It reports how the server ended.
+func (s *Server) Stop() error {
+	if StopChild(s.stdin, s.Cmd, s.done, serverGrace) {
+		return fmt.Errorf("%s server did not exit within %v of stdin closing; killed", s.Name, serverGrace)
+	}
+	return s.err
+}
+
+// Done is closed once the server has exited.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// PrefixWriter writes each line written to it to w after prefix.
+func PrefixWriter(w io.Writer, prefix string) io.Writer { return &lineWriter{w: w, prefix: prefix} }
+
+type lineWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	prefix string
+	buf    []byte
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		fmt.Fprintf(l.w, "%s%s\n", l.prefix, l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+}
