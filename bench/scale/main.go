@@ -32,18 +32,6 @@ import (
 	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
-// SumArgs and SumReply are Twisted's Sum, typed.
-type SumArgs struct {
-	A int64 `amp:"a"`
-	B int64 `amp:"b"`
-}
-
-type SumReply struct {
-	Total int64 `amp:"total"`
-}
-
-var Sum = amp.NewCommand[SumArgs, SumReply]("Sum", amp.Spec{})
-
 type config struct {
 	Kind     string // amp or floor
 	API      string // amp: raw or typed
@@ -155,7 +143,7 @@ func run(ctx context.Context, cfg config) (load.Result, error) {
 				return nil, err
 			}
 			// One call before the clock starts, as the idle client does.
-			if _, err := Sum.Call(ctx, c, SumArgs{A: 13, B: 81}); err != nil {
+			if _, err := benchkit.Sum.Call(ctx, c, benchkit.SumArgs{A: 13, B: 81}); err != nil {
 				c.Close()
 				return nil, err
 			}
@@ -190,7 +178,7 @@ func run(ctx context.Context, cfg config) (load.Result, error) {
 			}
 		} else {
 			call = func(i int) error {
-				r, err := Sum.Call(bg, conns[i], SumArgs{A: 13, B: 81})
+				r, err := benchkit.Sum.Call(bg, conns[i], benchkit.SumArgs{A: 13, B: 81})
 				if err != nil {
 					return fmt.Errorf("Sum call: %w", err)
 				}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/conn"
+	"github.com/ampmux/ampmux/internal/benchkit"
 	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
@@ -56,7 +57,9 @@ func floorServer(t *testing.T) string {
 func ampServer(t *testing.T) string {
 	l := listen(t)
 	m := amp.NewMux()
-	amp.HandleInline(m, Sum, func(_ context.Context, a SumArgs) (SumReply, error) { return SumReply{Total: a.A + a.B}, nil })
+	amp.HandleInline(m, benchkit.Sum, func(_ context.Context, a benchkit.SumArgs) (benchkit.SumReply, error) {
+		return benchkit.SumReply{Total: a.A + a.B}, nil
+	})
 	srv := &conn.Server{Handler: m}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })

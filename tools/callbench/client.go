@@ -198,11 +198,11 @@ func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
 			if err := c.CallBox(callCtx, "Sum", &args[i], &replies[i]); err != nil {
 				return fmt.Errorf("Sum call: %w", err)
 			}
-			return checkSum(&replies[i])
+			return benchkit.CheckSum(&replies[i])
 		}
 	case "typed":
 		lc.Call = func(int) error {
-			r, err := Sum.Call(callCtx, c, SumArgs{A: 13, B: 81})
+			r, err := benchkit.Sum.Call(callCtx, c, benchkit.SumArgs{A: 13, B: 81})
 			if err != nil {
 				return fmt.Errorf("Sum call: %w", err)
 			}
@@ -218,7 +218,7 @@ func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
 		for i := range dones {
 			dones[i] = func(reply *box.Box, err error) {
 				if err == nil {
-					err = checkSum(reply)
+					err = benchkit.CheckSum(reply)
 				} else {
 					err = fmt.Errorf("Sum call: %w", err)
 				}
@@ -238,14 +238,6 @@ func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
 	res.P50us, res.P99us, res.Errors = lr.P50us, lr.P99us, lr.Errors
 	res.AllocsPerCall, res.GCs = lr.AllocsPerCall, lr.GCs
 	return res, err
-}
-
-// checkSum checks the answer to Sum(13, 81).
-func checkSum(reply *box.Box) error {
-	if v, _ := reply.Get("total"); string(v) != "94" {
-		return fmt.Errorf("Sum(13, 81) answered %s, want total 94", reply.String())
-	}
-	return nil
 }
 
 // newFloorSender returns the function that writes k requests (k <= n) to

@@ -9,49 +9,16 @@ import (
 	"net"
 	"os"
 	"runtime/pprof"
-	"strconv"
 	"sync"
 
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
-// SumArgs and SumReply are the typed Sum of Twisted's AMP example.
-type SumArgs struct {
-	A int64 `amp:"a"`
-	B int64 `amp:"b"`
-}
-
-type SumReply struct {
-	Total int64 `amp:"total"`
-}
-
-// Sum is the typed command; the raw API speaks the same wire boxes.
-var Sum = amp.NewCommand[SumArgs, SumReply]("Sum", amp.Spec{})
-
-// rawSum answers Sum through the box API without allocating.
-func rawSum(_ context.Context, req, resp *box.Box) error {
-	av, okA := req.Get("a")
-	bv, okB := req.Get("b")
-	if !okA || !okB {
-		return &amp.RemoteError{Code: amp.CodeUnknown, Description: "Sum needs a and b"}
-	}
-	a, err := strconv.ParseInt(string(av), 10, 64)
-	if err != nil {
-		return &amp.RemoteError{Code: amp.CodeUnknown, Description: "bad a"}
-	}
-	b, err := strconv.ParseInt(string(bv), 10, 64)
-	if err != nil {
-		return &amp.RemoteError{Code: amp.CodeUnknown, Description: "bad b"}
-	}
-	var tmp [24]byte
-	resp.Set("total", strconv.AppendInt(tmp[:0], a+b, 10))
-	return nil
-}
-
-func typedSum(_ context.Context, a SumArgs) (SumReply, error) {
-	return SumReply{Total: a.A + a.B}, nil
+func typedSum(_ context.Context, a benchkit.SumArgs) (benchkit.SumReply, error) {
+	return benchkit.SumReply{Total: a.A + a.B}, nil
 }
 
 func checkAPI(api string) error {
@@ -68,9 +35,9 @@ func newAMPMux(api string) (*amp.Mux, error) {
 	}
 	m := amp.NewMux()
 	if api == "raw" || api == "async" { // async is a client API; its server is raw
-		m.HandleBoxInline("Sum", rawSum)
+		m.HandleBoxInline("Sum", benchkit.RawSum)
 	} else {
-		amp.HandleInline(m, Sum, typedSum)
+		amp.HandleInline(m, benchkit.Sum, typedSum)
 	}
 	return m, nil
 }

@@ -50,27 +50,12 @@ func hello(w http.ResponseWriter, _ *http.Request) {
 	w.Write(helloBytes)
 }
 
-// sumBox answers Sum(a, b) with total through the box API, inline on the
-// reader goroutine, allocating nothing: the responder of callbench's
-// "serve-amp -api raw", which its amp client checks (13 + 81 = 94).
-func sumBox(_ context.Context, req, resp *box.Box) error {
+// sumBox answers Sum(a, b) through the box API, inline on the reader
+// goroutine, allocating nothing (callbench's "serve-amp -api raw"
+// responder), and counts the calls.
+func sumBox(ctx context.Context, req, resp *box.Box) error {
 	ampCalls.Add(1)
-	av, okA := req.Get("a")
-	bv, okB := req.Get("b")
-	if !okA || !okB {
-		return &amp.RemoteError{Code: amp.CodeUnknown, Description: "Sum needs a and b"}
-	}
-	a, err := strconv.ParseInt(string(av), 10, 64)
-	if err != nil {
-		return &amp.RemoteError{Code: amp.CodeUnknown, Description: "bad a"}
-	}
-	b, err := strconv.ParseInt(string(bv), 10, 64)
-	if err != nil {
-		return &amp.RemoteError{Code: amp.CodeUnknown, Description: "bad b"}
-	}
-	var tmp [24]byte
-	resp.Set("total", strconv.AppendInt(tmp[:0], a+b, 10))
-	return nil
+	return benchkit.RawSum(ctx, req, resp)
 }
 
 // Server modes.
