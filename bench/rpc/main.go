@@ -313,23 +313,9 @@ func serve(ctx context.Context, addr string, stdin io.Reader, stdout io.Writer) 
 	s := newServer()
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(l) }()
-	if _, err := fmt.Fprintf(stdout, "LISTENING %s\n", l.Addr()); err != nil {
-		s.Stop()
-		return err
-	}
-	stdinClosed := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, stdin)
-		close(stdinClosed)
-	}()
-	select {
-	case <-stdinClosed:
-	case <-ctx.Done():
-	case err := <-done:
-		return err
-	}
+	err = benchkit.Announce(ctx, stdout, stdin, l.Addr(), done)
 	s.Stop()
-	return nil
+	return err
 }
 
 func grpcVersion() string {

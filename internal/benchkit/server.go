@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -113,4 +114,25 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 		fmt.Fprintf(l.w, "%s%s\n", l.prefix, l.buf[:i])
 		l.buf = l.buf[i+1:]
 	}
+}
+
+// Announce is the serving side of StartServer: it prints "LISTENING
+// <addr>" on stdout, then waits until stdin closes, ctx ends, or failed
+// (which may be nil) delivers the server's own error, which it returns.
+func Announce(ctx context.Context, stdout io.Writer, stdin io.Reader, addr net.Addr, failed <-chan error) error {
+	if _, err := fmt.Fprintf(stdout, "LISTENING %s\n", addr); err != nil {
+		return err
+	}
+	stdinClosed := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, stdin)
+		close(stdinClosed)
+	}()
+	select {
+	case <-stdinClosed:
+	case <-ctx.Done():
+	case err := <-failed:
+		return err
+	}
+	return nil
 }

@@ -2,6 +2,9 @@ package benchkit
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -38,5 +41,25 @@ func TestStartServer(t *testing.T) {
 	}
 	if _, err := StartServer(context.Background(), "mute", []string{"sh", "-c", "read x"}, &log, 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "no LISTENING line") {
 		t.Errorf("a server that never listens: %v", err)
+	}
+}
+
+func TestAnnounce(t *testing.T) {
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7}
+	var out strings.Builder
+	r, w := io.Pipe()
+	errc := make(chan error, 1)
+	go func() { errc <- Announce(context.Background(), &out, r, addr, nil) }()
+	w.Write([]byte("ignored"))
+	w.Close()
+	if err := <-errc; err != nil || out.String() != "LISTENING 127.0.0.1:7\n" {
+		t.Fatalf("Announce: %v, printed %q", err, out.String())
+	}
+	boom := errors.New("boom")
+	failed := make(chan error, 1)
+	failed <- boom
+	r2, _ := io.Pipe()
+	if err := Announce(context.Background(), io.Discard, r2, addr, failed); !errors.Is(err, boom) {
+		t.Fatalf("Announce with a failed server: %v", err)
 	}
 }

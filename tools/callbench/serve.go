@@ -199,20 +199,8 @@ func serveMain(ctx context.Context, cmd string, args []string, stdin io.Reader, 
 	} else {
 		srv = startFloorServer(l)
 	}
-	if _, err := fmt.Fprintf(stdout, "LISTENING %s\n", l.Addr()); err != nil {
-		srv.Close()
-		return err
-	}
-	stdinClosed := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, stdin)
-		close(stdinClosed)
-	}()
-	select {
-	case <-stdinClosed:
-	case <-ctx.Done():
-	}
-	return srv.Close()
+	err = benchkit.Announce(ctx, stdout, stdin, l.Addr(), nil)
+	return errors.Join(err, srv.Close())
 }
 
 // startCPUProfile starts profiling into path ("" does nothing) and returns
