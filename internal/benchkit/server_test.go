@@ -58,7 +58,8 @@ func TestAnnounce(t *testing.T) {
 	boom := errors.New("boom")
 	failed := make(chan error, 1)
 	failed <- boom
-	r2, _ := io.Pipe()
+	r2, w2 := io.Pipe()
+	defer w2.Close()
 	if err := Announce(context.Background(), io.Discard, r2, addr, failed); !errors.Is(err, boom) {
 		t.Fatalf("Announce with a failed server: %v", err)
 	}
