@@ -24,7 +24,6 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
-	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -258,7 +257,7 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if err := parse(fs, rest); err != nil {
 			return err
 		}
-		stopProfile, err := startCPUProfile(*cpuprofile)
+		stopProfile, err := benchkit.StartCPUProfile(*cpuprofile)
 		if err != nil {
 			return err
 		}
@@ -278,7 +277,7 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			fmt.Fprintln(stderr, "rpc grpc: -addr is required, -duration must be positive")
 			return errUsage
 		}
-		stopProfile, err := startCPUProfile(*cpuprofile)
+		stopProfile, err := benchkit.StartCPUProfile(*cpuprofile)
 		if err != nil {
 			return err
 		}
@@ -327,22 +326,4 @@ func grpcVersion() string {
 		}
 	}
 	return "grpc-go " + grpc.Version
-}
-
-func startCPUProfile(path string) (func(), error) {
-	if path == "" {
-		return func() {}, nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}, nil
 }

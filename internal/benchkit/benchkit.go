@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -208,4 +209,44 @@ func ParseFlags(tool string, fs *flag.FlagSet, args []string) error {
 		return ErrUsage
 	}
 	return nil
+}
+
+// StartCPUProfile starts a CPU profile into path ("" does nothing) and
+// returns the function that stops it.
+func StartCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, errors.Join(errors.New("cpuprofile"), err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// Dispatch runs the subcommand args[0] of tool from cmds with the rest of
+// args, printing usage for help and for no or an unknown command.
+func Dispatch(tool, usage string, args []string, stdout, stderr io.Writer, cmds map[string]func(rest []string) error) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ErrUsage
+	}
+	cmd, rest := args[0], args[1:]
+	if run, ok := cmds[cmd]; ok {
+		return run(rest)
+	}
+	switch cmd {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "%s: unknown command %q\n\n%s", tool, cmd, usage)
+	return ErrUsage
 }

@@ -414,7 +414,7 @@ func clientMain(ctx context.Context, cmd string, args []string, stdout, stderr i
 			return errUsage
 		}
 	}
-	stopProfile, err := startCPUProfile(*cpuprofile)
+	stopProfile, err := benchkit.StartCPUProfile(*cpuprofile)
 	if err != nil {
 		return err
 	}

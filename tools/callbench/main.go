@@ -26,7 +26,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 
@@ -54,25 +53,19 @@ func main() {
 }
 
 func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usageText)
-		return errUsage
+	serve := func(cmd string) func([]string) error {
+		return func(rest []string) error { return serveMain(ctx, cmd, rest, stdin, stdout, stderr) }
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "serve-amp", "serve-floor":
-		return serveMain(ctx, cmd, rest, stdin, stdout, stderr)
-	case "amp", "floor":
-		return clientMain(ctx, cmd, rest, stdout, stderr)
-	case "run":
-		return runMain(ctx, rest, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usageText)
-		return nil
-	default:
-		fmt.Fprintf(stderr, "callbench: unknown command %q\n\n%s", cmd, usageText)
-		return errUsage
+	client := func(cmd string) func([]string) error {
+		return func(rest []string) error { return clientMain(ctx, cmd, rest, stdout, stderr) }
 	}
+	return benchkit.Dispatch("callbench", usageText, args, stdout, stderr, map[string]func([]string) error{
+		"serve-amp":   serve("serve-amp"),
+		"serve-floor": serve("serve-floor"),
+		"amp":         client("amp"),
+		"floor":       client("floor"),
+		"run":         func(rest []string) error { return runMain(ctx, rest, stdout, stderr) },
+	})
 }
 
 // parseFlags parses fs and maps errors to errUsage (the FlagSet has

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"runtime/pprof"
 	"sync"
 
 	"github.com/ampmux/ampmux/amp"
@@ -181,7 +179,7 @@ func serveMain(ctx context.Context, cmd string, args []string, stdin io.Reader, 
 	if err := checkAPI(api); err != nil {
 		return err
 	}
-	stopProfile, err := startCPUProfile(*cpuprofile)
+	stopProfile, err := benchkit.StartCPUProfile(*cpuprofile)
 	if err != nil {
 		return err
 	}
@@ -201,24 +199,4 @@ func serveMain(ctx context.Context, cmd string, args []string, stdin io.Reader, 
 	}
 	err = benchkit.Announce(ctx, stdout, stdin, l.Addr(), nil)
 	return errors.Join(err, srv.Close())
-}
-
-// startCPUProfile starts profiling into path ("" does nothing) and returns
-// the function that stops it.
-func startCPUProfile(path string) (func(), error) {
-	if path == "" {
-		return func() {}, nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, errors.Join(errors.New("cpuprofile"), err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}, nil
 }

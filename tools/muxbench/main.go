@@ -27,7 +27,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 
@@ -55,25 +54,11 @@ func main() {
 }
 
 func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usageText)
-		return errUsage
-	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "serve":
-		return serveMain(ctx, rest, stdin, stdout, stderr)
-	case "idle":
-		return idleMain(ctx, rest, stdin, stdout, stderr)
-	case "run":
-		return runMain(ctx, rest, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usageText)
-		return nil
-	default:
-		fmt.Fprintf(stderr, "muxbench: unknown command %q\n\n%s", cmd, usageText)
-		return errUsage
-	}
+	return benchkit.Dispatch("muxbench", usageText, args, stdout, stderr, map[string]func([]string) error{
+		"serve": func(rest []string) error { return serveMain(ctx, rest, stdin, stdout, stderr) },
+		"idle":  func(rest []string) error { return idleMain(ctx, rest, stdin, stdout, stderr) },
+		"run":   func(rest []string) error { return runMain(ctx, rest, stdout, stderr) },
+	})
 }
 
 // parseFlags parses fs and maps errors to errUsage (the FlagSet has

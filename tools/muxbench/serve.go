@@ -212,7 +212,7 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return errUsage
 	}
 	benchkit.RaiseFileLimit(1 << 16)
-	stopProfile, err := startCPUProfile(*cpuprofile)
+	stopProfile, err := benchkit.StartCPUProfile(*cpuprofile)
 	if err != nil {
 		return err
 	}
@@ -262,26 +262,6 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			}
 		}
 	}
-}
-
-// startCPUProfile starts profiling into path ("" does nothing) and returns
-// the function that stops it.
-func startCPUProfile(path string) (func(), error) {
-	if path == "" {
-		return func() {}, nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, errors.Join(errors.New("cpuprofile"), err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}, nil
 }
 
 func writeHeapProfile(path string) error {
