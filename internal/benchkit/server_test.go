@@ -64,3 +64,24 @@ func TestAnnounce(t *testing.T) {
 		t.Fatalf("Announce with a failed server: %v", err)
 	}
 }
+
+func TestDispatch(t *testing.T) {
+	var ran []string
+	cmds := map[string]func([]string) error{
+		"go": func(rest []string) error { ran = append(ran, strings.Join(rest, " ")); return nil },
+	}
+	var out, errOut strings.Builder
+	if err := Dispatch("tool", "USAGE\n", []string{"go", "-x", "1"}, &out, &errOut, cmds); err != nil || len(ran) != 1 || ran[0] != "-x 1" {
+		t.Fatalf("go: %v, ran %q", err, ran)
+	}
+	if err := Dispatch("tool", "USAGE\n", []string{"help"}, &out, &errOut, cmds); err != nil || out.String() != "USAGE\n" {
+		t.Fatalf("help: %v, stdout %q", err, out.String())
+	}
+	if err := Dispatch("tool", "USAGE\n", []string{"nope"}, &out, &errOut, cmds); !errors.Is(err, ErrUsage) || !strings.HasPrefix(errOut.String(), `tool: unknown command "nope"`) {
+		t.Fatalf("unknown: %v, stderr %q", err, errOut.String())
+	}
+	errOut.Reset()
+	if err := Dispatch("tool", "USAGE\n", nil, &out, &errOut, cmds); !errors.Is(err, ErrUsage) || errOut.String() != "USAGE\n" {
+		t.Fatalf("none: %v, stderr %q", err, errOut.String())
+	}
+}
