@@ -22,7 +22,6 @@ import (
 	"net"
 	"os"
 	"runtime/pprof"
-	"sync"
 	"time"
 
 	"github.com/ampmux/ampmux/amp"
@@ -40,60 +39,6 @@ type config struct {
 	Parallel int
 	Duration time.Duration
 	Warmup   time.Duration
-}
-
-// openAll runs open for i in [0, n), parallel at a time, and returns the
-// results; on error it closes those opened.
-func openAll[T io.Closer](ctx context.Context, n, parallel int, open func(ctx context.Context) (T, error)) ([]T, error) {
-	out := make([]T, n)
-	ok := make([]bool, n)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-		next  = make(chan int)
-	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range min(parallel, n) {
-		wg.Go(func() {
-			for i := range next {
-				c, err := open(ctx)
-				if err != nil {
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("connection %d: %w", i+1, err)
-					}
-					mu.Unlock()
-					cancel()
-					continue
-				}
-				out[i], ok[i] = c, true
-			}
-		})
-	}
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if first == nil && ctx.Err() != nil {
-		first = ctx.Err()
-	}
-	if first != nil {
-		for i, c := range out {
-			if ok[i] {
-				c.Close()
-			}
-		}
-		return nil, first
-	}
-	return out, nil
 }
 
 var (
@@ -137,7 +82,7 @@ func run(ctx context.Context, cfg config) (load.Result, error) {
 		if cfg.API != "raw" && cfg.API != "typed" {
 			return res, fmt.Errorf("-api must be raw or typed, not %q", cfg.API)
 		}
-		conns, err := openAll(dialCtx, cfg.Conns, cfg.Parallel, func(ctx context.Context) (*conn.Conn, error) {
+		conns, err := benchkit.OpenAll(dialCtx, cfg.Conns, cfg.Parallel, func(ctx context.Context, _ int) (*conn.Conn, error) {
 			c, err := conn.Dial(ctx, "tcp", cfg.Addr, nil)
 			if err != nil {
 				return nil, err
@@ -191,7 +136,7 @@ func run(ctx context.Context, cfg config) (load.Result, error) {
 	case "floor":
 		res.API = ""
 		var d net.Dialer
-		conns, err := openAll(dialCtx, cfg.Conns, cfg.Parallel, func(ctx context.Context) (net.Conn, error) {
+		conns, err := benchkit.OpenAll(dialCtx, cfg.Conns, cfg.Parallel, func(ctx context.Context, _ int) (net.Conn, error) {
 			nc, err := d.DialContext(ctx, "tcp", cfg.Addr)
 			if err != nil {
 				return nil, err

@@ -136,3 +136,58 @@ func Announce(ctx context.Context, stdout io.Writer, stdin io.Reader, addr net.A
 	}
 	return nil
 }
+
+// OpenAll runs open for i in [0, n), parallel at a time, and returns the
+// results in order; on error it closes those opened and returns the first
+// error.
+func OpenAll[T io.Closer](ctx context.Context, n, parallel int, open func(ctx context.Context, i int) (T, error)) ([]T, error) {
+	out := make([]T, n)
+	ok := make([]bool, n)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		next  = make(chan int)
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range min(parallel, n) {
+		wg.Go(func() {
+			for i := range next {
+				c, err := open(ctx, i)
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("connection %d: %w", i+1, err)
+					}
+					mu.Unlock()
+					cancel()
+					continue
+				}
+				out[i], ok[i] = c, true
+			}
+		})
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	if first != nil {
+		for i, c := range out {
+			if ok[i] {
+				c.Close()
+			}
+		}
+		return nil, first
+	}
+	return out, nil
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -83,5 +84,31 @@ func TestDispatch(t *testing.T) {
 	errOut.Reset()
 	if err := Dispatch("tool", "USAGE\n", nil, &out, &errOut, cmds); !errors.Is(err, ErrUsage) || errOut.String() != "USAGE\n" {
 		t.Fatalf("none: %v, stderr %q", err, errOut.String())
+	}
+}
+
+type fakeConn struct{ closed *atomic.Int32 }
+
+func (f fakeConn) Close() error { f.closed.Add(1); return nil }
+
+func TestOpenAll(t *testing.T) {
+	var closed atomic.Int32
+	got, err := OpenAll(context.Background(), 50, 4, func(_ context.Context, i int) (fakeConn, error) {
+		return fakeConn{&closed}, nil
+	})
+	if err != nil || len(got) != 50 || closed.Load() != 0 {
+		t.Fatalf("OpenAll: %d, %v, %d closed", len(got), err, closed.Load())
+	}
+	var opened atomic.Int32
+	boom := errors.New("boom")
+	got, err = OpenAll(context.Background(), 50, 4, func(_ context.Context, i int) (fakeConn, error) {
+		if i == 20 {
+			return fakeConn{}, boom
+		}
+		opened.Add(1)
+		return fakeConn{&closed}, nil
+	})
+	if !errors.Is(err, boom) || got != nil || closed.Load() != opened.Load() {
+		t.Fatalf("OpenAll with a failure: %v, %d returned, %d opened, %d closed", err, len(got), opened.Load(), closed.Load())
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/ampmux/ampmux/amp"
@@ -25,46 +24,9 @@ func openIdle(ctx context.Context, addr string, n, parallel int) ([]net.Conn, er
 	if n < 1 || parallel < 1 {
 		return nil, errors.New("-conns and -parallel must be at least 1")
 	}
-	conns := make([]net.Conn, n)
-	next := make(chan int)
-	var (
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		first   error
-	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range min(parallel, n) {
-		wg.Go(func() {
-			for i := range next {
-				nc, err := openOne(ctx, addr, uint64(i)+1)
-				if err != nil {
-					errOnce.Do(func() { first = fmt.Errorf("connection %d: %w", i+1, err) })
-					cancel()
-					continue
-				}
-				conns[i] = nc
-			}
-		})
-	}
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if first == nil && ctx.Err() != nil {
-		first = ctx.Err()
-	}
-	if first != nil {
-		closeAll(conns)
-		return nil, first
-	}
-	return conns, nil
+	return benchkit.OpenAll(ctx, n, parallel, func(ctx context.Context, i int) (net.Conn, error) {
+		return openOne(ctx, addr, uint64(i)+1)
+	})
 }
 
 func closeAll(conns []net.Conn) {
