@@ -24,7 +24,6 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/internal/benchkit"
@@ -42,26 +41,8 @@ type config struct {
 }
 
 var (
-	floorReq, floorResp = floorMessages()
+	floorReq, floorResp = benchkit.FloorMessages()
 )
-
-// floorMessages are the bytes of a Sum call box (tag f4240) and its
-// answer: 44 and 29 bytes, as in callbench.
-func floorMessages() ([]byte, []byte) {
-	var req, resp box.Box
-	req.SetString(amp.KeyAsk, "f4240")
-	req.SetString(amp.KeyCommand, "Sum")
-	req.SetString("a", "13")
-	req.SetString("b", "81")
-	resp.SetString(amp.KeyAnswer, "f4240")
-	resp.SetString("total", "94")
-	q, err1 := box.Append(nil, &req)
-	r, err2 := box.Append(nil, &resp)
-	if err := errors.Join(err1, err2); err != nil {
-		panic(err)
-	}
-	return q, r
-}
 
 func run(ctx context.Context, cfg config) (load.Result, error) {
 	res := load.Result{Kind: "scale-" + cfg.Kind, API: cfg.API, Inflight: cfg.Conns, Conns: cfg.Conns}
@@ -97,11 +78,7 @@ func run(ctx context.Context, cfg config) (load.Result, error) {
 		if err != nil {
 			return res, err
 		}
-		abort = func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}
+		abort = func() { benchkit.CloseAll(conns) }
 		defer abort()
 		type rawBoxes struct{ args, reply box.Box }
 		boxes := make([]rawBoxes, cfg.Conns)
@@ -150,11 +127,7 @@ func run(ctx context.Context, cfg config) (load.Result, error) {
 		if err != nil {
 			return res, err
 		}
-		abort = func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}
+		abort = func() { benchkit.CloseAll(conns) }
 		defer abort()
 		bufs := make([][]byte, cfg.Conns)
 		for i := range bufs {

@@ -50,21 +50,31 @@ func (c *ctxConn) CloseWrite() error {
 	return c.Conn.(*net.TCPConn).CloseWrite()
 }
 
+// startTransfer connects to addr and asks the backend for op on n bytes.
+func startTransfer(ctx context.Context, addr string, op byte, n int64) (net.Conn, error) {
+	c, err := dial(ctx, addr, bulkTimeout(n))
+	if err != nil {
+		return nil, err
+	}
+	var hdr [9]byte
+	hdr[0] = op
+	binary.BigEndian.PutUint64(hdr[1:], uint64(n))
+	if _, err := c.Write(hdr[:]); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // upload sends n bytes to the backend's sink through addr and waits for
 // its report: the time from before connecting to the report.
 func upload(ctx context.Context, addr string, n int64) (time.Duration, error) {
 	t0 := time.Now()
-	c, err := dial(ctx, addr, bulkTimeout(n))
+	c, err := startTransfer(ctx, addr, opUpload, n)
 	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	var hdr [9]byte
-	hdr[0] = opUpload
-	binary.BigEndian.PutUint64(hdr[1:], uint64(n))
-	if _, err := c.Write(hdr[:]); err != nil {
 		return 0, fmt.Errorf("upload: %w", err)
 	}
+	defer c.Close()
 	if err := writePattern(c, n); err != nil {
 		return 0, fmt.Errorf("upload: %w", err)
 	}
@@ -87,17 +97,11 @@ func upload(ctx context.Context, addr string, n int64) (time.Duration, error) {
 // them to EOF: the time from before connecting to the last byte.
 func download(ctx context.Context, addr string, n int64) (time.Duration, error) {
 	t0 := time.Now()
-	c, err := dial(ctx, addr, bulkTimeout(n))
+	c, err := startTransfer(ctx, addr, opDownload, n)
 	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	var hdr [9]byte
-	hdr[0] = opDownload
-	binary.BigEndian.PutUint64(hdr[1:], uint64(n))
-	if _, err := c.Write(hdr[:]); err != nil {
 		return 0, fmt.Errorf("download: %w", err)
 	}
+	defer c.Close()
 	got, ok, err := readPattern(c, n)
 	d := time.Since(t0)
 	if err != nil {

@@ -3,6 +3,7 @@ package benchkit
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/ampmux/ampmux/amp"
@@ -49,4 +50,30 @@ func CheckSum(reply *box.Box) error {
 		return fmt.Errorf("Sum(13, 81) answered %s, want total 94", reply.String())
 	}
 	return nil
+}
+
+// FloorMessages are the wire bytes of a Sum(13, 81) call box (tag f4240)
+// and its answer, 44 and 29 bytes: what the raw TCP floors move, built
+// with the codec so that they are the real bytes.
+func FloorMessages() (req, resp []byte) {
+	var q, r box.Box
+	q.SetString(amp.KeyAsk, "f4240")
+	q.SetString(amp.KeyCommand, "Sum")
+	q.SetString("a", "13")
+	q.SetString("b", "81")
+	r.SetString(amp.KeyAnswer, "f4240")
+	r.SetString("total", "94")
+	req, err1 := box.Append(nil, &q)
+	resp, err2 := box.Append(nil, &r)
+	if err1 != nil || err2 != nil {
+		panic(fmt.Sprintf("benchkit: floor messages: %v, %v", err1, err2))
+	}
+	return req, resp
+}
+
+// CloseAll closes every element of cs.
+func CloseAll[T io.Closer](cs []T) {
+	for _, c := range cs {
+		c.Close()
+	}
 }

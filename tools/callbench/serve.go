@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"github.com/ampmux/ampmux/amp"
-	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/internal/benchkit"
 )
@@ -59,17 +58,9 @@ const (
 )
 
 var floorReq, floorResp = func() ([]byte, []byte) {
-	var req, resp box.Box
-	req.SetString(amp.KeyAsk, "f4240")
-	req.SetString(amp.KeyCommand, "Sum")
-	req.SetString("a", "13")
-	req.SetString("b", "81")
-	resp.SetString(amp.KeyAnswer, "f4240")
-	resp.SetString("total", "94")
-	q, err1 := box.Append(nil, &req)
-	r, err2 := box.Append(nil, &resp)
-	if err1 != nil || err2 != nil || len(q) != floorReqSize || len(r) != floorRespSize {
-		panic(fmt.Sprintf("callbench: floor messages are %d and %d bytes (%v, %v)", len(q), len(r), err1, err2))
+	q, r := benchkit.FloorMessages()
+	if len(q) != floorReqSize || len(r) != floorRespSize {
+		panic(fmt.Sprintf("callbench: floor messages are %d and %d bytes", len(q), len(r)))
 	}
 	return q, r
 }()
