@@ -60,7 +60,7 @@ func startShared(t *testing.T, cfg mux.Config) *shared {
 	m := amp.NewMux()
 	demo.Register(m)
 	reg.Install(m)
-	cfg.AMP = &conn.Server{Handler: m, Config: conn.Config{Logger: quiet(), BoxTimeout: time.Second, TLS: &tls.Config{
+	cfg.AMP = &conn.Server{Config: conn.Config{Handler: m, Logger: quiet(), BoxTimeout: time.Second, TLS: &tls.Config{
 		Certificates: []tls.Certificate{srvCert.TLS()}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven,
 	}}}
 	mx := http.NewServeMux()
@@ -329,7 +329,7 @@ func TestTemporaryAcceptErrorsBackOff(t *testing.T) {
 	fl.fails.Store(1 << 30) // fail for as long as the test looks
 	m := amp.NewMux()
 	demo.Register(m)
-	s := mux.New(fl, mux.Config{Logger: quiet(), AMP: &conn.Server{Handler: m}})
+	s := mux.New(fl, mux.Config{Logger: quiet(), AMP: &conn.Server{Config: conn.Config{Handler: m}}})
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
 	time.Sleep(500 * time.Millisecond)

@@ -41,7 +41,7 @@ func benchPair(b *testing.B) *conn.Conn {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &conn.Server{Handler: m}
+	srv := &conn.Server{Config: conn.Config{Handler: m}}
 	go srv.Serve(l)
 	c, err := conn.Dial(context.Background(), "tcp", l.Addr().String(), nil)
 	if err != nil {

@@ -358,7 +358,7 @@ func TestBadInputClosesOnlyThatConnection(t *testing.T) {
 func TestServerShutdownDrains(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := &conn.Server{Handler: demoMux()}
+	srv := &conn.Server{Config: conn.Config{Handler: demoMux()}}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	client, err := conn.Dial(ctxT(t), "tcp", l.Addr().String(), nil)
@@ -387,7 +387,7 @@ func TestServerShutdownDrains(t *testing.T) {
 func TestServerClose(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := &conn.Server{Handler: demoMux()}
+	srv := &conn.Server{Config: conn.Config{Handler: demoMux()}}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	client, err := conn.Dial(ctxT(t), "tcp", l.Addr().String(), nil)

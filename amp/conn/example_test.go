@@ -20,7 +20,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	srv := &conn.Server{Handler: m}
+	srv := &conn.Server{Config: conn.Config{Handler: m}}
 	go srv.Serve(l)
 	defer srv.Close()
 
@@ -47,7 +47,7 @@ func ExampleConn_Go() {
 	if err != nil {
 		panic(err)
 	}
-	srv := &conn.Server{Handler: m}
+	srv := &conn.Server{Config: conn.Config{Handler: m}}
 	go srv.Serve(l)
 	defer srv.Close()
 

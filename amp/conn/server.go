@@ -7,16 +7,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/ampmux/ampmux/amp"
 )
 
-// Server serves AMP on listeners, like http.Server. Set Handler (and
-// Config for the rest) before Serve; the zero Server answers every command
-// UNHANDLED.
+// Server serves AMP on listeners, like http.Server. Set Config (its
+// Handler finds the responders) before Serve; the zero Server answers every
+// command UNHANDLED.
 type Server struct {
-	Handler amp.Locator
-	Config  Config // per-connection settings; Handler above wins over Config.Handler
+	Config Config // per-connection settings, the responders among them
 	// ConnState, if set, is called with each connection when it starts
 	// (active=true) and when it has ended.
 	ConnState func(c *Conn, active bool)
@@ -83,9 +80,6 @@ func (s *Server) untrack(l net.Listener) {
 // the server is shutting down.
 func (s *Server) ServeConn(nc net.Conn) *Conn {
 	cfg := s.Config
-	if s.Handler != nil {
-		cfg.Handler = s.Handler
-	}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()

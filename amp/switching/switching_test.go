@@ -92,7 +92,7 @@ func newEnvTB(t testing.TB) *env {
 		ClientCAs:    ca.Pool(),
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 	}
-	srv := &conn.Server{Handler: m, Config: conn.Config{Logger: quiet(), TLS: e.serverTLS}}
+	srv := &conn.Server{Config: conn.Config{Handler: m, Logger: quiet(), TLS: e.serverTLS}}
 	go srv.Serve(l)
 	t.Cleanup(func() {
 		srv.Close()

@@ -60,7 +60,7 @@ func ampServer(t *testing.T) string {
 	amp.HandleInline(m, benchkit.Sum, func(_ context.Context, a benchkit.SumArgs) (benchkit.SumReply, error) {
 		return benchkit.SumReply{Total: a.A + a.B}, nil
 	})
-	srv := &conn.Server{Handler: m}
+	srv := &conn.Server{Config: conn.Config{Handler: m}}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return l.Addr().String()

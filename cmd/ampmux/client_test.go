@@ -142,7 +142,7 @@ func ctStartGateway(t *testing.T) *ctGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &conn.Server{Handler: m, Config: conn.Config{
+	srv := &conn.Server{Config: conn.Config{Handler: m,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		TLS: &tls.Config{
 			Certificates: []tls.Certificate{pair},

@@ -203,7 +203,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		Logger:       log,
 		OnMatch:      s.stats.onMatch,
 		HTTP:         hs,
-		AMP: &conn.Server{Handler: countingLocator{ampMux, s.stats}, Config: conn.Config{
+		AMP: &conn.Server{Config: conn.Config{Handler: countingLocator{ampMux, s.stats},
 			TLS: tlsCfg, Logger: log,
 		}},
 	})

@@ -35,7 +35,7 @@ func run(addr string) error {
 	}
 	m := amp.NewMux()
 	arith.Register(m)
-	srv := &conn.Server{Handler: m}
+	srv := &conn.Server{Config: conn.Config{Handler: m}}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {

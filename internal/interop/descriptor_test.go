@@ -93,7 +93,7 @@ func TestDescriptorTwistedClientGoServer(t *testing.T) {
 		data, err := io.ReadAll(a.File)
 		return readFDReply{Data: append([]byte(a.Tag+":"), data...)}, err
 	})
-	srv := &conn.Server{Handler: m, Config: conn.Config{Logger: quietLogger()}}
+	srv := &conn.Server{Config: conn.Config{Handler: m, Logger: quietLogger()}}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	out := RunPython(t, "twisted_fd.py", "client", path)

@@ -21,7 +21,7 @@ func startGoServer(t *testing.T) string {
 	}
 	m := amp.NewMux()
 	demo.Register(m)
-	srv := &conn.Server{Handler: m, Config: conn.Config{Logger: quietLogger()}}
+	srv := &conn.Server{Config: conn.Config{Handler: m, Logger: quietLogger()}}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return l.Addr().String()

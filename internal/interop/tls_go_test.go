@@ -36,7 +36,7 @@ func startGoTLSServer(t *testing.T, certs *TLSCerts) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &conn.Server{Handler: m, Config: conn.Config{Logger: quietLogger(), TLS: &tls.Config{
+	srv := &conn.Server{Config: conn.Config{Handler: m, Logger: quietLogger(), TLS: &tls.Config{
 		Certificates: []tls.Certificate{certs.Server.TLS()},
 		ClientCAs:    certs.CA.Pool(),
 		ClientAuth:   tls.RequireAndVerifyClientCert,

@@ -153,7 +153,7 @@ func TestAMPClientWrongAnswer(t *testing.T) {
 		return nil
 	})
 	l := listen(t)
-	srv := &conn.Server{Handler: m}
+	srv := &conn.Server{Config: conn.Config{Handler: m}}
 	go srv.Serve(l)
 	defer srv.Close()
 	for _, api := range []string{"raw", "typed", "async"} {
@@ -164,7 +164,7 @@ func TestAMPClientWrongAnswer(t *testing.T) {
 		}
 	}
 	// An unknown command (UNHANDLED) is an error too.
-	srv2 := &conn.Server{Handler: amp.NewMux()}
+	srv2 := &conn.Server{Config: conn.Config{Handler: amp.NewMux()}}
 	l2 := listen(t)
 	go srv2.Serve(l2)
 	defer srv2.Close()

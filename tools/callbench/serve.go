@@ -45,7 +45,7 @@ func startAMPServer(l net.Listener, api string) (io.Closer, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &conn.Server{Handler: m}
+	srv := &conn.Server{Config: conn.Config{Handler: m}}
 	go srv.Serve(l)
 	return srv, nil
 }

@@ -92,7 +92,7 @@ func startBenchServer(mode, addr string, logger *slog.Logger) (*benchServer, err
 	m := amp.NewMux()
 	m.HandleBoxInline("Sum", sumBox)
 	s := &benchServer{mode: mode, http: httpfallback.Server(http.HandlerFunc(hello))}
-	s.amp = &conn.Server{Handler: m, Config: conn.Config{Logger: logger}, ConnState: func(_ *conn.Conn, active bool) {
+	s.amp = &conn.Server{Config: conn.Config{Handler: m, Logger: logger}, ConnState: func(_ *conn.Conn, active bool) {
 		if active {
 			s.ampConns.Add(1)
 		} else {
