@@ -22,10 +22,11 @@ import (
 // Lock order: pmu and wmu are never held together; no network I/O happens
 // under either.
 type Conn struct {
-	nc     net.Conn
-	cfg    Config
-	ctx    context.Context // responders' context; cancelled when the conn ends
-	cancel context.CancelFunc
+	nc       net.Conn
+	cfg      Config
+	dialHost string          // set by Dial: the name StartTLS verifies by default
+	ctx      context.Context // responders' context; cancelled when the conn ends
+	cancel   context.CancelFunc
 
 	// Owned by the reader goroutine.
 	dec        *box.Decoder
@@ -143,7 +144,11 @@ func Dial(ctx context.Context, network, addr string, cfg *Config) (*Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	return New(nc, cfg), nil
+	c := New(nc, cfg)
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		c.dialHost = host // before anyone else sees c
+	}
+	return c, nil
 }
 
 // NetConn returns the underlying connection.

@@ -31,6 +31,9 @@ var (
 	ErrTLSActive = errors.New("conn: TLS already started on this connection")
 	// ErrNoTLSConfig: the peer asked for StartTLS and Config.TLS is nil.
 	ErrNoTLSConfig = errors.New("conn: TLS not available")
+	// ErrNoServerName: StartTLS on a Conn not made by Dial, with no
+	// tls.Config.ServerName to verify the peer against.
+	ErrNoServerName = errors.New("conn: StartTLS needs tls.Config.ServerName (the connection was not made by Dial)")
 )
 
 // TLSError reports a failed TLS handshake; the connection is closed. Err
@@ -80,15 +83,20 @@ func (c *Conn) PeerCertificate() *x509.Certificate {
 
 // StartTLS asks the peer to start TLS and, once it agrees, runs the
 // handshake as the TLS client. Boxes sent meanwhile wait and go out
-// encrypted. cfg must say how to verify the server: with no RootCAs the
-// system roots are used, and with no ServerName the host of the remote
-// address. Skipping verification takes cfg.InsecureSkipVerify, explicitly.
+// encrypted. cfg says how to verify the server; nil means the system roots
+// and the name that was dialled. With no ServerName, a Conn made by Dial
+// verifies the host it dialled; any other Conn returns ErrNoServerName
+// (never the peer's address: an IP taken from the socket proves nothing).
+// Skipping verification takes cfg.InsecureSkipVerify, explicitly.
 //
 // A refusal returns the *amp.RemoteError and the connection goes on in
 // the clear; a failed handshake returns a *TLSError and closes it. If ctx
 // ends before the answer, the connection is closed (its state is unknown).
 func (c *Conn) StartTLS(ctx context.Context, cfg *tls.Config) error {
-	cfg = clientTLSConfig(cfg, c.nc.RemoteAddr())
+	cfg, err := clientTLSConfig(cfg, c.dialHost)
+	if err != nil {
+		return err
+	}
 	c.tlsMu.Lock()
 	if c.tlsState != nil || c.tlsBusy {
 		c.tlsMu.Unlock()
@@ -112,17 +120,21 @@ func (c *Conn) StartTLS(ctx context.Context, cfg *tls.Config) error {
 	return c.specialCall(ctx, StartTLSCommand, &box.Box{}, cl, false)
 }
 
-func clientTLSConfig(cfg *tls.Config, remote net.Addr) *tls.Config {
+// clientTLSConfig fills in the name to verify: the one in cfg, or the host
+// that was dialled.
+func clientTLSConfig(cfg *tls.Config, dialHost string) (*tls.Config, error) {
 	if cfg == nil {
 		cfg = &tls.Config{}
 	}
-	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
-		cfg = cfg.Clone()
-		if host, _, err := net.SplitHostPort(remote.String()); err == nil {
-			cfg.ServerName = host
-		}
+	if cfg.ServerName != "" || cfg.InsecureSkipVerify {
+		return cfg, nil
 	}
-	return cfg
+	if dialHost == "" {
+		return nil, ErrNoServerName
+	}
+	cfg = cfg.Clone()
+	cfg.ServerName = dialHost
+	return cfg, nil
 }
 
 // specialCall sends a StartTLS or switch request: the writer pauses after
