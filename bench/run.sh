@@ -11,7 +11,7 @@
 # What it runs, every client and server a process of its own over loopback:
 #   1. bench/report run: Sum calls/s on one connection at 1, 16 and 256 in
 #      flight for ampmux (tools/callbench: raw, typed and async API), Twisted AMP
-#      (bench/twisted), grpc-go (bench/rpc), the raw TCP floor (callbench,
+#      (bench/twisted), grpc-go and net/rpc (bench/rpc), the raw TCP floor (callbench,
 #      batched and per-write) and both interop directions; then 1,000
 #      connections with one call in flight each (bench/scale); where ampmux
 #      misses a goal, CPU profiles of it at that level.
@@ -92,7 +92,7 @@ else
 fi
 failed=()
 
-# --- 1. RPC: ampmux vs Twisted AMP, grpc-go, the raw TCP floor ----------------
+# --- 1. RPC: ampmux vs Twisted AMP, grpc-go, net/rpc, the raw TCP floor -------
 echo "== RPC comparison (bench/report run ${rpc_args[*]})" >&2
 "$work/report" run -callbench "$work/callbench" -rpc "$work/rpc" -scale "$work/scale" \
 	-python "$python" -twisted-dir "$root/bench/twisted" -json "$work/rpc.json" \

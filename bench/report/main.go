@@ -1,7 +1,8 @@
 // Command report runs the comparison of issue 6 and writes it as
-// Markdown: ampmux against Twisted AMP, grpc-go and a raw TCP floor, one
-// connection at 1, 16 and 256 calls in flight, and 1,000 connections with
-// one call in flight each; every client and server a process of its own.
+// Markdown: ampmux against Twisted AMP, grpc-go, net/rpc and a raw TCP
+// floor, one connection at 1, 16 and 256 calls in flight, and 1,000
+// connections with one call in flight each; every client and server a
+// process of its own.
 //
 //	report run -callbench BIN -rpc BIN -scale BIN -twisted-dir DIR [-python /usr/bin/python3]
 //	           [-inflight 1,16,256] [-runs 3] [-duration 2s] [-warmup 500ms] [-scale-conns 1000]

@@ -166,7 +166,7 @@ func TestRunAndAssemble(t *testing.T) {
 	doc := string(md)
 	for _, want := range []string{"# Benchmarks", "## Goals", "## RPC: Sum calls/s on one loopback connection", "## Scale: 20 connections",
 		"## Profiles where ampmux misses a goal", "skipped in the test", "## Port sharing", "server memory per idle AMP connection (2,000 held",
-		"Idle memory missed: 16.3 KB", "Twisted 22.4"} {
+		"Idle memory missed: 16.3 KB", "Twisted 22.4", "- net/rpc: rpc netrpc → rpc serve-netrpc", "| net/rpc | "} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("BENCHMARKS.md lacks %q", want)
 		}

@@ -22,7 +22,7 @@ import (
 // tools are the binaries and scripts the comparison runs.
 type tools struct {
 	Callbench  string // go build ./tools/callbench (repo root)
-	RPC        string // go build ./rpc (bench/)
+	RPC        string // go build ./rpc (bench/): grpc-go and net/rpc
 	Scale      string // go build ./scale (bench/)
 	Python     string // a python3 with Twisted
 	TwistedDir string // bench/twisted
@@ -59,6 +59,7 @@ var contenders = []contender{
 	{"amp-async", "ampmux async", "amp-raw", "callbench amp -api async → callbench serve-amp -api raw (Conn.Go: each answer's callback, on the reader goroutine, sends the next call; no goroutine per call)"},
 	{"twisted", "Twisted AMP", "twisted", "bench/twisted/client.py → bench/twisted/server.py (Twisted, callRemote / @responder, epoll reactor)"},
 	{"grpc", "grpc-go", "grpc", "rpc grpc → rpc serve (grpc-go unary, h2c with insecure credentials, raw-bytes codec: two varints in, one out; default options: static 1 MiB windows and shared write buffers were tried and were no faster)"},
+	{"netrpc", "net/rpc", "netrpc", "rpc netrpc → rpc serve-netrpc (the standard library's net/rpc: rpc.Client.Call / rpc.Server.ServeConn, gob codec over plain TCP, Calc.Sum(SumArgs{A, B}) → SumReply{Total})"},
 	{"floor-batched", "floor batched", "floor", "callbench floor -floor-mode batched → callbench serve-floor (raw TCP, 44-byte requests / 29-byte answers; all the refills of one read in one write)"},
 	{"floor-perwrite", "floor per-write", "floor", "callbench floor -floor-mode perwrite → callbench serve-floor (one write per 44-byte request)"},
 	{"twisted-to-amp", "Twisted → ampmux", "amp-raw", "bench/twisted/client.py → callbench serve-amp -api raw (interop)"},
@@ -70,6 +71,7 @@ var scaleContenders = []contender{
 	{"amp-raw", "ampmux raw", "amp-raw", "scale amp -api raw: conn.Dial per connection, Conn.CallBox → callbench serve-amp -api raw"},
 	{"twisted", "Twisted AMP", "twisted", "bench/twisted/client.py --conns {N} --inflight {N} → bench/twisted/server.py"},
 	{"grpc", "grpc-go", "grpc", "rpc grpc -conns {N} -inflight {N}: a grpc.ClientConn (one HTTP/2 connection) each → rpc serve"},
+	{"netrpc", "net/rpc", "netrpc", "rpc netrpc -conns {N} -inflight {N}: an rpc.Client (one TCP connection, gob) each → rpc serve-netrpc"},
 	{"floor", "floor", "floor", "scale floor: write 44 bytes, read 29, on each raw TCP connection → callbench serve-floor"},
 }
 
@@ -92,6 +94,8 @@ func (o runOptions) serverArgs(key string) []string {
 		return []string{o.Callbench, "serve-floor", "-addr", "127.0.0.1:0"}
 	case "grpc":
 		return []string{o.RPC, "serve", "-addr", "127.0.0.1:0"}
+	case "netrpc":
+		return []string{o.RPC, "serve-netrpc", "-addr", "127.0.0.1:0"}
 	case "twisted":
 		return []string{o.Python, filepath.Join(o.TwistedDir, "server.py")}
 	}
@@ -118,6 +122,8 @@ func (o runOptions) clientArgs(id, addr string, n int) []string {
 		return append(append([]string{o.Callbench, "floor"}, common...), "-floor-mode", "perwrite")
 	case "grpc":
 		return append([]string{o.RPC, "grpc"}, common...)
+	case "netrpc":
+		return append([]string{o.RPC, "netrpc"}, common...)
 	case "twisted", "twisted-to-amp":
 		return py
 	}
@@ -136,6 +142,8 @@ func (o runOptions) scaleArgs(id, addr string, n int) []string {
 		return append([]string{o.Scale, "floor"}, common...)
 	case "grpc":
 		return append(append([]string{o.RPC, "grpc"}, common...), "-inflight", ns)
+	case "netrpc":
+		return append(append([]string{o.RPC, "netrpc"}, common...), "-inflight", ns)
 	case "twisted":
 		return []string{o.Python, filepath.Join(o.TwistedDir, "client.py"), "--addr", addr, "--inflight", ns, "--conns", ns,
 			"--duration", secs(o.Duration), "--warmup", secs(o.Warmup)}

@@ -1,17 +1,23 @@
-// Command rpc is the grpc-go contender of the comparison: a unary Sum over
-// HTTP/2 without TLS (insecure credentials, loopback), with a raw-bytes
-// codec instead of protobuf, so that no generated code is needed and the
-// messages are as small as they get (two varints in, one varint out).
+// Command rpc holds two contenders of the comparison, a server and a
+// client each, of the same unary Sum. grpc-go runs over HTTP/2 without TLS
+// (insecure credentials, loopback), with a raw-bytes codec instead of
+// protobuf, so that no generated code is needed and the messages are as
+// small as they get (two varints in, one varint out). The standard
+// library's net/rpc runs gob-encoded (its default codec) over plain TCP:
+// Calc.Sum(SumArgs{A, B}) → SumReply{Total} (netrpc.go).
 //
-//	rpc serve -addr 127.0.0.1:0 [-cpuprofile F]
-//	rpc grpc  -addr A [-inflight 16] [-conns 1] [-duration 3s] [-warmup 500ms] [-cpuprofile F]
+//	rpc serve        -addr 127.0.0.1:0 [-cpuprofile F]
+//	rpc grpc         -addr A [-inflight 16] [-conns 1] [-duration 3s] [-warmup 500ms] [-cpuprofile F]
+//	rpc serve-netrpc -addr 127.0.0.1:0 [-cpuprofile F]
+//	rpc netrpc       -addr A [-inflight 16] [-conns 1] [-duration 3s] [-warmup 500ms] [-cpuprofile F]
 //	rpc version
 //
-// serve prints "LISTENING <addr>" and serves until stdin closes or
-// SIGTERM/SIGINT. grpc runs -inflight callers (call, wait, call again)
-// spread over -conns client connections (one HTTP/2 connection each) and
-// prints a RESULT line like callbench's. version prints the grpc-go
-// version this binary was built with.
+// serve and serve-netrpc print "LISTENING <addr>" and serve until stdin
+// closes or SIGTERM/SIGINT. grpc and netrpc run -inflight callers (call,
+// wait, call again) spread over -conns client connections (one HTTP/2
+// connection, or one *rpc.Client, each) and print a RESULT line like
+// callbench's. version prints the grpc-go version this binary was built
+// with.
 package main
 
 import (
@@ -237,9 +243,11 @@ func main() {
 const usageText = `usage: rpc <command> [flags]
 
 commands:
-  serve    gRPC server (grpc-go, h2c, raw codec) answering /bench.Calc/Sum
-  grpc     gRPC client: -inflight callers over -conns connections
-  version  print the grpc-go version
+  serve         gRPC server (grpc-go, h2c, raw codec) answering /bench.Calc/Sum
+  grpc          gRPC client: -inflight callers over -conns connections
+  serve-netrpc  net/rpc server (gob over TCP) answering Calc.Sum
+  netrpc        net/rpc client: -inflight callers over -conns connections
+  version       print the grpc-go version
 `
 
 func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -252,7 +260,7 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.SetOutput(stderr)
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to `file`")
 	switch cmd {
-	case "serve":
+	case "serve", "serve-netrpc":
 		addr := fs.String("addr", "127.0.0.1:0", "address to listen on")
 		if err := parse(fs, rest); err != nil {
 			return err
@@ -262,8 +270,11 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			return err
 		}
 		defer stopProfile()
+		if cmd == "serve-netrpc" {
+			return serveNetRPC(ctx, *addr, stdin, stdout)
+		}
 		return serve(ctx, *addr, stdin, stdout)
-	case "grpc":
+	case "grpc", "netrpc":
 		var cfg clientConfig
 		fs.StringVar(&cfg.Addr, "addr", "", "server address (required)")
 		fs.IntVar(&cfg.Inflight, "inflight", 1, "callers at once (over all connections)")
@@ -274,14 +285,18 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			return err
 		}
 		if cfg.Addr == "" || cfg.Duration <= 0 || cfg.Warmup < 0 {
-			fmt.Fprintln(stderr, "rpc grpc: -addr is required, -duration must be positive")
+			fmt.Fprintf(stderr, "rpc %s: -addr is required, -duration must be positive\n", cmd)
 			return errUsage
 		}
 		stopProfile, err := benchkit.StartCPUProfile(*cpuprofile)
 		if err != nil {
 			return err
 		}
-		res, err := runClient(ctx, cfg)
+		run := runClient
+		if cmd == "netrpc" {
+			run = runNetRPCClient
+		}
+		res, err := run(ctx, cfg)
 		stopProfile()
 		if err == nil || res.Calls > 0 || res.Errors > 0 {
 			fmt.Fprintln(stdout, res)
