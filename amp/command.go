@@ -46,6 +46,7 @@ type Command[A, R any] struct {
 	resp  *schema
 	codes []codeErr // declared errors, fatal ones flagged, in a fixed order
 	hold  sync.Pool // *holder[A, R]
+	pend  sync.Pool // *pendingGo[A, R]
 }
 
 // holder keeps a call's arguments and response where reflection can reach

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/conn"
@@ -47,4 +48,50 @@ func Example() {
 	// Output:
 	// 0.25 <nil>
 	// true amp: remote error ZERO_DIVISION: division by zero
+}
+
+// Go keeps many calls in flight from one goroutine, as Twisted's
+// callRemote does; each done runs when its answer arrives (on the
+// connection's reader goroutine, so it must not block).
+func ExampleCommand_Go() {
+	m := amp.NewMux()
+	amp.HandleInline(m, Divide, func(_ context.Context, a DivideArgs) (DivideReply, error) {
+		if a.Denominator == 0 {
+			return DivideReply{}, ErrZeroDivision
+		}
+		return DivideReply{Result: float64(a.Numerator) / float64(a.Denominator)}, nil
+	})
+	a, b := net.Pipe()
+	server := conn.New(a, &conn.Config{Handler: m})
+	defer server.Close()
+	client := conn.New(b, nil)
+	defer client.Close()
+
+	denominators := []int64{4, 0, 8}
+	results := make([]string, len(denominators))
+	var wg sync.WaitGroup
+	for i, d := range denominators {
+		wg.Add(1)
+		err := Divide.Go(context.Background(), client, DivideArgs{Numerator: 1, Denominator: d},
+			func(r DivideReply, err error) {
+				defer wg.Done()
+				if errors.Is(err, ErrZeroDivision) {
+					results[i] = "ZERO_DIVISION"
+					return
+				}
+				results[i] = fmt.Sprint(r.Result, err)
+			})
+		if err != nil {
+			wg.Done()
+			fmt.Println("not sent:", err)
+		}
+	}
+	wg.Wait()
+	for i, d := range denominators {
+		fmt.Printf("1/%d: %s\n", d, results[i])
+	}
+	// Output:
+	// 1/4: 0.25 <nil>
+	// 1/0: ZERO_DIVISION
+	// 1/8: 0.125 <nil>
 }
