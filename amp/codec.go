@@ -17,24 +17,8 @@ import (
 	"github.com/ampmux/ampmux/amp/box"
 )
 
-// Go types map to AMP argument types:
-//
-//	int, int8..int64, uint..uint64, *big.Int   Integer
-//	[]byte                                     String
-//	string                                     Unicode (tag option String or Path to change)
-//	float64, float32                           Float
-//	bool                                       Boolean
-//	Decimal                                    Decimal
-//	time.Time                                  DateTime
-//	*os.File                                   Descriptor (Unix sockets only)
-//	[]T                                        ListOf(T)
-//	[]S, S a struct                            AmpList with S's schema
-//	*T                                         T; nil is absent
-//
-// A struct field is an argument when it has an `amp:"key"` tag; options
-// after the key: "optional" (may be absent: absent decodes to the zero
-// value, and nil pointers and nil slices are not sent), and an AMP type name
-// ("String", "Unicode", "Path") where the Go type allows more than one.
+// The mapping from Go types to AMP argument types, and the tag options,
+// are documented in the package doc (doc.go); typeFor implements them.
 
 // argType is one AMP argument type bound to one Go type.
 type argType interface {
