@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/ampmux/ampmux/amp"
@@ -153,10 +152,7 @@ type serverStats struct {
 func (s *benchServer) stats() serverStats {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	cpu := (ru.Utime.Sec+ru.Stime.Sec)*1e6 + int64(ru.Utime.Usec+ru.Stime.Usec)
-	return serverStats{CPUus: cpu, Requests: httpRequests.Load(), Calls: ampCalls.Load(), AMPConns: s.ampConns.Load(), Goroutines: int64(runtime.NumGoroutine()),
+	return serverStats{CPUus: cpuMicros(), Requests: httpRequests.Load(), Calls: ampCalls.Load(), AMPConns: s.ampConns.Load(), Goroutines: int64(runtime.NumGoroutine()),
 		HeapInuse: int64(ms.HeapInuse), StackInuse: int64(ms.StackInuse), Sys: int64(ms.Sys)}
 }
 
