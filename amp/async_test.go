@@ -43,14 +43,12 @@ var (
 	badReply = amp.NewCommand[addArgs, addReply]("BadReply", amp.Spec{})
 	broken   = amp.NewCommand[addArgs, addReply]("Broken", amp.Spec{})
 	missing  = amp.NewCommand[addArgs, addReply]("Missing", amp.Spec{})
-	block    = amp.NewCommand[addArgs, addReply]("Block", amp.Spec{})
 	notify   = amp.NewCommand[textArgs, struct{}]("Notify", amp.Spec{NoAnswer: true})
 )
 
 type goEnv struct {
 	addr     string
 	srv      *conn.Server
-	blocked  chan struct{} // Block's responder has the call
 	notified chan string
 }
 
@@ -58,7 +56,7 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 
 // newGoEnv serves the commands above on a loopback TCP port.
 func newGoEnv(t *testing.T) *goEnv {
-	e := &goEnv{blocked: make(chan struct{}, 1), notified: make(chan string, 1)}
+	e := &goEnv{notified: make(chan string, 1)}
 	m := amp.NewMux()
 	amp.HandleInline(m, add, func(_ context.Context, a addArgs) (addReply, error) {
 		s := a.A + a.B
@@ -73,11 +71,6 @@ func newGoEnv(t *testing.T) *goEnv {
 	})
 	amp.HandleInline(m, broken, func(context.Context, addArgs) (addReply, error) {
 		return addReply{}, errors.New("not declared")
-	})
-	amp.Handle(m, block, func(ctx context.Context, _ addArgs) (addReply, error) {
-		e.blocked <- struct{}{}
-		<-ctx.Done()
-		return addReply{}, ctx.Err()
 	})
 	amp.HandleInline(m, notify, func(_ context.Context, a textArgs) (struct{}, error) {
 		e.notified <- a.Text
@@ -177,54 +170,68 @@ func TestCommandGoAnswers(t *testing.T) {
 // A Go that returns an error sent nothing, and its done never runs.
 func TestCommandGoNotSent(t *testing.T) {
 	e := newGoEnv(t)
-	closed := e.dial(t)
-	closed.Close()
-	<-closed.Done()
 	tests := []struct {
-		name string
-		c    *conn.Conn
-		args addArgs
-		is   error
+		name   string
+		closed bool
+		text   string
+		is     error
 	}{
-		{"closed connection", closed, addArgs{A: 1, B: 2}, conn.ErrConnectionLost},
+		{"closed connection", true, "hi", conn.ErrConnectionLost},
+		{"argument does not encode", false, "\xff", amp.ErrInvalidValue},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := add.Go(context.Background(), tt.c, tt.args, func(addReply, error) {
+			c := e.dial(t)
+			if tt.closed {
+				c.Close()
+			}
+			echo := amp.NewCommand[textArgs, textArgs]("Echo", amp.Spec{})
+			err := echo.Go(context.Background(), c, textArgs{Text: tt.text}, func(textArgs, error) {
 				t.Error("done called for a call that was not sent")
 			})
 			require.ErrorIs(t, err, tt.is)
+			if !tt.closed {
+				var ae *amp.ArgumentError
+				require.ErrorAs(t, err, &ae)
+				require.Equal(t, "Echo", ae.Command)
+				require.NoError(t, goWait(t, c, add, addArgs{A: 1, B: 2}).err, "the connection still works")
+			}
 		})
 	}
-	t.Run("bad argument", func(t *testing.T) {
-		c := e.dial(t)
-		err := notify.Go(context.Background(), c, textArgs{Text: "\xff"}, func(struct{}, error) {
-			t.Error("done called for a call that was not sent")
-		})
-		var ae *amp.ArgumentError
-		require.ErrorAs(t, err, &ae)
-		require.ErrorIs(t, err, amp.ErrInvalidValue)
-		require.Equal(t, "Notify", ae.Command)
-		// The connection still works.
-		require.NoError(t, goWait(t, c, add, addArgs{A: 1, B: 2}).err)
-	})
 }
 
-// A call still waiting when the connection goes gets the loss in done.
+// A call still waiting when the connection goes gets the loss in done:
+// the peer reads the call and hangs up without answering.
 func TestCommandGoConnectionLost(t *testing.T) {
-	e := newGoEnv(t)
-	c := e.dial(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	hungUp := make(chan error, 1)
+	go func() {
+		nc, err := l.Accept()
+		if err == nil {
+			_, err = nc.Read(make([]byte, 1)) // the call has arrived
+			nc.Close()
+		}
+		hungUp <- err
+	}()
+	c, err := conn.Dial(context.Background(), "tcp", l.Addr().String(), &conn.Config{Logger: quietLog()})
+	require.NoError(t, err)
+	defer c.Close()
 	res := make(chan goResult, 1)
-	require.NoError(t, block.Go(context.Background(), c, addArgs{}, func(r addReply, err error) {
+	require.NoError(t, add.Go(context.Background(), c, addArgs{A: 1, B: 2}, func(r addReply, err error) {
 		res <- goResult{r, err}
 	}))
-	<-e.blocked
-	e.srv.Close()
+	require.NoError(t, <-hungUp)
 	got := <-res
 	require.ErrorIs(t, got.err, conn.ErrConnectionLost)
 	var lost *conn.LostError
 	require.ErrorAs(t, got.err, &lost)
 	require.Zero(t, got.r)
+	// Later calls are refused at once, and their done never runs.
+	<-c.Done()
+	err = add.Go(context.Background(), c, addArgs{}, func(addReply, error) { t.Error("done called") })
+	require.ErrorIs(t, err, conn.ErrConnectionLost)
 }
 
 // A NoAnswer command is queued, and done runs before Go returns.
