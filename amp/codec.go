@@ -480,6 +480,9 @@ func (descriptorArg) parse(src []byte, v reflect.Value, st *codecState) error {
 	return err
 }
 
+// errNilElement: a nil pointer where a value must be sent, as in a list.
+var errNilElement = fmt.Errorf("amp: nil pointer has no wire form: %w", ErrInvalidValue)
+
 type ptrArg struct {
 	elem     argType
 	elemType reflect.Type
@@ -487,6 +490,9 @@ type ptrArg struct {
 
 func (a ptrArg) name() string { return a.elem.name() }
 func (a ptrArg) appendText(dst []byte, v reflect.Value, st *codecState) ([]byte, error) {
+	if v.IsNil() { // fields check for nil; a list element or **T has not
+		return dst, errNilElement
+	}
 	return a.elem.appendText(dst, v.Elem(), st)
 }
 func (a ptrArg) parse(src []byte, v reflect.Value, st *codecState) error {
@@ -507,10 +513,14 @@ type listArg struct {
 func (a listArg) name() string { return "ListOf(" + a.elem.name() + ")" }
 func (a listArg) appendText(dst []byte, v reflect.Value, st *codecState) ([]byte, error) {
 	for i := range v.Len() {
+		e := v.Index(i)
+		if e.Kind() == reflect.Pointer && e.IsNil() { // also *big.Int, which would go as 0
+			return dst, fmt.Errorf("element %d: %w", i, errNilElement)
+		}
 		at := len(dst)
 		dst = append(dst, 0, 0)
 		var err error
-		dst, err = a.elem.appendText(dst, v.Index(i), st)
+		dst, err = a.elem.appendText(dst, e, st)
 		if err != nil {
 			return dst, fmt.Errorf("element %d: %w", i, err)
 		}

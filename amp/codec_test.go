@@ -282,3 +282,61 @@ func FuzzDecodeEcho(f *testing.F) {
 		}
 	})
 }
+
+// A nil pointer inside a list has no wire form: an error, not a panic (and
+// not a *big.Int silently sent as 0).
+func TestEncodeNilElements(t *testing.T) {
+	one, s := int64(1), "s"
+	p := &one
+	tests := []struct {
+		name string
+		enc  func(*box.Box) error
+	}{
+		{"ListOf(*int64)", func(b *box.Box) error {
+			type req struct {
+				L []*int64 `amp:"l"`
+			}
+			return amp.NewCommand[req, empty]("N", amp.Spec{}).EncodeArgs(b, &req{L: []*int64{&one, nil}}, nil)
+		}},
+		{"ListOf(*string)", func(b *box.Box) error {
+			type req struct {
+				L []*string `amp:"l"`
+			}
+			return amp.NewCommand[req, empty]("N", amp.Spec{}).EncodeArgs(b, &req{L: []*string{nil, &s}}, nil)
+		}},
+		{"ListOf(*big.Int)", func(b *box.Box) error {
+			type req struct {
+				L []*big.Int `amp:"l"`
+			}
+			return amp.NewCommand[req, empty]("N", amp.Spec{}).EncodeArgs(b, &req{L: []*big.Int{big.NewInt(1), nil}}, nil)
+		}},
+		{"**int64", func(b *box.Box) error {
+			type req struct {
+				P **int64 `amp:"p"`
+			}
+			var nilp *int64
+			return amp.NewCommand[req, empty]("N", amp.Spec{}).EncodeArgs(b, &req{P: &nilp}, nil)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b box.Box
+			err := tt.enc(&b)
+			var ae *amp.ArgumentError
+			if !errors.As(err, &ae) || !errors.Is(err, amp.ErrInvalidValue) {
+				t.Fatalf("err = %v, want an *ArgumentError wrapping ErrInvalidValue", err)
+			}
+		})
+	}
+	// Non-nil pointers in lists still go as their values.
+	type req struct {
+		L []*int64 `amp:"l"`
+	}
+	var b box.Box
+	if err := amp.NewCommand[req, empty]("N", amp.Spec{}).EncodeArgs(&b, &req{L: []*int64{p, p}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.GetString("l"); got != "\x00\x011\x00\x011" {
+		t.Fatalf("l = %q", got)
+	}
+}
