@@ -42,8 +42,10 @@ func (e *DialError) Unwrap() error { return e.Err }
 // secures the connection with StartTLS against the system roots (the
 // server name taken from the address), and waits for the switch's answer.
 type Dialer struct {
-	// TLSConfig configures StartTLS; nil means the system roots. To skip
-	// verification set InsecureSkipVerify explicitly.
+	// TLSConfig configures StartTLS; nil means the system roots, as for
+	// an empty tls.Config. The name verified is TLSConfig.ServerName or,
+	// for Dial, the host of the address dialled. To skip verification set
+	// InsecureSkipVerify explicitly; to skip TLS, InsecurePlaintext.
 	TLSConfig *tls.Config
 
 	// InsecurePlaintext skips StartTLS: the inner protocol runs in the
@@ -94,6 +96,11 @@ func (d *Dialer) Dial(ctx context.Context, addr, protocol string) (net.Conn, err
 
 // Client runs the negotiation over an existing connection: StartTLS
 // (unless InsecurePlaintext), then the switch. On error nc is closed.
+//
+// Client cannot know which name nc was dialled for (its remote address
+// proves nothing), so StartTLS needs TLSConfig.ServerName (or
+// InsecureSkipVerify): without one, Client fails before sending anything
+// with a *DialError of Step StepStartTLS wrapping conn.ErrNoServerName.
 func (d *Dialer) Client(ctx context.Context, nc net.Conn, protocol string) (net.Conn, error) {
 	var cfg *tls.Config
 	if !d.InsecurePlaintext {
@@ -121,10 +128,18 @@ func DialInsecurePlaintext(ctx context.Context, addr, protocol string) (net.Conn
 	return d.Dial(ctx, addr, protocol)
 }
 
-// Client is Dialer.Client with cfg as the TLS configuration; nil cfg
-// skips StartTLS (plaintext).
+// Client is Dialer.Client with cfg as the TLS configuration. As for Dial,
+// nil cfg means the system roots, never plaintext; either way cfg must
+// name the server (ServerName), since nc's address cannot.
 func Client(ctx context.Context, nc net.Conn, protocol string, cfg *tls.Config) (net.Conn, error) {
-	d := Dialer{TLSConfig: cfg, InsecurePlaintext: cfg == nil}
+	d := Dialer{TLSConfig: cfg}
+	return d.Client(ctx, nc, protocol)
+}
+
+// ClientInsecurePlaintext is Client without StartTLS
+// (Dialer.InsecurePlaintext): the inner protocol runs in the clear.
+func ClientInsecurePlaintext(ctx context.Context, nc net.Conn, protocol string) (net.Conn, error) {
+	d := Dialer{InsecurePlaintext: true}
 	return d.Client(ctx, nc, protocol)
 }
 
@@ -133,8 +148,8 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func client(ctx context.Context, nc net.Conn, protocol string, cfg *tls.Config, optimistic bool) (net.Conn, error) {
 	c := conn.New(nc, &conn.Config{Logger: quiet})
 	if cfg != nil {
-		// StartTLS takes the server name from the remote address when cfg
-		// has none.
+		// c was made by conn.New, so StartTLS refuses a cfg with no
+		// ServerName (conn.ErrNoServerName) before sending anything.
 		if err := c.StartTLS(ctx, cfg); err != nil {
 			c.Close()
 			return nil, &DialError{Step: StepStartTLS, Protocol: protocol, Err: err}

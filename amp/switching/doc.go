@@ -16,7 +16,11 @@
 // grpc.Server or an SSH server can Serve switched connections unchanged.
 //
 // On the client, Dial (or Client over an existing connection) does the
-// whole negotiation and returns the inner protocol's net.Conn. A Dialer
+// whole negotiation and returns the inner protocol's net.Conn. A nil
+// *tls.Config means the system roots everywhere; the inner protocol runs
+// in the clear only through the functions and the Dialer field named
+// InsecurePlaintext. Dial verifies the host it dialled; Client, which
+// cannot know it, needs tls.Config.ServerName. A Dialer
 // holds the options; with Optimistic it returns once the switch request is
 // written, so that the caller's first bytes follow it in the same flight
 // (setup then costs about what a plain TLS dial does), and a refused switch

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -357,3 +358,77 @@ func TestHTTPServerOverSwitchedListener(t *testing.T) {
 }
 
 type infoKey struct{}
+
+// errUnknownAuthority stands for a *conn.TLSError wrapping an
+// x509.UnknownAuthorityError in test tables.
+var errUnknownAuthority = errors.New("test: TLS handshake: unknown authority")
+
+// Client over a connection dialled elsewhere: nil means the system roots
+// there too (never plaintext), and with no ServerName it says so instead
+// of verifying the socket's address.
+func TestClientOverExistingConn(t *testing.T) {
+	e := newEnv(t)
+	named := e.client.Clone()
+	named.ServerName = "localhost"
+	systemRoots := &tls.Config{ServerName: "localhost"}
+	tests := []struct {
+		name   string
+		client func(context.Context, net.Conn) (net.Conn, error)
+		proto  string
+		step   switching.Step // "" means it works
+		is     error
+		tls    bool
+	}{
+		{"server name given", func(ctx context.Context, nc net.Conn) (net.Conn, error) {
+			return switching.Client(ctx, nc, "echo", named)
+		}, "echo", "", nil, true},
+		{"nil config has no server name", func(ctx context.Context, nc net.Conn) (net.Conn, error) {
+			return switching.Client(ctx, nc, "plain", nil)
+		}, "plain", switching.StepStartTLS, conn.ErrNoServerName, false},
+		{"config without server name", func(ctx context.Context, nc net.Conn) (net.Conn, error) {
+			return switching.Client(ctx, nc, "echo", e.client)
+		}, "echo", switching.StepStartTLS, conn.ErrNoServerName, false},
+		{"system roots do not know our CA", func(ctx context.Context, nc net.Conn) (net.Conn, error) {
+			return switching.Client(ctx, nc, "plain", systemRoots)
+		}, "plain", switching.StepStartTLS, errUnknownAuthority, false},
+		{"insecure plaintext", func(ctx context.Context, nc net.Conn) (net.Conn, error) {
+			return switching.ClientInsecurePlaintext(ctx, nc, "plain")
+		}, "plain", "", nil, false},
+		{"insecure plaintext refused", func(ctx context.Context, nc net.Conn) (net.Conn, error) {
+			return switching.ClientInsecurePlaintext(ctx, nc, "echo")
+		}, "echo", switching.StepSwitch, switching.ErrTLSRequired, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			nc, err := net.Dial("tcp", e.addr)
+			require.NoError(t, err)
+			defer nc.Close()
+			c, err := tt.client(ctx, nc)
+			if tt.step != "" {
+				require.Nil(t, c)
+				var de *switching.DialError
+				require.ErrorAs(t, err, &de)
+				require.Equal(t, tt.step, de.Step, "%v", err)
+				require.Equal(t, tt.proto, de.Protocol)
+				if tt.is == errUnknownAuthority {
+					var te *conn.TLSError
+					require.ErrorAs(t, err, &te)
+					var ua x509.UnknownAuthorityError
+					require.ErrorAs(t, err, &ua)
+				} else if tt.is != nil {
+					require.ErrorIs(t, err, tt.is)
+				}
+				_, err = nc.Write([]byte{0})
+				require.ErrorIs(t, err, net.ErrClosed, "nc is closed on error")
+				return
+			}
+			require.NoError(t, err)
+			defer c.Close()
+			info, ok := switching.InfoOf(c)
+			require.True(t, ok)
+			require.Equal(t, tt.tls, info.TLS != nil)
+			roundTrip(t, c, 10_000)
+		})
+	}
+}
