@@ -21,49 +21,28 @@ import (
 // ctx bounds only the wait for room in the write buffer. An error returned
 // by Go means the call was not sent, and done will not be called.
 func (c *Conn) Go(ctx context.Context, command string, args *box.Box, done func(reply *box.Box, err error)) error {
-	cl := callPool.Get().(*call)
+	cl := c.getCall()
 	cl.cb = done
 	cl.refs.Store(2) // ours, and the answer's (or failure's)
-	tag, _, err := c.register(cl)
+	tag, alone, err := c.register(cl)
 	if err != nil {
-		putCall(cl)
+		c.putCall(cl)
 		return err
 	}
-	if err := c.sendAsync(ctx, cl, command, tag, args); err != nil {
+	if err := c.send(ctx, cl, command, tag, args, alone); err != nil {
 		if c.unregister(tag, cl) {
-			putCall(cl)
+			c.putCall(cl)
 			return err
 		}
 		// failPending took it and calls done: the call was lost anyway.
 	}
-	releaseCall(cl)
-	return nil
-}
-
-// sendAsync queues a call made by Go. From the reader goroutine (a done
-// callback or an inline responder) the reader sends it with everything
-// else it queued once its input runs dry; from elsewhere the writer does.
-func (c *Conn) sendAsync(ctx context.Context, cl *call, command string, tag uint64, args *box.Box) error {
-	if err := c.encodeCall(cl, command, tag, args); err != nil {
-		return err
-	}
-	if err := c.enqueueWire(ctx, nil, cl.enc, c.cfg.MaxWriteBuffer, nil, false); err != nil {
-		return err
-	}
-	// Order matters: a reader leaving user code clears onReader before it
-	// checks kick, so one of the two paths sees this call.
-	c.kick.Store(true)
-	if !c.onReader.Load() {
-		c.signalWriter()
-	}
+	c.releaseCall(cl)
 	return nil
 }
 
 // deliver runs a Go call's done callback on the reader goroutine.
 func (c *Conn) deliver(cl *call, reply *box.Box, err error) {
 	done := cl.cb
-	releaseCall(cl)
-	c.onReader.Store(true)
+	c.releaseCall(cl)
 	done(reply, err)
-	c.onReader.Store(false)
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
-	"github.com/ampmux/ampmux/examples/arith"
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // rawSum answers Sum without allocating.
@@ -35,7 +35,9 @@ func rawSum(_ context.Context, req, resp *box.Box) error {
 func benchPair(b *testing.B) *conn.Conn {
 	m := amp.NewMux()
 	m.HandleBoxInline("Sum", rawSum)
-	arith.Register(m) // typed Sum replaces the raw one under its name...
+	amp.HandleInline(m, benchkit.Sum, func(_ context.Context, a benchkit.SumArgs) (benchkit.SumReply, error) {
+		return benchkit.SumReply{Total: a.A + a.B}, nil
+	}) // typed Sum replaces the raw one under its name...
 	m.HandleBoxInline("RawSum", rawSum)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -87,7 +89,7 @@ func BenchmarkCall(b *testing.B) {
 									return
 								}
 							} else {
-								r, err := arith.Sum.Call(ctx, c, arith.SumArgs{A: 13, B: 81})
+								r, err := benchkit.Sum.Call(ctx, c, benchkit.SumArgs{A: 13, B: 81})
 								if err != nil || r.Total != 94 {
 									errs <- fmt.Errorf("typed: %v %v", r, err)
 									return

@@ -17,9 +17,12 @@ type Config struct {
 	// MaxBoxSize bounds one incoming box in bytes (default 16 MiB).
 	MaxBoxSize int
 	// MaxHandlers bounds the responders running on their own goroutine at
-	// once; when reached, the reader waits, which pushes back on the peer
-	// (default 1024).
+	// once (default 1024).
 	MaxHandlers int
+	// MaxQueuedCommands bounds the commands waiting for a handler once
+	// MaxHandlers run; past it, commands are answered with CodeOverloaded
+	// (default MaxHandlers).
+	MaxQueuedCommands int
 	// MaxWriteBuffer is how many bytes of outgoing boxes may wait for the
 	// network before callers block (default 4 MiB; answers may use four
 	// times as much before the reader blocks too).
@@ -28,8 +31,9 @@ type Config struct {
 	// byte has: a peer that starts a box and stalls (slowloris) loses the
 	// connection. Idle time between boxes is not limited (default 30 s).
 	BoxTimeout time.Duration
-	// WriteTimeout bounds each write to the network; a peer that reads
-	// nothing for that long loses the connection (default 0: no limit).
+	// WriteTimeout bounds how long a write to the network may go without
+	// progress; a peer that reads nothing for that long loses the
+	// connection (default 30 s; negative: no limit).
 	WriteTimeout time.Duration
 	// TLS, if set, lets the peer secure the connection with StartTLS, this
 	// end being the TLS server (certificates, ClientCAs, ClientAuth). With
@@ -53,6 +57,7 @@ const (
 	defaultMaxWriteBuffer = 4 << 20
 	finalFlushTimeout     = 2 * time.Second
 	defaultBoxTimeout     = 30 * time.Second
+	defaultWriteTimeout   = 30 * time.Second
 )
 
 func (cfg *Config) withDefaults() Config {
@@ -65,6 +70,12 @@ func (cfg *Config) withDefaults() Config {
 	}
 	if c.MaxHandlers <= 0 {
 		c.MaxHandlers = defaultMaxHandlers
+	}
+	if c.MaxQueuedCommands <= 0 {
+		c.MaxQueuedCommands = c.MaxHandlers
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = defaultWriteTimeout
 	}
 	if c.MaxWriteBuffer <= 0 {
 		c.MaxWriteBuffer = defaultMaxWriteBuffer

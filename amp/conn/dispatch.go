@@ -1,7 +1,6 @@
 package conn
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -82,6 +81,8 @@ func remoteError(b *box.Box) error {
 		e.Err = amp.ErrUnhandledCommand
 	case amp.CodeUnknown:
 		e.Err = amp.ErrUnknownRemote
+	case CodeOverloaded:
+		e.Err = ErrOverloaded
 	}
 	return e
 }
@@ -112,49 +113,35 @@ func (c *Conn) command(name []byte, req *box.Box) error {
 	}
 	c.active.Add(1)
 	if r.Inline {
-		resp := &c.inlineResp
-		resp.Reset()
-		c.inInline = true
-		c.onReader.Store(true)
-		err := r.Serve(c.ctx, req, resp)
-		c.onReader.Store(false)
-		c.inInline = false
-		if serve := c.switchTo; serve != nil {
-			c.switchTo = nil
-			if err == nil && hasAsk {
-				c.active.Add(-1)
-				return c.switchAfter(ask, resp, serve)
-			}
+		return c.serveInline(r, name, req, ask, hasAsk)
+	}
+	return c.startHandler(r, req, hasAsk)
+}
+
+// serveInline runs an inline responder on the reader goroutine, then
+// switches if it asked to, and answers.
+func (c *Conn) serveInline(r *amp.Responder, name []byte, req *box.Box, ask []byte, hasAsk bool) error {
+	resp := &c.rd.inlineResp
+	resp.Reset()
+	c.inline.running.Store(true)
+	err := r.Serve(c.inlineCtx, req, resp)
+	c.inline.running.Store(false)
+	if serve := c.inline.switchTo.Swap(nil); serve != nil {
+		switch {
+		case !hasAsk:
+			// Nobody would know the switch happened: refuse it, and let
+			// serve release what the responder prepared.
+			c.active.Add(-1)
+			go (*serve)(nil)
+			return &ProtocolError{Box: req.String(), Err: ErrSwitchWithoutAsk}
+		case err == nil:
+			c.active.Add(-1)
+			return c.switchAfter(ask, resp, *serve)
+		default:
+			go (*serve)(nil)
 		}
-		c.finishCommand(r, name, ask, hasAsk, resp, err, true)
-		return nil
 	}
-	select {
-	case c.sem <- struct{}{}:
-	case <-c.ctx.Done():
-		c.active.Add(-1)
-		return c.err
-	}
-	// The request must outlive the read buffer.
-	own := getBox()
-	own.CopyFrom(req)
-	var askCopy []byte
-	if hasAsk {
-		askCopy, _ = own.Get(amp.KeyAsk)
-	}
-	nameCopy, _ := own.Get(amp.KeyCommand)
-	c.handlers.Add(1)
-	go func() {
-		defer func() {
-			putBox(own)
-			<-c.sem
-			c.handlers.Done()
-		}()
-		resp := getBox()
-		defer putBox(resp)
-		err := r.Serve(c.ctx, own, resp)
-		c.finishCommand(r, nameCopy, askCopy, hasAsk, resp, err, false)
-	}()
+	c.finishCommand(r, name, ask, hasAsk, resp, err, true)
 	return nil
 }
 
@@ -204,7 +191,7 @@ func (c *Conn) answerError(ask []byte, code, desc string, fromReader bool) error
 func (c *Conn) answerErrorFrom(ask []byte, code, desc string, fatal, fromReader bool) {
 	var b *box.Box
 	if fromReader {
-		b = &c.errBox
+		b = &c.rd.errBox
 		b.Reset()
 	} else {
 		b = getBox()
@@ -259,6 +246,3 @@ var boxPool = newBoxPool()
 
 func getBox() *box.Box  { return boxPool.Get().(*box.Box) }
 func putBox(b *box.Box) { b.Reset(); boxPool.Put(b) }
-
-var _ amp.Caller = (*Conn)(nil)
-var _ = context.Background

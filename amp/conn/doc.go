@@ -1,7 +1,8 @@
 // Package conn runs AMP over a net.Conn: one reader goroutine decoding
-// boxes and dispatching them, one writer goroutine that coalesces the boxes
-// of many callers into few writes, and a table of calls waiting for their
-// answers. Both ends of an AMP connection may call and respond.
+// boxes and dispatching them, one writer goroutine that owns the socket and
+// coalesces the boxes of many callers into few writes, and a table of calls
+// waiting for their answers. Both ends of an AMP connection may call and
+// respond.
 //
 // Calls: CallBox (and the typed amp.Command.Call) waits for the answer, a
 // goroutine per caller; Go sends and hands the answer to a callback on the
@@ -9,7 +10,70 @@
 //
 // Responders come from a Locator (usually an *amp.Mux). Inline responders
 // run on the reader goroutine, as Twisted runs every responder; the others
-// run on a goroutine each, at most Config.MaxHandlers at a time.
+// run on goroutines of their own, at most Config.MaxHandlers at a time.
+// Commands beyond that wait in a queue of Config.MaxQueuedCommands; past
+// it they are answered with CodeOverloaded. The reader never waits for a
+// handler, so a responder may call the peer back.
 //
 // Server serves a net.Listener like http.Server, with Shutdown to drain.
+//
+// # Design
+//
+// Goroutines, and what each owns:
+//
+//   - The reader (readLoop) owns the decoder and the box it decodes into,
+//     runs inline responders and Go callbacks, and is the only goroutine
+//     that reads the socket. It also runs the StartTLS handshake and hands
+//     the connection over after a switch.
+//   - The writer (writeLoop) owns the socket's write side. It takes what is
+//     queued in one piece and writes it, with a write deadline.
+//   - Handler goroutines run responders that are not inline, one command
+//     after another from the handler queue.
+//   - Callers (any goroutine) encode their boxes into the write queue and
+//     wait for answers on channels of their own.
+//
+// The write queue (fields w*, under wmu) holds the bytes not yet written
+// and says who may write the socket now (writeState.owner):
+//
+//   - ownerNone: nobody; the writer takes it when woken.
+//   - ownerWriter: the writer goroutine, for one batch.
+//   - ownerFast: the fast path, for one non-blocking attempt (below).
+//   - ownerLent: a StartTLS or switch request (or answer) has been written
+//     up to its mark, and the socket is lent to the goroutine doing the
+//     handshake or taking the connection over. The writer does not write
+//     until resumeWriter gives the socket back, or exits.
+//
+// The one fast path (tryFastWrite) spares the hand-off to the writer at low
+// concurrency: whoever finds the socket unowned, nothing marked, no
+// descriptors to pass and the connection a plain *net.TCPConn or
+// *net.UnixConn (Unix only, no TLS yet) takes the queue and writes it with
+// one non-blocking system call. Whatever the socket does not take goes back
+// to the front of the queue, in order, and the writer is woken for it. It
+// never blocks and never waits, so it cannot outlive a caller's context.
+// Connections of any other type (wrappers that count or limit bytes, TLS,
+// net.Pipe) are only ever written through their Write method, by the
+// writer.
+//
+// A writer that makes no progress for Config.WriteTimeout (default 30 s)
+// fails the connection; CallBox and Go return when their context ends,
+// whatever the writer is doing.
+//
+// Lock order: no two of pmu (pending calls), wmu (write queue), hmu
+// (handler queue) and tlsMu are ever held together, and none is held
+// across network I/O, a blocking channel operation or user code.
+//
+// States:
+//
+//	open ──StartTLS──▶ TLS pending ──handshake──▶ open (over TLS)
+//	   │                    └──fails──▶ closed
+//	   ├──switch request──▶ switch pending ──accepted──▶ switched
+//	   │                         └──refused──▶ open
+//	   ├──Close, peer hang-up, bad input, fatal error──▶ closing ──▶ closed
+//	   └──write error, TLS failure, abandoned switch──▶ closed
+//
+// While TLS is pending, boxes queue and leave encrypted afterwards; while
+// a switch is pending they are refused with ErrSwitchPending. Closing lets
+// the writer send what is queued (for at most a few seconds) and refuses
+// new boxes; closed fails the calls still pending with a *LostError.
+// Switched stops both goroutines and leaves the socket to its new owner.
 package conn

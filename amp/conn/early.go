@@ -33,7 +33,7 @@ func (c *Conn) SwitchEarly(ctx context.Context, command string, args *box.Box) (
 			// Fail first: nothing may be queued or written once the
 			// writer lets go of the socket.
 			c.fail(fmt.Errorf("conn: early %s refused: %w", command, err))
-			c.resumeWriter(true)
+			c.resumeWriter(true, nil)
 			return err
 		}
 		inner, err := c.takeOver(cl.paused)
@@ -59,9 +59,7 @@ func (c *Conn) SwitchEarly(ctx context.Context, command string, args *box.Box) (
 		c.fail(fmt.Errorf("conn: %s abandoned: %w", command, ctx.Err()))
 		return nil, ctx.Err()
 	}
-	c.wmu.Lock()
-	e.wc = c.wconn
-	c.wmu.Unlock()
+	e.wc = c.writeConn()
 	return e, nil
 }
 

@@ -19,6 +19,9 @@ var (
 	ErrUnknownTag = errors.New("conn: answer for unknown tag")
 	// ErrMalformedError: an error box lacks _error_code.
 	ErrMalformedError = errors.New("conn: error box without _error_code")
+	// ErrOverloaded: the peer answered CodeOverloaded (its handlers were
+	// all busy); a *amp.RemoteError with that code matches it.
+	ErrOverloaded = errors.New("conn: peer overloaded")
 )
 
 // LostError fails calls that were pending (or made) when the connection

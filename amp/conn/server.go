@@ -181,5 +181,5 @@ func (c *Conn) idle() bool {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return len(c.wbuf) == 0
+	return len(c.w.buf) == 0
 }

@@ -20,6 +20,9 @@ var (
 	// ErrNotInline: SwitchAfterAnswer was called outside an inline
 	// responder.
 	ErrNotInline = errors.New("conn: SwitchAfterAnswer needs an inline responder")
+	// ErrSwitchWithoutAsk: the peer asked for a switch with no _ask, so
+	// it could not learn that the switch happened.
+	ErrSwitchWithoutAsk = errors.New("conn: protocol switch requested without _ask")
 )
 
 // Switch sends command (a protocol switch request, such as
@@ -35,7 +38,7 @@ func (c *Conn) Switch(ctx context.Context, command string, args *box.Box) (net.C
 	var inner net.Conn
 	cl.after = func(isErr bool) error {
 		if isErr {
-			c.resumeWriter(false)
+			c.resumeWriter(false, nil)
 			return nil
 		}
 		nc, err := c.takeOver(cl.paused)
@@ -48,18 +51,25 @@ func (c *Conn) Switch(ctx context.Context, command string, args *box.Box) (net.C
 	return inner, nil
 }
 
-// SwitchAfterAnswer, called by an inline responder, makes the connection
-// stop speaking AMP once the responder's answer has been sent, and hands
-// the underlying connection to serve (on a new goroutine). Bytes the peer
-// sent after its request reach serve first. If the responder returns an
-// error instead, nothing switches and serve is not called. If the
-// connection fails while switching, serve is called with nil. serve owns
-// the connection: it must close it.
+// SwitchAfterAnswer, called by an inline responder with the context it
+// was given, makes the connection stop speaking AMP once the responder's
+// answer has been sent, and hands the underlying connection to serve (on
+// a new goroutine). Bytes the peer sent after its request reach serve
+// first. serve owns the connection: it must close it.
+//
+// Once SwitchAfterAnswer has returned nil, serve is called exactly once:
+// with the connection, or with nil if the switch does not happen (the
+// responder returned an error, the request had no _ask, the connection
+// failed), so that serve can release what the responder prepared. From
+// anywhere but a running inline responder it returns ErrNotInline.
 func (c *Conn) SwitchAfterAnswer(ctx context.Context, serve func(net.Conn)) error {
-	if FromContext(ctx) != c || !c.inInline {
+	tok, _ := ctx.Value(inlineKey{}).(*inlineState)
+	if tok == nil || tok.c != c || !tok.running.Load() {
 		return ErrNotInline
 	}
-	c.switchTo = serve
+	if prev := tok.switchTo.Swap(&serve); prev != nil {
+		go (*prev)(nil) // asked twice: the last one counts
+	}
 	return nil
 }
 
@@ -69,19 +79,17 @@ func (c *Conn) takeOver(paused chan struct{}) (net.Conn, error) {
 	if err := c.waitPaused(paused); err != nil {
 		return nil, err
 	}
-	c.wmu.Lock()
-	wc := c.wconn
-	c.wmu.Unlock()
-	inner := newPrefixConn(wc, c.dec.Buffered())
-	c.takenOver = true
+	inner := newPrefixConn(c.writeConn(), c.rd.dec.Buffered())
+	c.rd.takenOver = true
 	// The reader may have armed the box deadline while the answer came in
 	// pieces; the new owner must not inherit it.
 	c.nc.SetReadDeadline(time.Time{})
-	c.resumeWriter(true)
+	c.resumeWriter(true, nil)
 	c.setErr(ErrSwitched)
 	c.failPending(ErrSwitched)
 	c.wmu.Lock()
-	c.wclosing = true
+	c.w.closing = true
+	c.releaseSpaceLocked()
 	c.wmu.Unlock()
 	return inner, nil
 }
@@ -89,8 +97,8 @@ func (c *Conn) takeOver(paused chan struct{}) (net.Conn, error) {
 // switchAfter answers a switch request and hands the connection over.
 func (c *Conn) switchAfter(ask []byte, resp *box.Box, serve func(net.Conn)) error {
 	resp.Set(amp.KeyAnswer, ask)
-	paused, err := c.enqueue(c.ctx, resp, 4*c.cfg.MaxWriteBuffer, true)
-	if err != nil {
+	paused := make(chan struct{})
+	if err := c.enqueue(c.ctx, resp, nil, 4*c.cfg.MaxWriteBuffer, paused, false); err != nil {
 		go serve(nil)
 		return err
 	}

@@ -112,7 +112,7 @@ func (c *Conn) StartTLS(ctx context.Context, cfg *tls.Config) error {
 	cl := &call{done: make(chan struct{}, 1)}
 	cl.after = func(isErr bool) error {
 		if isErr {
-			c.resumeWriter(false)
+			c.resumeWriter(false, nil)
 			return nil
 		}
 		return c.upgradeTLS(cl.paused, cfg, false)
@@ -163,7 +163,7 @@ func (c *Conn) sendSpecial(ctx context.Context, command string, args *box.Box, c
 
 	err = c.encodeCall(cl, command, tag, args)
 	if err == nil {
-		err = c.enqueueWire(ctx, nil, cl.enc, c.cfg.MaxWriteBuffer, cl.paused, lock)
+		err = c.enqueue(ctx, nil, cl.enc, c.cfg.MaxWriteBuffer, cl.paused, lock)
 	}
 	if err != nil {
 		if !c.unregister(tag, cl) {
@@ -173,22 +173,6 @@ func (c *Conn) sendSpecial(ctx context.Context, command string, args *box.Box, c
 	}
 	c.signalWriter()
 	return nil
-}
-
-// resumeWriter lets a writer paused at a mark go on; with stop it exits
-// instead, leaving the connection to whoever took it over.
-func (c *Conn) resumeWriter(stop bool) {
-	c.wmu.Lock()
-	c.wstop = stop
-	c.wholding = false
-	c.locked = nil
-	if c.wresume != nil {
-		close(c.wresume)
-		c.wresume = nil
-	}
-	c.wmu.Unlock()
-	// Wake the writer: to send what queued up behind the mark, or to exit.
-	c.signalWriter()
 }
 
 // waitPaused waits, on the reader goroutine, for the writer to have sent
@@ -213,7 +197,7 @@ func (c *Conn) upgradeTLS(paused chan struct{}, cfg *tls.Config, server bool) er
 	if err := c.waitPaused(paused); err != nil {
 		return err
 	}
-	raw := newPrefixConn(c.nc, c.dec.Buffered())
+	raw := newPrefixConn(c.nc, c.rd.dec.Buffered())
 	var tc *tls.Conn
 	if server {
 		tc = tls.Server(raw, cfg)
@@ -238,11 +222,8 @@ func (c *Conn) upgradeTLS(paused chan struct{}, cfg *tls.Config, server bool) er
 	c.tlsState = &st
 	c.tlsServer = server
 	c.tlsMu.Unlock()
-	c.dec.Reset(&kickReader{c: c, r: tc})
-	c.wmu.Lock()
-	c.wconn = tc
-	c.wmu.Unlock()
-	c.resumeWriter(false)
+	c.rd.dec.Reset(&kickReader{c: c, r: tc})
+	c.resumeWriter(false, tc)
 	return nil
 }
 
@@ -261,11 +242,11 @@ func (c *Conn) serveStartTLS(ask []byte, hasAsk bool) error {
 	case active:
 		return c.answerError(ask, CodeTLSError, ErrTLSActive.Error(), true)
 	}
-	b := &c.inlineResp
+	b := &c.rd.inlineResp
 	b.Reset()
 	b.Set(amp.KeyAnswer, ask)
-	paused, err := c.enqueue(c.ctx, b, 4*c.cfg.MaxWriteBuffer, true)
-	if err != nil {
+	paused := make(chan struct{})
+	if err := c.enqueue(c.ctx, b, nil, 4*c.cfg.MaxWriteBuffer, paused, false); err != nil {
 		return err
 	}
 	c.signalWriter()

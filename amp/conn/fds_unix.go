@@ -1,3 +1,5 @@
+//go:build unix
+
 package conn
 
 import (
@@ -51,6 +53,17 @@ func (q *fdQueue) closeAll() {
 	}
 }
 
+// descriptorReader reads a Unix socket's stream with the descriptors sent
+// along; nil for any other connection.
+func descriptorReader(nc net.Conn) (io.Reader, *fdQueue) {
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		return nil, nil
+	}
+	q := &fdQueue{}
+	return &unixReader{uc: uc, q: q}, q
+}
+
 // unixReader reads stream bytes and collects descriptors sent with them.
 type unixReader struct {
 	uc  *net.UnixConn
@@ -87,13 +100,13 @@ func (c *Conn) SendFD(f *os.File) (int, error) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.wclosing {
+	if c.w.closing {
 		return 0, &LostError{Cause: net.ErrClosed}
 	}
-	c.fdsOut = append(c.fdsOut, int(f.Fd()))
-	c.fdsClose = append(c.fdsClose, f)
-	n := c.sentFDs
-	c.sentFDs++
+	c.w.fdsOut = append(c.w.fdsOut, int(f.Fd()))
+	c.w.fdsClose = append(c.w.fdsClose, f)
+	n := c.w.sentFDs
+	c.w.sentFDs++
 	return n, nil
 }
 
@@ -123,8 +136,8 @@ func (c *Conn) releaseFDs() {
 		c.fdIn.closeAll()
 	}
 	c.wmu.Lock()
-	closers := c.fdsClose
-	c.fdsClose, c.fdsOut = nil, nil
+	closers := c.w.fdsClose
+	c.w.fdsClose, c.w.fdsOut = nil, nil
 	c.wmu.Unlock()
 	for _, f := range closers {
 		f.Close()

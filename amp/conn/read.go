@@ -1,0 +1,100 @@
+package conn
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"github.com/ampmux/ampmux/amp/box"
+)
+
+func (c *Conn) readLoop() {
+	defer close(c.readerDone)
+	for {
+		err := c.rd.dec.Next(&c.rd.in)
+		if err == nil {
+			err = c.dispatch(&c.rd.in)
+		}
+		if c.rd.takenOver {
+			return
+		}
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if c.rd.kick && c.wbytes.Load() >= flushEarly {
+			// Much is queued and more input waits: send it now, so that
+			// the peer works on it while we go on.
+			c.rd.kick = false
+			c.flushNow()
+		}
+	}
+}
+
+// queueAnswer queues an answer or error box. From the reader it leaves the
+// write for when the input runs dry (kickReader), so that all answers to
+// one read leave in one write; from a handler it wakes the writer.
+func (c *Conn) queueAnswer(b *box.Box, fromReader bool) error {
+	if err := c.enqueue(c.ctx, b, nil, 4*c.cfg.MaxWriteBuffer, nil, false); err != nil {
+		return err
+	}
+	if fromReader {
+		c.rd.kick = true
+	} else {
+		c.signalWriter()
+	}
+	return nil
+}
+
+// kickReader sends the reader's queued answers before it blocks on the
+// network, and arms the box deadline while a box is partly read.
+type kickReader struct {
+	c *Conn
+	r io.Reader
+}
+
+func (k *kickReader) Read(p []byte) (int, error) {
+	c := k.c
+	if c.rd.kick {
+		c.rd.kick = false
+		c.flushNow()
+	}
+	if midBox := len(c.rd.dec.Buffered()) > 0; midBox != c.rd.armed {
+		c.rd.armed = midBox
+		if midBox {
+			c.nc.SetReadDeadline(time.Now().Add(c.cfg.BoxTimeout))
+		} else {
+			c.nc.SetReadDeadline(time.Time{})
+		}
+	}
+	return k.r.Read(p)
+}
+
+func (c *Conn) readFailed(err error) {
+	select {
+	case <-c.ctx.Done():
+		// We closed it; whatever the read says is a consequence.
+		c.fail(c.err)
+		return
+	default:
+	}
+	err = c.tlsReadError(err)
+	var pe *ProtocolError
+	switch {
+	case err == io.EOF:
+	case errors.As(err, &pe):
+	case isDecodeError(err):
+		err = &ProtocolError{Err: err}
+	}
+	if pe != nil || isDecodeError(err) {
+		c.cfg.Logger.Warn("amp: closing connection after bad input", "remote", c.nc.RemoteAddr(), "err", err)
+	}
+	// Let answers already queued go out, then close.
+	c.closeAfterFlush(err)
+}
+
+func isDecodeError(err error) bool {
+	var tl *box.TooLongError
+	return errors.As(err, &tl) || errors.Is(err, box.ErrBoxTooLarge) ||
+		errors.Is(err, box.ErrDuplicateKey) || errors.Is(err, io.ErrUnexpectedEOF)
+}

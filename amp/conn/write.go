@@ -1,0 +1,398 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/ampmux/ampmux/amp/box"
+)
+
+// writeState is the write queue; every field is under Conn.wmu.
+type writeState struct {
+	buf   []byte
+	spare []byte // a written buffer kept for reuse
+	owner socketOwner
+	// mark, if >= 0: write buf[:mark], then lend the socket (StartTLS,
+	// switch) and close paused.
+	mark   int
+	paused chan struct{}
+	// locked refuses new boxes while a switch is pending.
+	locked error
+	// space, if not nil, is closed when the queue drains: callers wait on
+	// it for room.
+	space   chan struct{}
+	closing bool  // no new boxes; the writer sends the rest, then closes
+	err     error // the connection failed: write nothing more
+	stop    bool  // taken over: the writer exits without touching nc
+	wconn   net.Conn
+	// Descriptors to pass with the next write (Unix sockets).
+	fdsOut   []int
+	fdsClose []io.Closer
+	sentFDs  int
+}
+
+type socketOwner uint8
+
+const (
+	ownerNone socketOwner = iota
+	ownerWriter
+	ownerFast
+	ownerLent
+)
+
+// maxYields bounds how often the writer yields for more boxes before it
+// writes.
+const maxYields = 8
+
+// flushEarly is how many queued bytes make the reader (or writer) send
+// before the batch is complete: large enough to amortize the syscall over
+// ~100 small boxes, small enough that both peers work at once.
+const flushEarly = 4 << 10
+
+// writeChunk bounds one Write, so that the write deadline measures
+// progress rather than the size of a batch.
+const writeChunk = 1 << 20
+
+func (c *Conn) signalWriter() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue appends a box to the write queue, waiting while it holds limit
+// bytes or more: b encoded in place, or enc already encoded (when b is
+// nil). paused (if not nil) marks the end of this box: the writer lends
+// the socket once it is written. lock refuses every later box until the
+// switch is decided. The caller then wakes the writer or flushes.
+func (c *Conn) enqueue(ctx context.Context, b *box.Box, enc []byte, limit int, paused chan struct{}, lock bool) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.waitSpace(ctx, limit); err != nil {
+		return err
+	}
+	if c.w.locked != nil {
+		return c.w.locked
+	}
+	if b != nil {
+		var err error
+		if c.w.buf, err = box.Append(c.w.buf, b); err != nil {
+			return err
+		}
+	} else {
+		c.w.buf = append(c.w.buf, enc...)
+	}
+	c.wseq.Add(1)
+	c.wbytes.Store(int64(len(c.w.buf)))
+	if paused != nil {
+		c.w.mark = len(c.w.buf)
+		c.w.paused = paused
+	}
+	if lock {
+		c.w.locked = ErrSwitchPending
+	}
+	return nil
+}
+
+// waitSpace waits, with wmu held, until the write queue is under limit.
+func (c *Conn) waitSpace(ctx context.Context, limit int) error {
+	for {
+		if c.w.closing {
+			if c.w.err != nil {
+				return &LostError{Cause: c.w.err}
+			}
+			return &LostError{Cause: net.ErrClosed}
+		}
+		if len(c.w.buf) < limit {
+			return nil
+		}
+		if c.w.space == nil {
+			c.w.space = make(chan struct{})
+		}
+		// Whoever filled the queue may have left the write to the reader.
+		c.signalWriter()
+		ch := c.w.space
+		c.wmu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-c.done:
+		}
+		c.wmu.Lock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// flushNow sends what is queued: through the fast path when it is open,
+// else by waking the writer.
+func (c *Conn) flushNow() {
+	if !c.tryFastWrite() {
+		c.signalWriter()
+	}
+}
+
+// Flush sends what is queued now rather than when the reader next runs
+// dry. An inline responder that is about to block (as a protocol switch
+// that dials a backend does) calls it, so that answers to the boxes read
+// before its own do not wait for it.
+func (c *Conn) Flush() { c.flushNow() }
+
+// tryFastWrite is the fast path: it writes the queue with one
+// non-blocking system call if the socket is free and nothing needs the
+// writer. It reports false if it did not apply; the writer must be woken.
+// Bytes the socket does not take go back to the front of the queue.
+func (c *Conn) tryFastWrite() bool {
+	if !c.fast.ok() {
+		return false
+	}
+	c.wmu.Lock()
+	if c.w.owner != ownerNone || c.w.mark >= 0 || c.w.closing || len(c.w.fdsOut) > 0 || c.w.wconn != c.nc {
+		c.wmu.Unlock()
+		return false
+	}
+	out := c.w.buf
+	if len(out) == 0 {
+		c.wmu.Unlock()
+		return true
+	}
+	c.w.owner = ownerFast
+	c.w.buf, c.w.spare = c.w.spare[:0], nil
+	c.wbytes.Store(0)
+	c.releaseSpaceLocked()
+	c.wmu.Unlock()
+
+	n, err := c.fast.write(out)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		// The stream is broken mid-box: nothing later may follow.
+		c.wmu.Lock()
+		c.w.owner = ownerNone
+		c.wmu.Unlock()
+		c.fail(err)
+		return true
+	}
+	// An expired deadline (armed by the writer long ago) writes nothing:
+	// the writer re-arms it and sends.
+	c.wmu.Lock()
+	c.w.owner = ownerNone
+	more := n < len(out) || len(c.w.buf) > 0 || c.w.mark >= 0 || c.w.closing
+	if n < len(out) {
+		rest := append(make([]byte, 0, len(out)-n+len(c.w.buf)), out[n:]...)
+		c.w.buf = append(rest, c.w.buf...)
+		if c.w.mark >= 0 {
+			c.w.mark += len(rest) // a mark set meanwhile counts from the old start
+		}
+		c.wbytes.Store(int64(len(c.w.buf)))
+	} else {
+		c.keepSpareLocked(out)
+	}
+	c.wmu.Unlock()
+	if more {
+		c.signalWriter()
+	}
+	return true
+}
+
+// releaseSpaceLocked wakes callers waiting for room.
+func (c *Conn) releaseSpaceLocked() {
+	if c.w.space != nil {
+		close(c.w.space)
+		c.w.space = nil
+	}
+}
+
+// keepSpareLocked keeps a written buffer for reuse unless it grew large.
+func (c *Conn) keepSpareLocked(out []byte) {
+	if cap(out) <= 1<<20 {
+		c.w.spare = out[:0]
+	}
+}
+
+// batch is what the writer takes from the queue for one write.
+type batch struct {
+	out     []byte
+	fds     []int
+	closers []io.Closer
+	wc      net.Conn
+	lend    chan struct{} // the batch ends at a mark: lend the socket after it
+	closing bool
+}
+
+func (c *Conn) writeLoop() {
+	defer func() {
+		close(c.writerDone)
+		<-c.readerDone
+		c.handlers.Wait()
+		c.finish()
+	}()
+	var b batch
+	for {
+		<-c.wake
+		c.gather()
+		ok, exit := c.takeBatch(&b)
+		if exit {
+			return
+		}
+		if !ok {
+			continue // nothing to do, or the socket is someone else's
+		}
+		if len(b.out) > 0 {
+			if err := c.write(&b); err != nil {
+				c.fail(err)
+				return
+			}
+			for _, f := range b.closers {
+				f.Close()
+			}
+		}
+		c.endBatch(&b)
+		b = batch{}
+	}
+}
+
+// gather lets the callers woken by the same read queue their boxes before
+// the writer takes the queue: one write for a whole wave.
+func (c *Conn) gather() {
+	runtime.Gosched()
+	for range maxYields {
+		n := c.wseq.Load()
+		runtime.Gosched()
+		if c.wseq.Load() == n && c.waking.Load() == 0 || c.wbytes.Load() >= flushEarly {
+			return
+		}
+	}
+}
+
+// takeBatch fills b with the writer's next batch; !ok: there is none to
+// write now; exit: the writer is done.
+func (c *Conn) takeBatch(b *batch) (ok, exit bool) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	switch {
+	case c.w.err != nil || c.w.stop:
+		return false, true
+	case c.w.owner == ownerLent && c.w.closing:
+		// Closed while lent (a handshake, a switch answer awaited): the
+		// borrower learns it from the socket.
+		c.nc.Close()
+		return false, true
+	case c.w.owner != ownerNone:
+		return false, false // its owner wakes us when it is done
+	case len(c.w.buf) == 0:
+		if c.w.closing {
+			c.nc.Close()
+			return false, true
+		}
+		return false, false
+	}
+	*b = batch{out: c.w.buf, wc: c.w.wconn, closing: c.w.closing}
+	if c.w.mark >= 0 {
+		// Up to the mark now; the rest waits for the socket to come back.
+		c.w.buf = append(c.w.spare[:0], b.out[c.w.mark:]...)
+		b.out = b.out[:c.w.mark]
+		b.lend = c.w.paused
+		c.w.mark, c.w.paused = -1, nil
+	} else {
+		c.w.buf = c.w.spare[:0]
+	}
+	c.w.spare = nil
+	c.wbytes.Store(int64(len(c.w.buf)))
+	if len(b.out) > 0 { // descriptors need stream bytes to ride on
+		b.fds, b.closers = c.w.fdsOut, c.w.fdsClose
+		c.w.fdsOut, c.w.fdsClose = nil, nil
+	}
+	c.w.owner = ownerWriter
+	c.releaseSpaceLocked()
+	return true, false
+}
+
+// endBatch gives the socket back, or lends it at a mark.
+func (c *Conn) endBatch(b *batch) {
+	c.wmu.Lock()
+	c.keepSpareLocked(b.out)
+	c.w.owner = ownerNone
+	if b.lend != nil {
+		c.w.owner = ownerLent
+		// The new user of the socket must not inherit our deadline.
+		b.wc.SetWriteDeadline(time.Time{})
+		c.dlSet = time.Time{}
+	}
+	more := len(c.w.buf) > 0 && c.w.owner == ownerNone || c.w.closing
+	c.wmu.Unlock()
+	if b.lend != nil {
+		close(b.lend)
+	}
+	if more {
+		c.signalWriter()
+	}
+}
+
+// write sends one batch, in chunks whose deadline measures progress.
+func (c *Conn) write(b *batch) error {
+	if len(b.fds) > 0 {
+		c.armDeadline(b, true)
+		return c.writeWithFDs(b.out, b.fds)
+	}
+	for out := b.out; len(out) > 0; {
+		n := min(len(out), writeChunk)
+		c.armDeadline(b, len(b.out) > writeChunk)
+		if _, err := b.wc.Write(out[:n]); err != nil {
+			return err
+		}
+		out = out[n:]
+	}
+	return nil
+}
+
+// armDeadline sets the write deadline for the writer's next Write. To
+// spare a timer update per write, a deadline armed less than half a
+// timeout ago is kept unless force is set: a Write always has between
+// half and all of WriteTimeout. Only the writer calls it, as owner.
+func (c *Conn) armDeadline(b *batch, force bool) {
+	if b.closing {
+		b.wc.SetWriteDeadline(time.Now().Add(finalFlushTimeout))
+		c.dlSet = time.Time{}
+		return
+	}
+	if c.cfg.WriteTimeout < 0 {
+		return
+	}
+	now := time.Now()
+	if !force && !c.dlSet.IsZero() && now.Sub(c.dlSet) < c.cfg.WriteTimeout/2 {
+		return
+	}
+	b.wc.SetWriteDeadline(now.Add(c.cfg.WriteTimeout))
+	c.dlSet = now
+}
+
+// resumeWriter gives a lent socket back to the writer; with stop the
+// writer exits instead, leaving the connection to whoever took it over.
+func (c *Conn) resumeWriter(stop bool, wconn net.Conn) {
+	c.wmu.Lock()
+	c.w.stop = stop
+	if c.w.owner == ownerLent {
+		c.w.owner = ownerNone
+	}
+	c.w.locked = nil
+	if wconn != nil {
+		c.w.wconn = wconn
+	}
+	c.wmu.Unlock()
+	// Wake the writer: to send what queued up behind the mark, or to exit.
+	c.signalWriter()
+}
+
+// writeConn is the connection the writer writes to (nc, or TLS over it).
+func (c *Conn) writeConn() net.Conn {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.w.wconn
+}
