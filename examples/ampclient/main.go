@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/big"
 	"os"
 	"time"
 
@@ -32,15 +33,15 @@ func run(addr string) error {
 		return err
 	}
 	defer c.Close()
-	sum, err := arith.Sum.Call(ctx, c, arith.SumArgs{A: 13, B: 81})
+	sum, err := arith.Sum.Call(ctx, c, arith.SumArgs{A: big.NewInt(13), B: big.NewInt(81)})
 	if err != nil {
 		return fmt.Errorf("Sum: %w", err)
 	}
 	fmt.Println("Done with math:", sum.Total)
-	if sum.Total != 94 {
+	if sum.Total.Cmp(big.NewInt(94)) != 0 {
 		return fmt.Errorf("Sum(13, 81) = %d", sum.Total)
 	}
-	_, err = arith.Divide.Call(ctx, c, arith.DivideArgs{Numerator: 1234, Denominator: 0})
+	_, err = arith.Divide.Call(ctx, c, arith.DivideArgs{Numerator: big.NewInt(1234), Denominator: big.NewInt(0)})
 	if !errors.Is(err, arith.ErrZeroDivision) {
 		return fmt.Errorf("Divide(1234, 0) did not fail with ZERO_DIVISION: %v", err)
 	}

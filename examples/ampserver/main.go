@@ -1,5 +1,7 @@
 // Command ampserver serves the Sum and Divide commands of Twisted's AMP
 // example; Twisted's ampclient.py and examples/ampclient both talk to it.
+// Its integers have no size limit, as Python's: Sum(2**62, 2**62) is
+// 2**63.
 package main
 
 import (
