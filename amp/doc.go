@@ -51,7 +51,7 @@
 //	Descriptor  *os.File                               an ordinal; the file travels as SCM_RIGHTS
 //	ListOf(T)   []T, T any of these but Descriptor     each element behind a 2-byte length
 //	AmpList     []S, S a struct with amp tags          S's boxes, back to back
-//	as T        *T, T any of these                     as T; nil is absent
+//	as T        *T, T any of these                     as T; nil is absent (refused in a list)
 //
 // Decoding accepts what Twisted's fromString accepts and nothing more. A
 // value that does not fit the Go type (an Integer beyond int64, a Float
