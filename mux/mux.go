@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/soheilhy/cmux"
@@ -72,8 +71,6 @@ type Server struct {
 	serving sync.WaitGroup // owned servers
 	once    sync.Once
 	done    chan struct{}
-	errMu   sync.Mutex
-	errs    []error
 }
 
 // New prepares a Server on l; call Serve to start it. The Server owns l.
@@ -148,20 +145,11 @@ func (s *Server) route(c Class, m cmux.Matcher) {
 }
 
 // Conn is a connection handed out by a class listener: reads replay the
-// sniffed bytes first; SyscallConn reaches the socket, so that a server can
-// write to it directly (amp/conn does, to spare a goroutine hand-off).
+// sniffed bytes first. It hides the socket (no SyscallConn): reading from
+// it directly would skip those bytes.
 type Conn struct {
 	net.Conn
 	raw net.Conn
-}
-
-// SyscallConn returns the underlying socket's, for writes only: reading
-// from it would skip the sniffed bytes.
-func (c *Conn) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := c.raw.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errors.ErrUnsupported
 }
 
 // CloseWrite half-closes the underlying connection when it can.
@@ -233,9 +221,6 @@ func (s *Server) serveOwned(run func() error, closed error) {
 	go func() {
 		defer s.serving.Done()
 		if err := run(); err != nil && !errors.Is(err, closed) && !errors.Is(err, ErrServerClosed) {
-			s.errMu.Lock()
-			s.errs = append(s.errs, err)
-			s.errMu.Unlock()
 			s.cfg.Logger.Error("mux: server stopped", "err", err)
 		}
 	}()
