@@ -18,5 +18,5 @@
 //	go httpServer.Serve(m.HTTP())
 //	m.Serve()
 //
-// or let the mux run them: Config.AMP and Config.HTTP.
+// or let the mux run them: Config.AMP (any Service) and Config.HTTP.
 package mux

@@ -156,4 +156,13 @@ func (l *classListener) Close() error {
 	return nil
 }
 
+func (l *classListener) isClosed() bool {
+	select {
+	case <-l.closed:
+		return true
+	default:
+		return false
+	}
+}
+
 func (l *classListener) Addr() net.Addr { return l.s.root.Addr() }

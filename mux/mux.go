@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/soheilhy/cmux"
-
-	"github.com/ampmux/ampmux/amp/conn"
 )
 
 const (
@@ -34,8 +32,17 @@ var (
 	ErrListenerClosed = errors.New("mux: listener closed")
 )
 
-// Config configures a Server. The zero value sniffs AMP, TLS, h2c and
-// HTTP/1 with the default limits and closes everything else.
+// Service is a server the mux can run on a class's listener and stop:
+// *conn.Server and *http.Server are ones.
+type Service interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
+// Config configures a Server; New reads it, later changes are not seen.
+// The zero value sniffs AMP, TLS, h2c and HTTP/1 with the default limits
+// and closes everything else.
 type Config struct {
 	// SniffTimeout bounds sniffing (default DefaultSniffTimeout).
 	SniffTimeout time.Duration
@@ -48,10 +55,18 @@ type Config struct {
 	// SniffTimeout passes to that class (say ClassHTTP1, for clients that
 	// wait for the server to speak first); otherwise they are closed.
 	OnTimeout *Class
-	// AMP and HTTP, if set, are served by Serve on their classes' listeners
-	// and shut down by Shutdown. HTTP serves HTTP/1 and h2c (with
-	// prior knowledge): its Protocols are set to allow unencrypted HTTP/2.
-	AMP  *conn.Server
+	// AMP, if set (a *conn.Server usually), is run by Serve on the AMP
+	// listener and stopped by Shutdown and Close.
+	AMP Service
+	// HTTP, if set, is run by Serve on the HTTP/1 and h2c listeners and
+	// stopped by Shutdown and Close. The mux never writes to it. A non-nil
+	// Protocols is obeyed: HTTP answers h2c as on a port of its own
+	// (without UnencryptedHTTP2, net/http hands the preface to the handler
+	// as a "PRI *" request). If Protocols is nil and TLSNextProto does not
+	// turn HTTP/2 off, the mux adds h2c through an http.Server of its own
+	// with HTTP's handler, timeouts, limits, hooks and logger (not its
+	// RegisterOnShutdown functions): stop HTTP through the mux, not
+	// directly, or that one keeps serving.
 	HTTP *http.Server
 	// Logger receives sniffing failures at debug level and Accept errors
 	// (default slog.Default()).
@@ -67,10 +82,19 @@ type Server struct {
 	root    *rootListener
 	cm      cmux.CMux
 	classes [numClasses]*classListener
+	runs    []run     // what Serve starts
+	owned   []Service // what Shutdown and Close stop
 	pumps   sync.WaitGroup
 	serving sync.WaitGroup // owned servers
 	once    sync.Once
+	mu      sync.Mutex // orders starting owned servers before stopping
 	done    chan struct{}
+}
+
+// run is an owned server on one class's listener.
+type run struct {
+	srv Service
+	l   *classListener
 }
 
 // New prepares a Server on l; call Serve to start it. The Server owns l.
@@ -113,7 +137,52 @@ func New(l net.Listener, cfg Config) *Server {
 	if cfg.OnTimeout != nil {
 		s.route(*cfg.OnTimeout, matchTimedOut)
 	}
+	if cfg.AMP != nil {
+		s.runs = append(s.runs, run{cfg.AMP, s.classes[ClassAMP]})
+		s.owned = append(s.owned, cfg.AMP)
+	}
+	if hs := cfg.HTTP; hs != nil {
+		s.runs = append(s.runs, run{hs, s.classes[ClassHTTP1]})
+		s.owned = append(s.owned, hs)
+		if h2 := h2cFor(hs); h2 != nil {
+			s.runs = append(s.runs, run{h2, s.classes[ClassHTTP2]})
+			s.owned = append(s.owned, h2)
+		} else {
+			s.runs = append(s.runs, run{hs, s.classes[ClassHTTP2]})
+		}
+	}
 	return s
+}
+
+// h2cFor returns the server that answers h2c for hs when hs leaves the
+// protocols to net/http's defaults (which have no h2c), or nil. It copies
+// fields, not the struct, which holds locks; TLSNextProto stays out since
+// net/http writes to it.
+func h2cFor(hs *http.Server) *http.Server {
+	if hs.Protocols != nil {
+		return nil
+	}
+	if _, h2 := hs.TLSNextProto["h2"]; hs.TLSNextProto != nil && !h2 {
+		return nil // HTTP/2 turned off the old way
+	}
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Addr:                         hs.Addr,
+		Handler:                      hs.Handler,
+		DisableGeneralOptionsHandler: hs.DisableGeneralOptionsHandler,
+		ReadTimeout:                  hs.ReadTimeout,
+		ReadHeaderTimeout:            hs.ReadHeaderTimeout,
+		WriteTimeout:                 hs.WriteTimeout,
+		IdleTimeout:                  hs.IdleTimeout,
+		MaxHeaderBytes:               hs.MaxHeaderBytes,
+		ConnState:                    hs.ConnState,
+		ErrorLog:                     hs.ErrorLog,
+		BaseContext:                  hs.BaseContext,
+		ConnContext:                  hs.ConnContext,
+		HTTP2:                        hs.HTTP2,
+		Protocols:                    p,
+	}
 }
 
 // route makes cmux deliver connections that match m to class c.
@@ -194,19 +263,21 @@ func (s *Server) Addr() net.Addr { return s.root.Addr() }
 
 // Serve accepts connections and routes them until Shutdown or Close, then
 // returns ErrServerClosed; it also runs Config.AMP and Config.HTTP.
+//
+// An owned server whose Serve returns is logged as an error unless it was
+// stopped: the mux is closing, or its listener was closed (as
+// conn.Server's and http.Server's Shutdown and Close do, whatever error
+// their Serve returns then).
 func (s *Server) Serve() error {
-	if s.cfg.AMP != nil {
-		s.serveOwned(func() error { return s.cfg.AMP.Serve(s.AMP()) }, conn.ErrServerClosed)
-	}
-	if hs := s.cfg.HTTP; hs != nil {
-		if hs.Protocols == nil {
-			hs.Protocols = new(http.Protocols)
-			hs.Protocols.SetHTTP1(true)
+	s.mu.Lock()
+	select {
+	case <-s.done: // stopped before Serve: nothing to run
+	default:
+		for _, r := range s.runs {
+			s.serveOwned(r)
 		}
-		hs.Protocols.SetUnencryptedHTTP2(true)
-		s.serveOwned(func() error { return hs.Serve(s.HTTP()) }, http.ErrServerClosed)
-		s.serveOwned(func() error { return hs.Serve(s.HTTP2()) }, http.ErrServerClosed)
 	}
+	s.mu.Unlock()
 	err := s.cm.Serve()
 	select {
 	case <-s.done:
@@ -216,12 +287,18 @@ func (s *Server) Serve() error {
 	}
 }
 
-func (s *Server) serveOwned(run func() error, closed error) {
+func (s *Server) serveOwned(r run) {
 	s.serving.Add(1)
 	go func() {
 		defer s.serving.Done()
-		if err := run(); err != nil && !errors.Is(err, closed) && !errors.Is(err, ErrServerClosed) {
-			s.cfg.Logger.Error("mux: server stopped", "err", err)
+		err := r.srv.Serve(r.l)
+		if err == nil || r.l.isClosed() {
+			return
+		}
+		select {
+		case <-s.done:
+		default:
+			s.cfg.Logger.Error("mux: server stopped", "class", r.l.class.String(), "err", err)
 		}
 	}()
 }
@@ -241,11 +318,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		mu.Unlock()
 	}
-	if s.cfg.AMP != nil {
-		wg.Go(func() { note(s.cfg.AMP.Shutdown(ctx)) })
-	}
-	if s.cfg.HTTP != nil {
-		wg.Go(func() { note(s.cfg.HTTP.Shutdown(ctx)) })
+	for _, srv := range s.owned {
+		wg.Go(func() { note(srv.Shutdown(ctx)) })
 	}
 	wg.Wait()
 	s.serving.Wait()
@@ -256,11 +330,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // connections included.
 func (s *Server) Close() error {
 	s.stop()
-	if s.cfg.AMP != nil {
-		s.cfg.AMP.Close()
-	}
-	if s.cfg.HTTP != nil {
-		s.cfg.HTTP.Close()
+	for _, srv := range s.owned {
+		srv.Close()
 	}
 	s.serving.Wait()
 	return nil
@@ -268,7 +339,9 @@ func (s *Server) Close() error {
 
 func (s *Server) stop() {
 	s.once.Do(func() {
+		s.mu.Lock()
 		close(s.done)
+		s.mu.Unlock()
 		s.root.Close()
 		s.cm.Close()
 		s.root.closeSniffing()

@@ -1,10 +1,12 @@
 package mux_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -12,12 +14,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -31,9 +35,23 @@ import (
 	"github.com/ampmux/ampmux/mux"
 )
 
+// Both servers the mux is meant to run fit Config.AMP.
+var (
+	_ mux.Service = (*conn.Server)(nil)
+	_ mux.Service = (*http.Server)(nil)
+)
+
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// Gate is answered once the test releases it, so that a test knows a call
+// is in flight.
+type gateReply struct {
+	Done string `amp:"done"`
+}
+
+var gateCmd = amp.NewCommand[struct{}, gateReply]("Gate", amp.Spec{})
 
 type shared struct {
 	addr   string
@@ -41,10 +59,72 @@ type shared struct {
 	ca     *pki.CA
 	client *tls.Config
 	served chan error
+	http   *http.Client
+	h2c    *http.Client
+
+	accepted chan struct{} // a token per connection the port accepted
+
+	started     chan string   // a gated call or request arrived
+	release     chan struct{} // closed by releaseGate
+	releaseOnce sync.Once
+
+	ampShutdown  chan struct{} // closed when the mux shuts AMP down
+	httpShutdown chan struct{} // closed when the mux shuts HTTP down
 }
 
-// startShared serves AMP (demo commands, StartTLS, an echo switch) and HTTP
-// on one port.
+func (s *shared) releaseGate() { s.releaseOnce.Do(func() { close(s.release) }) }
+
+// waitAccepted returns once the port has accepted n connections in all.
+func (s *shared) waitAccepted(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		recv(t, s.accepted)
+	}
+}
+
+// recv waits for a value on ch; it fails the test if none comes.
+func recv[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(20 * time.Second):
+		t.Fatal("timed out waiting")
+		panic("unreachable")
+	}
+}
+
+// countingListener reports each accepted connection on accepted.
+type countingListener struct {
+	net.Listener
+	accepted chan struct{}
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err == nil {
+		select {
+		case l.accepted <- struct{}{}:
+		default:
+		}
+	}
+	return nc, err
+}
+
+// watched reports when the mux shuts its AMP server down.
+type watched struct {
+	mux.Service
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (w *watched) Shutdown(ctx context.Context) error {
+	w.once.Do(func() { close(w.ch) })
+	return w.Service.Shutdown(ctx)
+}
+
+// startShared serves AMP (demo commands, StartTLS, an echo switch, Gate)
+// and HTTP on one port.
 func startShared(t *testing.T, cfg mux.Config) *shared {
 	ca, err := pki.NewCA("mux CA")
 	require.NoError(t, err)
@@ -52,6 +132,9 @@ func startShared(t *testing.T, cfg mux.Config) *shared {
 	require.NoError(t, err)
 	cli, err := ca.Client("alice")
 	require.NoError(t, err)
+	s := &shared{ca: ca, served: make(chan error, 1), accepted: make(chan struct{}, 4096),
+		started: make(chan string, 16), release: make(chan struct{}),
+		ampShutdown: make(chan struct{}), httpShutdown: make(chan struct{})}
 	reg := switching.NewRegistry()
 	reg.Register("echo", func(c net.Conn, _ switching.Info) {
 		defer c.Close()
@@ -60,32 +143,70 @@ func startShared(t *testing.T, cfg mux.Config) *shared {
 	m := amp.NewMux()
 	demo.Register(m)
 	reg.Install(m)
-	cfg.AMP = &conn.Server{Config: conn.Config{Handler: m, Logger: quiet(), BoxTimeout: time.Second, TLS: &tls.Config{
+	amp.Handle(m, gateCmd, func(ctx context.Context, _ struct{}) (gateReply, error) {
+		s.started <- "amp"
+		select {
+		case <-s.release:
+			return gateReply{Done: "amp"}, nil
+		case <-ctx.Done():
+			return gateReply{}, ctx.Err()
+		}
+	})
+	cfg.AMP = &watched{ch: s.ampShutdown, Service: &conn.Server{Config: conn.Config{Handler: m, Logger: quiet(), BoxTimeout: time.Second, TLS: &tls.Config{
 		Certificates: []tls.Certificate{srvCert.TLS()}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven,
-	}}}
+	}}}}
 	mx := http.NewServeMux()
 	mx.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello "+r.Method+" "+r.Proto)
 	})
-	mx.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(300 * time.Millisecond)
-		io.WriteString(w, "slow done")
+	mx.HandleFunc("/gate", func(w http.ResponseWriter, r *http.Request) {
+		s.started <- "http"
+		select {
+		case <-s.release:
+			io.WriteString(w, "http")
+		case <-r.Context().Done():
+		}
 	})
-	cfg.HTTP = httpfallback.Server(mx)
+	hs := httpfallback.Server(mx)
+	hs.RegisterOnShutdown(func() { close(s.httpShutdown) })
+	cfg.HTTP = hs
 	if cfg.Logger == nil {
 		cfg.Logger = quiet()
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	s := &shared{addr: l.Addr().String(), ca: ca, served: make(chan error, 1)}
+	s.addr = l.Addr().String()
 	s.client = &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cli.TLS()}, ServerName: "localhost"}
-	s.m = mux.New(l, cfg)
+	s.http, s.h2c = clients(t)
+	s.m = mux.New(countingListener{l, s.accepted}, cfg)
 	go func() { s.served <- s.m.Serve() }()
 	t.Cleanup(func() {
+		s.releaseGate()
 		s.m.Close()
 		<-s.served
 	})
 	return s
+}
+
+// clients returns an HTTP/1 client and an h2c (prior knowledge) one.
+func clients(t *testing.T) (h1, h2c *http.Client) {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	h1 = &http.Client{Transport: &http.Transport{}, Timeout: 20 * time.Second}
+	h2c = &http.Client{Transport: &http.Transport{Protocols: &p}, Timeout: 20 * time.Second}
+	t.Cleanup(h1.CloseIdleConnections)
+	t.Cleanup(h2c.CloseIdleConnections)
+	return h1, h2c
+}
+
+func get(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -94,39 +215,54 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func ampSum(t *testing.T, addr string) {
-	t.Helper()
-	ctx := ctxT(t)
+func ampSum(ctx context.Context, addr string) error {
 	c, err := conn.Dial(ctx, "tcp", addr, &conn.Config{Logger: quiet()})
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	defer c.Close()
 	r, err := demo.Sum.Call(ctx, c, demo.SumArgs{A: big.NewInt(13), B: big.NewInt(81)})
-	require.NoError(t, err)
-	require.Equal(t, int64(94), r.Total.Int64())
+	if err != nil {
+		return err
+	}
+	if r.Total.Int64() != 94 {
+		return fmt.Errorf("13 + 81 = %v", r.Total)
+	}
+	return nil
 }
 
-func curl(t *testing.T, args ...string) string {
-	t.Helper()
+func curl(args ...string) (string, error) {
 	out, err := exec.Command("curl", append([]string{"-sS", "--max-time", "10"}, args...)...).CombinedOutput()
-	require.NoError(t, err, "curl %v: %s", args, out)
-	return string(out)
+	if err != nil {
+		return "", fmt.Errorf("curl %v: %w: %s", args, err, out)
+	}
+	return string(out), nil
+}
+
+// expectCurl is safe in goroutines: it never stops the test.
+func expectCurl(t *testing.T, want string, args ...string) {
+	got, err := curl(args...)
+	if assert.NoError(t, err) {
+		assert.Equal(t, want, got)
+	}
 }
 
 func TestRealClientsShareThePort(t *testing.T) {
 	s := startShared(t, mux.Config{})
+	ctx := ctxT(t)
 	url := "http://" + s.addr + "/"
 	var wg sync.WaitGroup
 	for range 4 { // at the same time
-		wg.Go(func() { ampSum(t, s.addr) })
-		wg.Go(func() { require.Equal(t, "hello GET HTTP/1.1", curl(t, url)) })
-		wg.Go(func() { require.Equal(t, "hello GET HTTP/2.0", curl(t, "--http2-prior-knowledge", url)) })
-		wg.Go(func() { require.Equal(t, "hello PATCH HTTP/1.1", curl(t, "-X", "PATCH", url)) })
-		wg.Go(func() { require.Equal(t, "hello PROPFIND HTTP/1.1", curl(t, "-X", "PROPFIND", url)) })
+		wg.Go(func() { assert.NoError(t, ampSum(ctx, s.addr)) })
+		wg.Go(func() { expectCurl(t, "hello GET HTTP/1.1", url) })
+		wg.Go(func() { expectCurl(t, "hello GET HTTP/2.0", "--http2-prior-knowledge", url) })
+		wg.Go(func() { expectCurl(t, "hello PATCH HTTP/1.1", "-X", "PATCH", url) })
+		wg.Go(func() { expectCurl(t, "hello PROPFIND HTTP/1.1", "-X", "PROPFIND", url) })
 	}
 	wg.Wait()
 
 	// StartTLS and a protocol switch through the shared port.
-	c, err := switching.Dial(ctxT(t), s.addr, "echo", s.client)
+	c, err := switching.Dial(ctx, s.addr, "echo", s.client)
 	require.NoError(t, err)
 	defer c.Close()
 	_, err = c.Write([]byte("through the shared port"))
@@ -162,8 +298,10 @@ func TestHostileInputIsClosed(t *testing.T) {
 			require.Less(t, time.Since(start), 15*time.Second)
 		})
 	}
-	ampSum(t, s.addr)
-	require.Equal(t, "hello GET HTTP/1.1", curl(t, "http://"+s.addr+"/"))
+	require.NoError(t, ampSum(ctxT(t), s.addr))
+	got, err := curl("http://" + s.addr + "/")
+	require.NoError(t, err)
+	require.Equal(t, "hello GET HTTP/1.1", got)
 }
 
 // With 500 silent and 100 trickling connections, new clients still get
@@ -206,19 +344,17 @@ func TestSlowClientsDoNotStarveOthers(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(200 * time.Millisecond)
+	s.waitAccepted(t, 600) // all of them hold sniffing slots
+	ctx := ctxT(t)
 	for range 3 {
 		start := time.Now()
-		ampSum(t, s.addr)
+		require.NoError(t, ampSum(ctx, s.addr))
 		require.Less(t, time.Since(start), 300*time.Millisecond, "AMP call")
 		start = time.Now()
-		resp, err := http.Get("http://" + s.addr + "/")
+		_, err := get(s.http, "http://"+s.addr+"/")
 		require.NoError(t, err)
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 		require.Less(t, time.Since(start), 300*time.Millisecond, "HTTP request")
 	}
-	http.DefaultClient.CloseIdleConnections()
 }
 
 func TestOtherAndOnTimeout(t *testing.T) {
@@ -245,7 +381,7 @@ func TestOtherAndOnTimeout(t *testing.T) {
 	require.NoError(t, err)
 	defer pg.Close()
 	pg.Write([]byte{0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f})
-	require.Equal(t, "\x00\x00\x00\x08\x04\xd2\x16\x2f", <-got)
+	require.Equal(t, "\x00\x00\x00\x08\x04\xd2\x16\x2f", recv(t, got))
 	// A client that waits for the server gets there after the timeout.
 	quietClient, err := net.Dial("tcp", s.addr)
 	require.NoError(t, err)
@@ -255,7 +391,7 @@ func TestOtherAndOnTimeout(t *testing.T) {
 	_, err = io.ReadFull(quietClient, line)
 	require.NoError(t, err)
 	quietClient.Write([]byte("12345678"))
-	require.Equal(t, "12345678", <-got)
+	require.Equal(t, "12345678", recv(t, got))
 }
 
 func TestClosingAClassKeepsThePort(t *testing.T) {
@@ -263,49 +399,63 @@ func TestClosingAClassKeepsThePort(t *testing.T) {
 	require.NoError(t, s.m.TLS().Close())
 	_, err := s.m.TLS().Accept()
 	require.ErrorIs(t, err, mux.ErrListenerClosed)
-	ampSum(t, s.addr)
+	require.NoError(t, ampSum(ctxT(t), s.addr))
 }
 
 func TestShutdownDrains(t *testing.T) {
 	s := startShared(t, mux.Config{})
 	ctx := ctxT(t)
-	c, err := conn.Dial(ctx, "tcp", s.addr, &conn.Config{Logger: quiet()})
-	require.NoError(t, err)
-	defer c.Close()
 	idle, err := net.Dial("tcp", s.addr) // still sniffing when Shutdown starts
 	require.NoError(t, err)
 	defer idle.Close()
+	// Accepted first, so being sniffed by the time the calls below arrive.
+	s.waitAccepted(t, 1)
+	c, err := conn.Dial(ctx, "tcp", s.addr, &conn.Config{Logger: quiet()})
+	require.NoError(t, err)
+	defer c.Close()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		r, err := demo.Slow.Call(ctx, c, demo.SlowArgs{Delay: 0.3})
-		require.NoError(t, err)
-		require.Equal(t, 0.3, r.Slept)
+		r, err := gateCmd.Call(ctx, c, struct{}{})
+		assert.NoError(t, err)
+		assert.Equal(t, "amp", r.Done)
 	})
 	wg.Go(func() {
-		resp, err := http.Get("http://" + s.addr + "/slow")
-		require.NoError(t, err)
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.Equal(t, "slow done", string(body))
+		body, err := get(s.http, "http://"+s.addr+"/gate")
+		assert.NoError(t, err)
+		assert.Equal(t, "http", body)
 	})
-	time.Sleep(100 * time.Millisecond)
-	require.NoError(t, s.m.Shutdown(ctx))
-	wg.Wait()
-	require.ErrorIs(t, <-s.served, mux.ErrServerClosed)
-	s.served <- nil // for the cleanup
+	recv(t, s.started)
+	recv(t, s.started)
+
+	shut := make(chan error, 1)
+	go func() { shut <- s.m.Shutdown(ctx) }()
+	recv(t, s.ampShutdown)
+	recv(t, s.httpShutdown)
 	_, err = net.Dial("tcp", s.addr)
 	require.Error(t, err, "no longer accepting")
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned with a call and a request in flight: %v", err)
+	default:
+	}
+	s.releaseGate()
+	require.NoError(t, recv(t, shut))
+	wg.Wait()
+	require.ErrorIs(t, recv(t, s.served), mux.ErrServerClosed)
+	s.served <- nil // for the cleanup
 	idle.SetReadDeadline(time.Now().Add(2 * time.Second))
 	_, err = idle.Read(make([]byte, 1))
 	require.ErrorIs(t, err, io.EOF, "sniffing connection closed")
-	http.DefaultClient.CloseIdleConnections()
 }
 
-// flakyListener fails Accept with a temporary error n times.
-type flakyListener struct {
-	net.Listener
-	fails atomic.Int32
-	tries atomic.Int32
+// fakeListener fails Accept with a temporary error while fails is set,
+// then hands out conns; it never touches the network, for synctest.
+type fakeListener struct {
+	fails  atomic.Bool
+	tries  atomic.Int32
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
 }
 
 type tempErr struct{}
@@ -314,38 +464,55 @@ func (tempErr) Error() string   { return "temporary" }
 func (tempErr) Temporary() bool { return true }
 func (tempErr) Timeout() bool   { return false }
 
-func (f *flakyListener) Accept() (net.Conn, error) {
+func (f *fakeListener) Accept() (net.Conn, error) {
 	f.tries.Add(1)
-	if f.fails.Add(-1) >= 0 {
+	if f.fails.Load() {
 		return nil, tempErr{}
 	}
-	return f.Listener.Accept()
+	select {
+	case nc := <-f.conns:
+		return nc, nil
+	case <-f.closed:
+		return nil, net.ErrClosed
+	}
 }
 
+func (f *fakeListener) Close() error {
+	f.once.Do(func() { close(f.closed) })
+	return nil
+}
+
+func (f *fakeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
 func TestTemporaryAcceptErrorsBackOff(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	fl := &flakyListener{Listener: l}
-	fl.fails.Store(1 << 30) // fail for as long as the test looks
-	m := amp.NewMux()
-	demo.Register(m)
-	s := mux.New(fl, mux.Config{Logger: quiet(), AMP: &conn.Server{Config: conn.Config{Handler: m}}})
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	time.Sleep(500 * time.Millisecond)
-	require.Less(t, fl.tries.Load(), int32(20), "Accept retried in a busy loop")
-	fl.fails.Store(0)
-	require.Eventually(t, func() bool {
-		c, err := net.DialTimeout("tcp", l.Addr().String(), time.Second)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	}, 3*time.Second, 10*time.Millisecond)
-	ampSum(t, l.Addr().String())
-	require.NoError(t, s.Close())
-	require.ErrorIs(t, <-done, mux.ErrServerClosed)
+	synctest.Test(t, func(t *testing.T) {
+		fl := &fakeListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+		fl.fails.Store(true)
+		s := mux.New(fl, mux.Config{Logger: quiet()})
+		done := make(chan error, 1)
+		go func() { done <- s.Serve() }()
+		time.Sleep(time.Second) // of the bubble's clock
+		synctest.Wait()
+		// 5 ms doubling up to 1 s: 8 tries in the first second.
+		require.Less(t, fl.tries.Load(), int32(12), "Accept retried in a busy loop")
+		require.GreaterOrEqual(t, fl.tries.Load(), int32(5), "Accept not retried")
+
+		fl.fails.Store(false)
+		client, server := net.Pipe()
+		defer client.Close()
+		fl.conns <- server
+		go client.Write([]byte("\x00\x04Ping"))
+		nc, err := s.AMP().Accept()
+		require.NoError(t, err)
+		defer nc.Close()
+		got := make([]byte, 6)
+		_, err = io.ReadFull(nc, got)
+		require.NoError(t, err)
+		require.Equal(t, "\x00\x04Ping", string(got))
+
+		require.NoError(t, s.Close())
+		require.ErrorIs(t, <-done, mux.ErrServerClosed)
+	})
 }
 
 func TestSniffingCap(t *testing.T) {
@@ -355,14 +522,11 @@ func TestSniffingCap(t *testing.T) {
 		require.NoError(t, err)
 		defer c.Close()
 	}
-	time.Sleep(50 * time.Millisecond)
+	s.waitAccepted(t, 2) // both slots taken
 	start := time.Now()
-	ampSum(t, s.addr) // waits until a silent one times out
+	require.NoError(t, ampSum(ctxT(t), s.addr)) // waits until a silent one times out
 	require.Greater(t, time.Since(start), 400*time.Millisecond)
 }
-
-var _ = errors.New
-var _ = strings.Repeat
 
 // Twisted's AMP client reaches the Go AMP server through the shared port
 // while curl uses it too.
@@ -371,7 +535,7 @@ func TestTwistedClientThroughSharedPort(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for range 5 {
-			require.Equal(t, "hello GET HTTP/2.0", curl(t, "--http2-prior-knowledge", "http://"+s.addr+"/"))
+			expectCurl(t, "hello GET HTTP/2.0", "--http2-prior-knowledge", "http://"+s.addr+"/")
 		}
 	})
 	res := interop.RunTwistedClient(t, s.addr, "--only", "sum_*,divide_*,echo_all_arguments,unknown_command,notify_no_answer")
@@ -380,4 +544,192 @@ func TestTwistedClientThroughSharedPort(t *testing.T) {
 	for name, detail := range res {
 		require.Empty(t, detail, name)
 	}
+}
+
+// startHTTP runs hs alone behind a mux.
+func startHTTP(t *testing.T, hs *http.Server) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	m := mux.New(l, mux.Config{HTTP: hs, Logger: quiet()})
+	served := make(chan error, 1)
+	go func() { served <- m.Serve() }()
+	t.Cleanup(func() {
+		m.Close()
+		<-served
+	})
+	return l.Addr().String()
+}
+
+// h2cAsHTTP1 sends the h2c preface and returns the HTTP/1 answer's body,
+// or "not HTTP/1" (HTTP/2 frames, say).
+func h2cAsHTTP1(t *testing.T, addr string) string {
+	nc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.WriteString(nc, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	require.NoError(t, err)
+	br := bufio.NewReader(nc)
+	if head, err := br.Peek(5); err != nil || string(head) != "HTTP/" {
+		return "not HTTP/1"
+	}
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(body)
+}
+
+func TestHTTPProtocols(t *testing.T) {
+	proto := func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Method+" "+r.Proto) }
+
+	t.Run("nil Protocols: HTTP/1 and h2c, the server left alone", func(t *testing.T) {
+		var states atomic.Int32
+		hs := &http.Server{Handler: http.HandlerFunc(proto), ConnState: func(net.Conn, http.ConnState) { states.Add(1) }}
+		addr := startHTTP(t, hs)
+		h1, h2c := clients(t)
+		got, err := get(h1, "http://"+addr+"/")
+		require.NoError(t, err)
+		require.Equal(t, "GET HTTP/1.1", got)
+		before := states.Load()
+		got, err = get(h2c, "http://"+addr+"/")
+		require.NoError(t, err)
+		require.Equal(t, "GET HTTP/2.0", got)
+		require.Greater(t, states.Load(), before, "h2c connections reach hs.ConnState")
+		require.Nil(t, hs.Protocols)
+	})
+
+	// Without h2c, net/http hands the preface to the handler as a request,
+	// as it would on a port of its own.
+	t.Run("Protocols are obeyed: no h2c unless asked", func(t *testing.T) {
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		hs := &http.Server{Handler: http.HandlerFunc(proto), Protocols: p}
+		addr := startHTTP(t, hs)
+		h1, _ := clients(t)
+		got, err := get(h1, "http://"+addr+"/")
+		require.NoError(t, err)
+		require.Equal(t, "GET HTTP/1.1", got)
+		require.Equal(t, "PRI HTTP/2.0", h2cAsHTTP1(t, addr))
+		require.Same(t, p, hs.Protocols)
+		require.False(t, p.UnencryptedHTTP2())
+	})
+
+	t.Run("Protocols with h2c", func(t *testing.T) {
+		addr := startHTTP(t, httpfallback.Server(http.HandlerFunc(proto)))
+		h1, h2c := clients(t)
+		got, err := get(h1, "http://"+addr+"/")
+		require.NoError(t, err)
+		require.Equal(t, "GET HTTP/1.1", got)
+		got, err = get(h2c, "http://"+addr+"/")
+		require.NoError(t, err)
+		require.Equal(t, "GET HTTP/2.0", got)
+	})
+
+	t.Run("nil Protocols, HTTP/2 turned off through TLSNextProto", func(t *testing.T) {
+		hs := &http.Server{Handler: http.HandlerFunc(proto), TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+		addr := startHTTP(t, hs)
+		require.Equal(t, "PRI HTTP/2.0", h2cAsHTTP1(t, addr))
+		require.Nil(t, hs.Protocols)
+	})
+}
+
+// Conn replays the sniffed bytes, half-closes, and keeps the socket to
+// itself.
+func TestConnHidesTheSocket(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	m := mux.New(l, mux.Config{Logger: quiet()})
+	served := make(chan error, 1)
+	go func() { served <- m.Serve() }()
+	defer func() {
+		m.Close()
+		<-served
+	}()
+	client, err := net.Dial("tcp", l.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	_, err = client.Write([]byte("\x00\x04Ping"))
+	require.NoError(t, err)
+	nc, err := m.AMP().Accept()
+	require.NoError(t, err)
+	defer nc.Close()
+	_, isSyscall := nc.(syscall.Conn)
+	require.False(t, isSyscall)
+	got := make([]byte, 6)
+	_, err = io.ReadFull(nc, got)
+	require.NoError(t, err)
+	require.Equal(t, "\x00\x04Ping", string(got))
+	cw, ok := nc.(interface{ CloseWrite() error })
+	require.True(t, ok)
+	require.NoError(t, cw.CloseWrite())
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := client.Read(make([]byte, 1))
+	require.Zero(t, n)
+	require.ErrorIs(t, err, io.EOF)
+}
+
+// errorLog sends the messages of error records to ch.
+type errorLog struct{ ch chan string }
+
+func (h errorLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
+func (h errorLog) Handle(_ context.Context, r slog.Record) error {
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
+	h.ch <- msg
+	return nil
+}
+func (h errorLog) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h errorLog) WithGroup(string) slog.Handler      { return h }
+
+// failing is a Service whose Serve fails at once.
+type failing struct{ err error }
+
+func (f failing) Serve(net.Listener) error       { return f.err }
+func (f failing) Shutdown(context.Context) error { return nil }
+func (f failing) Close() error                   { return nil }
+
+func TestOwnedServerStopping(t *testing.T) {
+	start := func(t *testing.T, srv mux.Service) (*mux.Server, chan string) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		logged := make(chan string, 16)
+		m := mux.New(l, mux.Config{AMP: srv, Logger: slog.New(errorLog{logged})})
+		served := make(chan error, 1)
+		go func() { served <- m.Serve() }()
+		t.Cleanup(func() {
+			m.Close()
+			<-served
+		})
+		return m, logged
+	}
+
+	t.Run("a failure is logged", func(t *testing.T) {
+		_, logged := start(t, failing{errors.New("boom")})
+		require.Contains(t, recv(t, logged), "boom")
+	})
+
+	t.Run("a stop by its owner is not", func(t *testing.T) {
+		srv := &conn.Server{Config: conn.Config{Logger: quiet()}}
+		m, logged := start(t, srv)
+		require.NoError(t, srv.Shutdown(ctxT(t)))
+		m.Close() // waits for the owned servers' Serve
+		select {
+		case msg := <-logged:
+			t.Fatalf("logged: %s", msg)
+		default:
+		}
+	})
+
+	t.Run("nor is the mux's own stop", func(t *testing.T) {
+		srv := &conn.Server{Config: conn.Config{Logger: quiet()}}
+		m, logged := start(t, srv)
+		require.NoError(t, m.Shutdown(ctxT(t)))
+		select {
+		case msg := <-logged:
+			t.Fatalf("logged: %s", msg)
+		default:
+		}
+	})
 }
