@@ -19,7 +19,8 @@ import (
 // returns; copy what you keep.
 //
 // ctx bounds only the wait for room in the write buffer. An error returned
-// by Go means the call was not sent, and done will not be called.
+// by Go means the call was not sent, and done will not be called. args is
+// encoded before Go returns: the caller may reuse it at once.
 func (c *Conn) Go(ctx context.Context, command string, args *box.Box, done func(reply *box.Box, err error)) error {
 	cl := c.getCall()
 	cl.cb = done

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -221,7 +222,9 @@ func TestGoWhileClosing(t *testing.T) {
 				}
 			}()
 		}
-		time.Sleep(time.Duration(round%5) * 100 * time.Microsecond)
+		for range round % 5 * 50 { // vary where the close lands
+			runtime.Gosched()
+		}
 		c1.Close()
 		wg.Wait()
 		finished := make(chan struct{})

@@ -203,11 +203,14 @@ func (c *Conn) closeAfterFlush(cause error) {
 	first := false
 	c.closeOnce.Do(func() {
 		first = true
-		c.setErr(cause)
+		// Closing before the cancel: a responder that returns when its
+		// context ends must not get that answer sent.
 		c.wmu.Lock()
 		c.w.closing = true
+		c.w.cause = cause
 		c.releaseSpaceLocked()
 		c.wmu.Unlock()
+		c.setErr(cause)
 		// Bound the final flush, also for a write already blocked.
 		c.nc.SetWriteDeadline(time.Now().Add(finalFlushTimeout))
 		c.signalWriter()

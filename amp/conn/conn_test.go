@@ -7,8 +7,10 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -220,56 +222,83 @@ func TestManyConcurrentCalls(t *testing.T) {
 }
 
 func TestAnswersOutOfOrder(t *testing.T) {
-	client, _ := pair(t, transports["tcp"], nil)
-	ctx := ctxT(t)
-	order := make(chan float64, 2)
-	var wg sync.WaitGroup
-	for _, d := range []float64{0.3, 0} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r, err := demo.Slow.Call(ctx, client, demo.SlowArgs{Delay: d})
-			if err == nil {
+	synctest.Test(t, func(t *testing.T) {
+		client, _ := bubblePair(t, &conn.Config{}, &conn.Config{Handler: demoMux()})
+		order := make(chan float64, 2)
+		var wg sync.WaitGroup
+		for _, d := range []float64{0.3, 0} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := demo.Slow.Call(context.Background(), client, demo.SlowArgs{Delay: d})
+				if err != nil {
+					t.Error(err)
+					return
+				}
 				order <- r.Slept
-			}
-		}()
-		time.Sleep(20 * time.Millisecond) // the slow one is asked first
-	}
-	wg.Wait()
-	close(order)
-	var got []float64
-	for v := range order {
-		got = append(got, v)
-	}
-	require.Equal(t, []float64{0, 0.3}, got)
+			}()
+			synctest.Wait() // the slow one is asked first
+		}
+		wg.Wait()
+		close(order)
+		var got []float64
+		for v := range order {
+			got = append(got, v)
+		}
+		if want := []float64{0, 0.3}; !slices.Equal(got, want) {
+			t.Errorf("answers came as %v, want %v", got, want)
+		}
+	})
 }
 
 func TestCancelledCallDropsLateAnswer(t *testing.T) {
-	client, _ := pair(t, transports["tcp"], nil)
-	ctx := ctxT(t)
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := demo.Slow.Call(short, client, demo.SlowArgs{Delay: 0.3})
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.Less(t, time.Since(start), 250*time.Millisecond)
-	time.Sleep(400 * time.Millisecond) // the late answer arrives and is dropped
-	r, err := demo.Sum.Call(ctx, client, demo.SumArgs{A: big.NewInt(2), B: big.NewInt(3)})
-	require.NoError(t, err)
-	require.Equal(t, int64(5), r.Total.Int64())
-	require.NoError(t, client.Err())
+	synctest.Test(t, func(t *testing.T) {
+		client, _ := bubblePair(t, &conn.Config{}, &conn.Config{Handler: demoMux()})
+		short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := demo.Slow.Call(short, client, demo.SlowArgs{Delay: 0.3})
+		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != 50*time.Millisecond {
+			t.Fatalf("Slow: %v after %v, want the deadline at 50ms", err, time.Since(start))
+		}
+		time.Sleep(time.Second) // on the bubble's clock: the late answer arrives
+		synctest.Wait()         // and is dropped
+		r, err := demo.Sum.Call(context.Background(), client, demo.SumArgs{A: big.NewInt(2), B: big.NewInt(3)})
+		if err != nil || r.Total.Int64() != 5 {
+			t.Fatalf("Sum after the late answer: %v %v", r.Total, err)
+		}
+		if err := client.Err(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// holdMux serves Hold, which closes arrived and returns when its context
+// ends (the connection closing) or release is closed.
+func holdMux(arrived, release chan struct{}) *amp.Mux {
+	m := demoMux()
+	m.HandleBox("Hold", func(ctx context.Context, req, resp *box.Box) error {
+		close(arrived)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	return m
 }
 
 func TestCloseFailsPendingCalls(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, mk func(*testing.T) (net.Conn, net.Conn)) {
-		client, _ := pair(t, mk, nil)
+		arrived := make(chan struct{})
+		client, _ := pair(t, mk, &conn.Config{Logger: quietLogger(), Handler: holdMux(arrived, nil)})
 		ctx := ctxT(t)
 		errc := make(chan error, 1)
 		go func() {
-			_, err := demo.Slow.Call(ctx, client, demo.SlowArgs{Delay: 5})
+			_, err := client.Call(ctx, "Hold", &box.Box{})
 			errc <- err
 		}()
-		time.Sleep(50 * time.Millisecond)
+		<-arrived // the call is pending
 		require.NoError(t, client.Close())
 		err := <-errc
 		require.ErrorIs(t, err, conn.ErrConnectionLost)
@@ -358,7 +387,8 @@ func TestBadInputClosesOnlyThatConnection(t *testing.T) {
 func TestServerShutdownDrains(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := &conn.Server{Config: conn.Config{Handler: demoMux()}}
+	arrived, release := make(chan struct{}), make(chan struct{})
+	srv := &conn.Server{Config: conn.Config{Handler: holdMux(arrived, release)}}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	client, err := conn.Dial(ctxT(t), "tcp", l.Addr().String(), nil)
@@ -366,15 +396,18 @@ func TestServerShutdownDrains(t *testing.T) {
 	defer client.Close()
 	res := make(chan error, 1)
 	go func() {
-		_, err := demo.Slow.Call(context.Background(), client, demo.SlowArgs{Delay: 0.3})
+		_, err := client.Call(context.Background(), "Hold", &box.Box{})
 		res <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	<-arrived
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	require.NoError(t, srv.Shutdown(sctx))
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(sctx) }()
+	require.ErrorIs(t, <-served, conn.ErrServerClosed) // Shutdown has begun
+	close(release)
+	require.NoError(t, <-shut)
 	require.NoError(t, <-res, "the call in flight finished")
-	require.ErrorIs(t, <-served, conn.ErrServerClosed)
 	select {
 	case <-client.Done():
 	case <-time.After(5 * time.Second):
@@ -401,22 +434,27 @@ func TestServerClose(t *testing.T) {
 }
 
 func TestStalledBoxTimesOut(t *testing.T) {
-	a, b := tcpPair(t)
-	errc := make(chan error, 1)
-	c := conn.New(b, &conn.Config{Handler: demoMux(), Logger: quietLogger(), BoxTimeout: 200 * time.Millisecond,
-		OnError: func(_ *conn.Conn, err error) { errc <- err }})
-	defer c.Close()
-	defer a.Close()
-	// A whole box, an idle pause longer than the box timeout, then half a box.
-	_, err := a.Write([]byte("\x00\x08_command\x00\x03Sum\x00\x04_ask\x00\x011\x00\x01a\x00\x011\x00\x01b\x00\x011\x00\x00"))
-	require.NoError(t, err)
-	time.Sleep(400 * time.Millisecond)
-	require.NoError(t, c.Err(), "idle between boxes is fine")
-	a.Write([]byte("\x00\x08_comm"))
-	select {
-	case err := <-errc:
-		require.True(t, errors.Is(err, os.ErrDeadlineExceeded), "got %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("stalled box did not time out")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		errc := make(chan error, 1)
+		c := conn.New(b, &conn.Config{Handler: demoMux(), Logger: quietLogger(), BoxTimeout: 200 * time.Millisecond,
+			OnError: func(_ *conn.Conn, err error) { errc <- err }})
+		defer c.Close()
+		defer a.Close()
+		go io.Copy(io.Discard, a) // the answers
+		// A whole box, an idle pause longer than the box timeout, then half a box.
+		if _, err := a.Write([]byte("\x00\x08_command\x00\x03Sum\x00\x04_ask\x00\x011\x00\x01a\x00\x011\x00\x01b\x00\x011\x00\x00")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(400 * time.Millisecond) // on the bubble's clock
+		if err := c.Err(); err != nil {
+			t.Fatalf("idle between boxes ended the connection: %v", err)
+		}
+		start := time.Now()
+		a.Write([]byte("\x00\x08_comm"))
+		err := <-errc
+		if !errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) != 200*time.Millisecond {
+			t.Errorf("stalled box: %v after %v, want a deadline error after 200ms", err, time.Since(start))
+		}
+	})
 }

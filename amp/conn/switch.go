@@ -89,6 +89,7 @@ func (c *Conn) takeOver(paused chan struct{}) (net.Conn, error) {
 	c.failPending(ErrSwitched)
 	c.wmu.Lock()
 	c.w.closing = true
+	c.w.cause = ErrSwitched
 	c.releaseSpaceLocked()
 	c.wmu.Unlock()
 	return inner, nil

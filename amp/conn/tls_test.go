@@ -8,6 +8,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -91,7 +92,9 @@ func TestStartTLS(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				time.Sleep(time.Duration(i%5) * time.Millisecond)
+				for range i % 5 * 20 { // some before the switch, some during
+					runtime.Gosched()
+				}
 				r, err := demo.Sum.Call(ctx, client, demo.SumArgs{A: big.NewInt(int64(i)), B: big.NewInt(1)})
 				if err == nil && r.Total.Int64() != int64(i+1) {
 					err = errors.New("wrong sum")

@@ -27,6 +27,7 @@ type writeState struct {
 	// it for room.
 	space   chan struct{}
 	closing bool  // no new boxes; the writer sends the rest, then closes
+	cause   error // why it is closing, for boxes refused meanwhile
 	err     error // the connection failed: write nothing more
 	stop    bool  // taken over: the writer exits without touching nc
 	wconn   net.Conn
@@ -103,8 +104,11 @@ func (c *Conn) enqueue(ctx context.Context, b *box.Box, enc []byte, limit int, p
 func (c *Conn) waitSpace(ctx context.Context, limit int) error {
 	for {
 		if c.w.closing {
-			if c.w.err != nil {
+			switch {
+			case c.w.err != nil:
 				return &LostError{Cause: c.w.err}
+			case c.w.cause != nil:
+				return &LostError{Cause: c.w.cause}
 			}
 			return &LostError{Cause: net.ErrClosed}
 		}
