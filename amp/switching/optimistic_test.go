@@ -123,7 +123,7 @@ func TestOptimisticCloseBeforeAnswer(t *testing.T) {
 		_, err := c.Read(make([]byte, 1))
 		readErr <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	<-e.gated // the server holds the answer: Read is left waiting for it
 	require.NoError(t, c.Close())
 	select {
 	case err := <-readErr:

@@ -39,6 +39,8 @@ type env struct {
 	registry  *switching.Registry
 	echoConns sync.WaitGroup
 	gate      chan struct{} // the "gated" protocol's Prepare waits for it
+	gated     chan struct{} // a "gated" Prepare has begun (buffered)
+	mux       *amp.Mux
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -73,9 +75,13 @@ func newEnvTB(t testing.TB) *env {
 	e.registry.Register("plain", track, switching.Policy{AllowPlaintext: true})
 	e.registry.Register("down", track, switching.Policy{AllowPlaintext: true,
 		Prepare: func(context.Context, switching.Info) (any, error) { return nil, errors.New("backend refused") }})
-	e.gate = make(chan struct{})
+	e.gate, e.gated = make(chan struct{}), make(chan struct{}, 64)
 	e.registry.Register("gated", track, switching.Policy{AllowPlaintext: true,
 		Prepare: func(ctx context.Context, _ switching.Info) (any, error) {
+			select {
+			case e.gated <- struct{}{}:
+			default:
+			}
 			select {
 			case <-e.gate:
 				return nil, nil
@@ -86,6 +92,7 @@ func newEnvTB(t testing.TB) *env {
 	m := amp.NewMux()
 	demo.Register(m)
 	e.registry.Install(m)
+	e.mux = m
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	e.serverTLS = &tls.Config{
@@ -220,11 +227,10 @@ func TestSwitchLocksAndFailsPendingCalls(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	slow := make(chan error, 1)
-	go func() {
-		_, err := demo.Slow.Call(ctx, c, demo.SlowArgs{Delay: 2})
-		slow <- err
-	}()
-	time.Sleep(50 * time.Millisecond)
+	var slowArgs box.Box
+	require.NoError(t, demo.Slow.EncodeArgs(&slowArgs, &demo.SlowArgs{Delay: 2}, nil))
+	// Go returns once the call is pending.
+	require.NoError(t, c.Go(ctx, "Slow", &slowArgs, func(_ *box.Box, err error) { slow <- err }))
 	var args box.Box
 	args.SetString("protocol", "gated")
 	type result struct {
@@ -236,10 +242,9 @@ func TestSwitchLocksAndFailsPendingCalls(t *testing.T) {
 		inner, err := c.Switch(ctx, switching.CommandProtocolSwitch, &args)
 		done <- result{inner, err}
 	}()
-	require.Eventually(t, func() bool {
-		_, err := demo.Sum.Call(ctx, c, demo.SumArgs{A: big.NewInt(1), B: big.NewInt(1)})
-		return errors.Is(err, conn.ErrSwitchPending)
-	}, 2*time.Second, time.Millisecond, "calls refused while the switch is pending")
+	<-e.gated // the server has the request: it was queued, so calls are refused
+	_, err = demo.Sum.Call(ctx, c, demo.SumArgs{A: big.NewInt(1), B: big.NewInt(1)})
+	require.ErrorIs(t, err, conn.ErrSwitchPending, "calls refused while the switch is pending")
 	close(e.gate)
 	res := <-done
 	require.NoError(t, res.err)
@@ -264,23 +269,22 @@ func TestSwitchBoundaryPlaintext(t *testing.T) {
 	inner := []byte("inner protocol bytes, sent eagerly \x00\x01\x02")
 	stream := append(append([]byte{}, req...), inner...)
 	for cut := len(req) - 6; cut <= len(req)+6; cut++ {
-		nc, err := net.Dial("tcp", e.addr)
-		require.NoError(t, err)
+		// Over net.Pipe a Write returns only once the server has read
+		// it all: the cut is where its reads split the stream.
+		nc, sc := net.Pipe()
+		srv := conn.New(sc, &conn.Config{Handler: e.mux, Logger: quiet()})
+		got := make([]byte, len(answer)+len(inner))
+		read := make(chan error, 1)
+		go func() { _, err := io.ReadFull(nc, got); read <- err }()
 		_, err = nc.Write(stream[:cut])
 		require.NoError(t, err)
-		time.Sleep(3 * time.Millisecond) // a separate segment
 		_, err = nc.Write(stream[cut:])
 		require.NoError(t, err)
-		got := make([]byte, len(answer)+len(inner))
-		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, err = io.ReadFull(nc, got)
-		require.NoError(t, err, "cut %d", cut)
+		require.NoError(t, <-read, "cut %d", cut)
 		require.Equal(t, string(answer), string(got[:len(answer)]), "cut %d", cut)
 		require.Equal(t, string(inner), string(got[len(answer):]), "cut %d", cut)
-		nc.(*net.TCPConn).CloseWrite()
-		rest, _ := io.ReadAll(nc)
-		require.Empty(t, rest, "nothing more, nothing twice")
-		nc.Close()
+		nc.Close() // the echo sees EOF and ends
+		srv.Close()
 	}
 }
 
