@@ -1,8 +1,10 @@
 package examples_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -33,30 +35,39 @@ func freeAddr(t *testing.T) string {
 // TestExamplesTalk runs the example server and client as processes.
 func TestExamplesTalk(t *testing.T) {
 	server, client := build(t, "./ampserver"), build(t, "./ampclient")
-	addr := freeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	srv := exec.CommandContext(ctx, server, "-addr", addr)
-	var srvOut bytes.Buffer
-	srv.Stderr = &srvOut
+	srv := exec.CommandContext(ctx, server, "-addr", "127.0.0.1:0")
+	stderr, err := srv.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
+	drained := make(chan struct{})
 	t.Cleanup(func() {
 		srv.Process.Signal(interruptSignal)
+		<-drained // Wait closes the pipe: read it to the end first
 		srv.Wait()
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
+	// The server says where it listens once it does.
+	var addr string
+	var srvOut bytes.Buffer
+	sc := bufio.NewScanner(stderr)
+	for addr == "" && sc.Scan() {
+		line := sc.Text()
+		srvOut.WriteString(line + "\n")
+		if i := strings.Index(line, "addr="); i >= 0 && strings.Contains(line, "ampserver listening") {
+			addr = strings.Fields(line[i+len("addr="):])[0]
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not listen: %s", srvOut.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	}
+	go func() {
+		io.Copy(io.Discard, stderr)
+		close(drained)
+	}()
+	if addr == "" {
+		t.Fatalf("server did not listen: %s", srvOut.String())
 	}
 	out, err := exec.CommandContext(ctx, client, "-addr", addr).CombinedOutput()
 	if err != nil {
