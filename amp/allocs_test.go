@@ -19,7 +19,7 @@ func TestGoAllocs(t *testing.T) {
 	c := e.dial(t)
 	ctx := context.Background()
 	res := make(chan error, 1)
-	done := func(r addReply, err error) {
+	done := func(_ context.Context, r addReply, err error) {
 		if err == nil && r.Total != 94 {
 			err = errAddOverflow // any error: the test reports it
 		}

@@ -16,7 +16,7 @@ type AsyncCaller interface {
 	// exactly once with the answer's fields (valid only while done runs)
 	// or an error; an error returned by Go means nothing was sent and done
 	// will not be called.
-	Go(ctx context.Context, command string, args *box.Box, done func(reply *box.Box, err error)) error
+	Go(ctx context.Context, command string, args *box.Box, done func(ctx context.Context, reply *box.Box, err error)) error
 }
 
 // Go is the pipelined Call: it sends the command with args over c and
@@ -24,13 +24,13 @@ type AsyncCaller interface {
 // as Call decodes it, or the error Call would have returned (declared
 // error answers are *RemoteError matching the declared error). done runs
 // where c runs it (for *conn.Conn, on the reader goroutine: it must not
-// block, and may call Go again). The R it gets is its own: nothing in it
-// aliases the connection's buffers.
+// block, and may call Go again, best with the ctx it was given). The R it
+// gets is its own: nothing in it aliases the connection's buffers.
 //
 // An error returned by Go (an argument that cannot be encoded, a closed
 // connection) means nothing was sent, and done will not be called. For a
 // NoAnswer command done is called with a zero R before Go returns.
-func (c *Command[A, R]) Go(ctx context.Context, conn AsyncCaller, args A, done func(R, error)) error {
+func (c *Command[A, R]) Go(ctx context.Context, conn AsyncCaller, args A, done func(ctx context.Context, r R, err error)) error {
 	req := getBox()
 	defer putBox(req)
 	if c.spec.NoAnswer {
@@ -43,7 +43,7 @@ func (c *Command[A, R]) Go(ctx context.Context, conn AsyncCaller, args A, done f
 		if err := conn.SendBox(ctx, c.name, req); err != nil {
 			return err
 		}
-		done(h.r, nil)
+		done(ctx, h.r, nil)
 		return nil
 	}
 	g := c.getPending()
@@ -68,8 +68,8 @@ type pendingGo[A, R any] struct {
 	cmd      *Command[A, R]
 	h        holder[A, R]
 	fds      FDTransport
-	done     func(R, error)
-	complete func(reply *box.Box, err error) // g.finish, bound once
+	done     func(context.Context, R, error)
+	complete func(ctx context.Context, reply *box.Box, err error) // g.finish, bound once
 }
 
 func (c *Command[A, R]) getPending() *pendingGo[A, R] {
@@ -87,7 +87,7 @@ func (c *Command[A, R]) putPending(g *pendingGo[A, R]) {
 	c.pend.Put(g)
 }
 
-func (g *pendingGo[A, R]) finish(reply *box.Box, err error) {
+func (g *pendingGo[A, R]) finish(ctx context.Context, reply *box.Box, err error) {
 	c, done := g.cmd, g.done
 	var r R
 	if err != nil {
@@ -99,5 +99,5 @@ func (g *pendingGo[A, R]) finish(reply *box.Box, err error) {
 	// Recycled before done runs, so that a done that calls Go again finds
 	// it in the pool.
 	c.putPending(g)
-	done(r, err)
+	done(ctx, r, err)
 }

@@ -110,7 +110,7 @@ type goResult struct {
 func goWait(t *testing.T, c amp.AsyncCaller, cmd *amp.Command[addArgs, addReply], args addArgs) goResult {
 	t.Helper()
 	res := make(chan goResult, 1)
-	err := cmd.Go(context.Background(), c, args, func(r addReply, err error) { res <- goResult{r, err} })
+	err := cmd.Go(context.Background(), c, args, func(_ context.Context, r addReply, err error) { res <- goResult{r, err} })
 	require.NoError(t, err)
 	select {
 	case got := <-res:
@@ -186,7 +186,7 @@ func TestCommandGoNotSent(t *testing.T) {
 				c.Close()
 			}
 			echo := amp.NewCommand[textArgs, textArgs]("Echo", amp.Spec{})
-			err := echo.Go(context.Background(), c, textArgs{Text: tt.text}, func(textArgs, error) {
+			err := echo.Go(context.Background(), c, textArgs{Text: tt.text}, func(context.Context, textArgs, error) {
 				t.Error("done called for a call that was not sent")
 			})
 			require.ErrorIs(t, err, tt.is)
@@ -219,7 +219,7 @@ func TestCommandGoConnectionLost(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	res := make(chan goResult, 1)
-	require.NoError(t, add.Go(context.Background(), c, addArgs{A: 1, B: 2}, func(r addReply, err error) {
+	require.NoError(t, add.Go(context.Background(), c, addArgs{A: 1, B: 2}, func(_ context.Context, r addReply, err error) {
 		res <- goResult{r, err}
 	}))
 	require.NoError(t, <-hungUp)
@@ -230,7 +230,7 @@ func TestCommandGoConnectionLost(t *testing.T) {
 	require.Zero(t, got.r)
 	// Later calls are refused at once, and their done never runs.
 	<-c.Done()
-	err = add.Go(context.Background(), c, addArgs{}, func(addReply, error) { t.Error("done called") })
+	err = add.Go(context.Background(), c, addArgs{}, func(context.Context, addReply, error) { t.Error("done called") })
 	require.ErrorIs(t, err, conn.ErrConnectionLost)
 }
 
@@ -239,7 +239,7 @@ func TestCommandGoNoAnswer(t *testing.T) {
 	e := newGoEnv(t)
 	c := e.dial(t)
 	called, doneErr := false, errors.New("not called")
-	require.NoError(t, notify.Go(context.Background(), c, textArgs{Text: "hi"}, func(_ struct{}, err error) {
+	require.NoError(t, notify.Go(context.Background(), c, textArgs{Text: "hi"}, func(_ context.Context, _ struct{}, err error) {
 		called, doneErr = true, err
 	}))
 	require.True(t, called)
@@ -257,7 +257,7 @@ func TestCommandGoPipelined(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(n + chains)
 	for i := range n {
-		err := add.Go(context.Background(), c, addArgs{A: int64(i), B: 1000}, func(r addReply, err error) {
+		err := add.Go(context.Background(), c, addArgs{A: int64(i), B: 1000}, func(_ context.Context, r addReply, err error) {
 			defer wg.Done()
 			if err != nil {
 				t.Errorf("call %d: %v", i, err)
@@ -266,9 +266,9 @@ func TestCommandGoPipelined(t *testing.T) {
 		})
 		require.NoError(t, err)
 	}
-	var next func(chain int, total int64)
-	next = func(chain int, total int64) {
-		err := add.Go(context.Background(), c, addArgs{A: total, B: 1}, func(r addReply, err error) {
+	var next func(ctx context.Context, chain int, total int64)
+	next = func(ctx context.Context, chain int, total int64) {
+		err := add.Go(ctx, c, addArgs{A: total, B: 1}, func(ctx context.Context, r addReply, err error) {
 			switch {
 			case err != nil:
 				t.Errorf("chain %d: %v", chain, err)
@@ -276,7 +276,7 @@ func TestCommandGoPipelined(t *testing.T) {
 			case r.Total == depth:
 				wg.Done()
 			default:
-				next(chain, r.Total)
+				next(ctx, chain, r.Total) // the reader's context: no hand-off
 			}
 		})
 		if err != nil {
@@ -285,7 +285,7 @@ func TestCommandGoPipelined(t *testing.T) {
 		}
 	}
 	for i := range chains {
-		next(i, 0)
+		next(context.Background(), i, 0)
 	}
 	wg.Wait()
 	for i, v := range got {
@@ -307,7 +307,7 @@ func BenchmarkCommandGo(b *testing.B) {
 	require.NoError(b, err)
 	defer c.Close()
 	var wg sync.WaitGroup
-	done := func(r addReply, err error) {
+	done := func(_ context.Context, r addReply, err error) {
 		if err != nil || r.Total != 94 {
 			b.Errorf("%v %v", r, err)
 		}

@@ -25,7 +25,9 @@
 // queued and hands the decoded response (or the error Call would return)
 // to a callback, so one goroutine can keep thousands of calls in flight.
 // With *conn.Conn the callback runs on the connection's reader goroutine:
-// it must not block, and it may call Go again. Neither allocates per call
+// it must not block, and it may call Go again, best with the context it is
+// given (the call then leaves with the reader's other writes, with no
+// hand-off to the writer goroutine). Neither allocates per call
 // in steady state when the fields need no heap (int64, float64, bool;
 // strings, byte slices, *big.Int and time.Time values allocate as they
 // are decoded).

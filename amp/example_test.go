@@ -73,7 +73,7 @@ func ExampleCommand_Go() {
 	for i, d := range denominators {
 		wg.Add(1)
 		err := Divide.Go(context.Background(), client, DivideArgs{Numerator: 1, Denominator: d},
-			func(r DivideReply, err error) {
+			func(_ context.Context, r DivideReply, err error) {
 				defer wg.Done()
 				if errors.Is(err, ErrZeroDivision) {
 					results[i] = "ZERO_DIVISION"

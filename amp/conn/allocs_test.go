@@ -40,7 +40,7 @@ func TestCallAllocs(t *testing.T) {
 	var reply box.Box
 	typed := sum64Args{A: 13, B: 81}
 	var wg sync.WaitGroup
-	done := func(*box.Box, error) { wg.Done() }
+	done := func(context.Context, *box.Box, error) { wg.Done() }
 	tests := []struct {
 		name string
 		call func()

@@ -16,12 +16,16 @@ import (
 // done runs on the connection's reader goroutine (or, when the connection
 // ends, on the goroutine that ends it), so it must not block: it may call
 // Go again, but not CallBox or Close. reply is valid only until done
-// returns; copy what you keep.
+// returns; copy what you keep. Pass the ctx done gets to the Go calls it
+// makes: it tells Go that it runs on the reader, so the call leaves with
+// the reader's other writes, with no hand-off to the writer goroutine
+// (any other context works too, with that hand-off). It ends with the
+// connection; do not keep it.
 //
 // ctx bounds only the wait for room in the write buffer. An error returned
 // by Go means the call was not sent, and done will not be called. args is
 // encoded before Go returns: the caller may reuse it at once.
-func (c *Conn) Go(ctx context.Context, command string, args *box.Box, done func(reply *box.Box, err error)) error {
+func (c *Conn) Go(ctx context.Context, command string, args *box.Box, done func(ctx context.Context, reply *box.Box, err error)) error {
 	cl := c.getCall()
 	cl.cb = done
 	cl.refs.Store(2) // ours, and the answer's (or failure's)
@@ -45,5 +49,7 @@ func (c *Conn) Go(ctx context.Context, command string, args *box.Box, done func(
 func (c *Conn) deliver(cl *call, reply *box.Box, err error) {
 	done := cl.cb
 	c.releaseCall(cl)
-	done(reply, err)
+	c.inline.onReader.Store(true)
+	done(c.inlineCtx, reply, err)
+	c.inline.onReader.Store(false)
 }

@@ -37,7 +37,7 @@ func TestGoPipelined(t *testing.T) {
 		var wg sync.WaitGroup
 		wg.Add(n)
 		for i := range n {
-			err := client.Go(ctxT(t), "Sum", sumArgs(i, 1000), func(reply *box.Box, err error) {
+			err := client.Go(ctxT(t), "Sum", sumArgs(i, 1000), func(_ context.Context, reply *box.Box, err error) {
 				defer wg.Done()
 				calls.Add(1)
 				if err != nil {
@@ -61,12 +61,25 @@ func TestGoPipelined(t *testing.T) {
 // round-trip speed.
 func TestGoChainedFromCallback(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, mk func(*testing.T) (net.Conn, net.Conn)) {
+		for _, readerCtx := range []bool{true, false} {
+			chainFromCallback(t, mk, readerCtx)
+		}
+	})
+}
+
+// chainFromCallback runs a chain of calls, each made by the previous
+// one's done, with done's context (left to the reader) or another.
+func chainFromCallback(t *testing.T, mk func(*testing.T) (net.Conn, net.Conn), readerCtx bool) {
+	{
 		client, _ := pair(t, mk, nil)
 		const n = 2000
 		finished := make(chan int, 1)
-		var next func(i int)
-		next = func(i int) {
-			err := client.Go(context.Background(), "Sum", sumArgs(i, 1), func(reply *box.Box, err error) {
+		var next func(ctx context.Context, i int)
+		next = func(ctx context.Context, i int) {
+			if !readerCtx {
+				ctx = context.Background()
+			}
+			err := client.Go(ctx, "Sum", sumArgs(i, 1), func(ctx context.Context, reply *box.Box, err error) {
 				if err != nil {
 					t.Errorf("call %d: %v", i, err)
 					finished <- i
@@ -80,21 +93,21 @@ func TestGoChainedFromCallback(t *testing.T) {
 					finished <- total
 					return
 				}
-				next(total)
+				next(ctx, total)
 			})
 			if err != nil {
 				t.Errorf("Go %d: %v", i, err)
 				finished <- i
 			}
 		}
-		next(0)
+		next(context.Background(), 0)
 		select {
 		case v := <-finished:
-			require.Equal(t, n, v)
+			require.Equal(t, n, v, "reader context %v", readerCtx)
 		case <-time.After(20 * time.Second):
-			t.Fatal("the chain of calls stalled")
+			t.Fatalf("the chain of calls stalled (reader context %v)", readerCtx)
 		}
-	})
+	}
 }
 
 func TestGoErrorAnswers(t *testing.T) {
@@ -103,12 +116,12 @@ func TestGoErrorAnswers(t *testing.T) {
 	var args box.Box
 	args.SetString("numerator", "1")
 	args.SetString("denominator", "0")
-	require.NoError(t, client.Go(ctxT(t), "Divide", &args, func(_ *box.Box, err error) { errc <- err }))
+	require.NoError(t, client.Go(ctxT(t), "Divide", &args, func(_ context.Context, _ *box.Box, err error) { errc <- err }))
 	err := <-errc
 	var re *amp.RemoteError
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, "ZERO_DIVISION", re.Code)
-	require.NoError(t, client.Go(ctxT(t), "NoSuchCommand", &box.Box{}, func(_ *box.Box, err error) { errc <- err }))
+	require.NoError(t, client.Go(ctxT(t), "NoSuchCommand", &box.Box{}, func(_ context.Context, _ *box.Box, err error) { errc <- err }))
 	require.ErrorIs(t, <-errc, amp.ErrUnhandledCommand)
 }
 
@@ -124,7 +137,7 @@ func TestGoLostOnClose(t *testing.T) {
 		args := demo.SlowArgs{Delay: 30}
 		var b box.Box
 		require.NoError(t, demo.Slow.EncodeArgs(&b, &args, nil))
-		require.NoError(t, client.Go(ctxT(t), demo.Slow.Name(), &b, func(_ *box.Box, err error) {
+		require.NoError(t, client.Go(ctxT(t), demo.Slow.Name(), &b, func(_ context.Context, _ *box.Box, err error) {
 			defer wg.Done()
 			var le *conn.LostError
 			if errors.As(err, &le) && errors.Is(err, conn.ErrConnectionLost) {
@@ -137,13 +150,21 @@ func TestGoLostOnClose(t *testing.T) {
 	client.Close()
 	wg.Wait()
 	require.EqualValues(t, n, lost.Load())
-	err := client.Go(ctxT(t), "Sum", sumArgs(1, 2), func(*box.Box, error) { t.Error("done called after a refused Go") })
+	err := client.Go(ctxT(t), "Sum", sumArgs(1, 2), func(context.Context, *box.Box, error) { t.Error("done called after a refused Go") })
 	require.ErrorIs(t, err, conn.ErrConnectionLost)
 }
 
 // A callback that sends more calls than the write buffer holds must not
 // wait forever for room that only the writer can make.
 func TestGoBurstFromCallbackBeyondWriteBuffer(t *testing.T) {
+	for _, readerCtx := range []bool{true, false} {
+		t.Run(map[bool]string{true: "reader context", false: "other context"}[readerCtx], func(t *testing.T) {
+			burstFromCallback(t, readerCtx)
+		})
+	}
+}
+
+func burstFromCallback(t *testing.T, readerCtx bool) {
 	a, b := tcpPair(t)
 	server := conn.New(b, &conn.Config{Handler: demoMux(), Logger: quietLogger()})
 	client := conn.New(a, &conn.Config{MaxWriteBuffer: 1024, Logger: quietLogger()})
@@ -154,16 +175,19 @@ func TestGoBurstFromCallbackBeyondWriteBuffer(t *testing.T) {
 	const n = 500
 	var wg sync.WaitGroup
 	wg.Add(n)
-	count := func(_ *box.Box, err error) {
+	count := func(_ context.Context, _ *box.Box, err error) {
 		if err != nil {
 			t.Errorf("burst call: %v", err)
 		}
 		wg.Done()
 	}
 	first := make(chan error, 1)
-	err := client.Go(ctxT(t), "Sum", sumArgs(1, 2), func(_ *box.Box, err error) {
+	err := client.Go(ctxT(t), "Sum", sumArgs(1, 2), func(ctx context.Context, _ *box.Box, err error) {
+		if !readerCtx {
+			ctx = context.Background()
+		}
 		for i := range n {
-			if err := client.Go(context.Background(), "Sum", sumArgs(i, i), count); err != nil {
+			if err := client.Go(ctx, "Sum", sumArgs(i, i), count); err != nil {
 				t.Errorf("Go %d: %v", i, err)
 				wg.Done()
 			}
@@ -204,7 +228,7 @@ func TestGoWhileClosing(t *testing.T) {
 					}
 					x := g*1000 + i
 					calls.Add(1)
-					err := c.Go(context.Background(), "Sum", sumArgs(x, 1), func(reply *box.Box, err error) {
+					err := c.Go(context.Background(), "Sum", sumArgs(x, 1), func(_ context.Context, reply *box.Box, err error) {
 						defer calls.Done()
 						if err != nil {
 							if !errors.Is(err, conn.ErrConnectionLost) {
@@ -250,7 +274,7 @@ func TestReservedKeysInArguments(t *testing.T) {
 		args.SetString(key, "x")
 		var reply box.Box
 		require.ErrorIs(t, client.CallBox(ctx, "Sum", args, &reply), box.ErrDuplicateKey, key)
-		require.ErrorIs(t, client.Go(ctx, "Sum", args, func(*box.Box, error) { t.Error("done called") }), box.ErrDuplicateKey)
+		require.ErrorIs(t, client.Go(ctx, "Sum", args, func(context.Context, *box.Box, error) { t.Error("done called") }), box.ErrDuplicateKey)
 	}
 	args := sumArgs(1, 2)
 	args.SetString("_command", "Other")

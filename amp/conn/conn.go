@@ -25,7 +25,7 @@ type Conn struct {
 	dialHost  string          // the name StartTLS verifies by default
 	ctx       context.Context // handler responders' context; cancelled when the conn ends
 	cancel    context.CancelFunc
-	inlineCtx context.Context // inline responders' context: ctx plus &c.inline
+	inlineCtx context.Context // inline responders' and Go callbacks' context: ctx plus &c.inline
 	fast      fastWriter      // the fast path's socket; its state is the ownerFast holder's
 	fdIn      *fdQueue        // descriptors received (Unix sockets only)
 	onDone    func(*Conn)
@@ -55,6 +55,10 @@ type Conn struct {
 	// Hints for the writer's batching, written under wmu, read without.
 	wseq   atomic.Uint64 // boxes queued so far
 	wbytes atomic.Int64  // len(w.buf)
+	// kick: boxes were queued from the reader without waking the writer;
+	// the reader sends them before it next blocks on the network. Set on
+	// the reader (by code holding the token), cleared by the reader.
+	kick atomic.Bool
 	// dlSet is when the writer last armed the write deadline: the writer
 	// goroutine's.
 	dlSet time.Time
@@ -86,21 +90,20 @@ type reader struct {
 	in         box.Box
 	inlineResp box.Box
 	errBox     box.Box
-	// kick: answers were queued without waking the writer; they go out
-	// before the reader next blocks on the network.
-	kick bool
 	// armed: the box deadline is set because a box is partly read.
 	armed bool
 	// takenOver: AMP has stopped; the socket belongs to someone else.
 	takenOver bool
 }
 
-// inlineState is the token an inline responder's context carries: only
-// that responder, while it runs, may ask for a switch.
+// inlineState is the token that the contexts of inline responders and Go
+// callbacks carry (inlineCtx): only code holding it, while it runs on the
+// reader, may leave its writes to the reader or ask for a switch.
 type inlineState struct {
-	c        *Conn
-	running  atomic.Bool
-	switchTo atomic.Pointer[func(net.Conn)]
+	c          *Conn
+	onReader   atomic.Bool // an inline responder or a Go callback runs
+	responding atomic.Bool // an inline responder runs
+	switchTo   atomic.Pointer[func(net.Conn)]
 }
 
 type connKey struct{}

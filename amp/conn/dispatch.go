@@ -123,9 +123,11 @@ func (c *Conn) command(name []byte, req *box.Box) error {
 func (c *Conn) serveInline(r *amp.Responder, name []byte, req *box.Box, ask []byte, hasAsk bool) error {
 	resp := &c.rd.inlineResp
 	resp.Reset()
-	c.inline.running.Store(true)
+	c.inline.onReader.Store(true)
+	c.inline.responding.Store(true)
 	err := r.Serve(c.inlineCtx, req, resp)
-	c.inline.running.Store(false)
+	c.inline.responding.Store(false)
+	c.inline.onReader.Store(false)
 	if serve := c.inline.switchTo.Swap(nil); serve != nil {
 		switch {
 		case !hasAsk:

@@ -59,7 +59,7 @@ func ExampleConn_Go() {
 	defer c.Close()
 	answers := make(chan string, 3)
 	for _, n := range []string{"a", "b", "c"} {
-		err := c.Go(ctx, "Double", box.FromMap(map[string]string{"n": n}), func(reply *box.Box, err error) {
+		err := c.Go(ctx, "Double", box.FromMap(map[string]string{"n": n}), func(_ context.Context, reply *box.Box, err error) {
 			// On the reader goroutine: copy what is kept, never block.
 			if err != nil {
 				answers <- err.Error()

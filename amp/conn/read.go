@@ -22,10 +22,10 @@ func (c *Conn) readLoop() {
 			c.readFailed(err)
 			return
 		}
-		if c.rd.kick && c.wbytes.Load() >= flushEarly {
+		if c.kick.Load() && c.wbytes.Load() >= flushEarly {
 			// Much is queued and more input waits: send it now, so that
 			// the peer works on it while we go on.
-			c.rd.kick = false
+			c.kick.Store(false)
 			c.flushNow()
 		}
 	}
@@ -39,7 +39,7 @@ func (c *Conn) queueAnswer(b *box.Box, fromReader bool) error {
 		return err
 	}
 	if fromReader {
-		c.rd.kick = true
+		c.kick.Store(true)
 	} else {
 		c.signalWriter()
 	}
@@ -55,8 +55,8 @@ type kickReader struct {
 
 func (k *kickReader) Read(p []byte) (int, error) {
 	c := k.c
-	if c.rd.kick {
-		c.rd.kick = false
+	if c.kick.Load() {
+		c.kick.Store(false)
 		c.flushNow()
 	}
 	if midBox := len(c.rd.dec.Buffered()) > 0; midBox != c.rd.armed {

@@ -136,7 +136,7 @@ func TestGoWhileReaderRunsInlineResponder(t *testing.T) {
 		go func() { _, err := client.Call(context.Background(), "Block", &box.Box{}); blockDone <- err }()
 		<-entered
 		answered := make(chan error, 1)
-		if err := server.Go(context.Background(), "Note", &box.Box{}, func(_ *box.Box, err error) { answered <- err }); err != nil {
+		if err := server.Go(context.Background(), "Note", &box.Box{}, func(_ context.Context, _ *box.Box, err error) { answered <- err }); err != nil {
 			t.Fatal(err)
 		}
 		<-got // the peer has it while Block still runs
@@ -282,6 +282,34 @@ func TestSwitchAbandonedByErrorReleases(t *testing.T) {
 		synctest.Wait()
 		if len(calls) != 0 {
 			t.Error("serve called twice")
+		}
+	})
+}
+
+// The context a done callback gets leaves writes to the reader only while
+// that callback runs: kept and used later from another goroutine, it must
+// not leave the call waiting for a reader that has nothing to read.
+func TestReaderContextKeptAfterCallback(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client, _ := bubblePair(t, &conn.Config{}, &conn.Config{Handler: demoMux()})
+		kept := make(chan context.Context, 1)
+		if err := client.Go(context.Background(), "Sum", sumArgs(1, 2), func(ctx context.Context, _ *box.Box, err error) {
+			kept <- ctx
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ctx := <-kept
+		answered := make(chan error, 1)
+		if err := client.Go(ctx, "Sum", sumArgs(3, 4), func(_ context.Context, reply *box.Box, err error) {
+			if err == nil && reply.GetString("total") != "7" {
+				err = errors.New("wrong total " + reply.String())
+			}
+			answered <- err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-answered; err != nil {
+			t.Error(err)
 		}
 	})
 }

@@ -64,7 +64,7 @@ func (c *Conn) Switch(ctx context.Context, command string, args *box.Box) (net.C
 // anywhere but a running inline responder it returns ErrNotInline.
 func (c *Conn) SwitchAfterAnswer(ctx context.Context, serve func(net.Conn)) error {
 	tok, _ := ctx.Value(inlineKey{}).(*inlineState)
-	if tok == nil || tok.c != c || !tok.running.Load() {
+	if tok == nil || tok.c != c || !tok.responding.Load() {
 		return ErrNotInline
 	}
 	if prev := tok.switchTo.Swap(&serve); prev != nil {

@@ -230,7 +230,7 @@ func TestSwitchLocksAndFailsPendingCalls(t *testing.T) {
 	var slowArgs box.Box
 	require.NoError(t, demo.Slow.EncodeArgs(&slowArgs, &demo.SlowArgs{Delay: 2}, nil))
 	// Go returns once the call is pending.
-	require.NoError(t, c.Go(ctx, "Slow", &slowArgs, func(_ *box.Box, err error) { slow <- err }))
+	require.NoError(t, c.Go(ctx, "Slow", &slowArgs, func(_ context.Context, _ *box.Box, err error) { slow <- err }))
 	var args box.Box
 	args.SetString("protocol", "gated")
 	type result struct {

@@ -239,7 +239,7 @@ func TestGoClientAgainstTwistedServer(t *testing.T) {
 			var args box.Box
 			args.SetString("a", strconv.Itoa(i))
 			args.SetString("b", "1")
-			return c.Go(ctx, "Sum", &args, func(reply *box.Box, err error) {
+			return c.Go(ctx, "Sum", &args, func(_ context.Context, reply *box.Box, err error) {
 				defer wg.Done()
 				if err != nil {
 					t.Errorf("Sum(%d, 1): %v", i, err)
@@ -258,7 +258,7 @@ func TestGoClientAgainstTwistedServer(t *testing.T) {
 		args.SetString("a", "0")
 		args.SetString("b", "0")
 		wg.Add(1)
-		if err := c.Go(ctx, "Sum", &args, func(*box.Box, error) {
+		if err := c.Go(ctx, "Sum", &args, func(context.Context, *box.Box, error) {
 			defer wg.Done()
 			for i := n / 2; i < n; i++ {
 				if err := send(i); err != nil {

@@ -213,21 +213,28 @@ func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
 		}
 	case "async":
 		// One done callback per slot, made once: no allocation per call.
-		dones := make([]func(*box.Box, error), cfg.Inflight)
+		// A slot's next call is sent from its done with done's context,
+		// as a pipelining client does (one call per slot at a time, so
+		// slotCtx[i] is only ever touched by one goroutine at once).
+		dones := make([]func(context.Context, *box.Box, error), cfg.Inflight)
 		outcome := make([]func(error), cfg.Inflight)
+		slotCtx := make([]context.Context, cfg.Inflight)
 		for i := range dones {
-			dones[i] = func(reply *box.Box, err error) {
+			slotCtx[i] = callCtx
+			dones[i] = func(ctx context.Context, reply *box.Box, err error) {
 				if err == nil {
 					err = benchkit.CheckSum(reply)
 				} else {
 					err = fmt.Errorf("Sum call: %w", err)
 				}
+				slotCtx[i] = ctx
 				outcome[i](err)
+				slotCtx[i] = callCtx
 			}
 		}
 		lc.Start = func(i int, done func(error)) error {
 			outcome[i] = done
-			if err := c.Go(callCtx, "Sum", &args[i], dones[i]); err != nil {
+			if err := c.Go(slotCtx[i], "Sum", &args[i], dones[i]); err != nil {
 				return fmt.Errorf("Sum call: %w", err)
 			}
 			return nil
