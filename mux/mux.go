@@ -221,6 +221,11 @@ type Conn struct {
 	raw net.Conn
 }
 
+// WriteConn returns the connection that Write writes to. Conn adds
+// nothing to writes, so a server may write to it directly (amp/conn's fast
+// path does, with one non-blocking write); reads must go through Conn.
+func (c *Conn) WriteConn() net.Conn { return c.raw }
+
 // CloseWrite half-closes the underlying connection when it can.
 func (c *Conn) CloseWrite() error {
 	if cw, ok := c.raw.(interface{ CloseWrite() error }); ok {

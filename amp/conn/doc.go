@@ -46,8 +46,10 @@
 // The one fast path (tryFastWrite) spares the hand-off to the writer at low
 // concurrency: whoever finds the socket unowned, nothing marked, no
 // descriptors to pass and the connection a plain *net.TCPConn or
-// *net.UnixConn (Unix only, no TLS yet) takes the queue and writes it with
-// one non-blocking system call. Whatever the socket does not take goes back
+// *net.UnixConn (Unix only, no TLS yet; or a wrapper that names such a
+// socket as the one its writes go to, through a WriteConn() net.Conn
+// method, as mux.Conn does) takes the queue and writes it with one
+// non-blocking system call. Whatever the socket does not take goes back
 // to the front of the queue, in order, and the writer is woken for it. It
 // never blocks and never waits, so it cannot outlive a caller's context.
 // Connections of any other type (wrappers that count or limit bytes, TLS,

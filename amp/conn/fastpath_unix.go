@@ -22,8 +22,12 @@ type fastWriter struct {
 
 // newFastWriter opens the fast path for the concrete socket types only: a
 // wrapper that overrides Write (byte counting, rate limiting) must see
-// every byte, so it never gets here.
+// every byte, so it never gets here. A wrapper that only replays bytes on
+// the read side (mux.Conn) names the connection its writes go to.
 func newFastWriter(nc net.Conn) fastWriter {
+	if wt, ok := nc.(interface{ WriteConn() net.Conn }); ok {
+		nc = wt.WriteConn()
+	}
 	var sc syscall.Conn
 	switch t := nc.(type) {
 	case *net.TCPConn:

@@ -65,3 +65,32 @@ func TestWrapperSeesEveryByte(t *testing.T) {
 		}
 	}
 }
+
+// writeThroughConn says its writes go to the TCP socket unchanged, as
+// mux.Conn does: the fast path may then write to that socket itself.
+type writeThroughConn struct{ countingConn }
+
+func (c *writeThroughConn) WriteConn() net.Conn { return c.TCPConn }
+
+// At one call in flight, calls leave through the fast path: on a
+// connection that names its socket, most bytes skip its Write, and every
+// byte still arrives.
+func TestWriteConnOpensFastPath(t *testing.T) {
+	a, b := tcpPair(t)
+	ca := &writeThroughConn{countingConn{TCPConn: a.(*net.TCPConn)}}
+	cb := &countingConn{TCPConn: b.(*net.TCPConn)}
+	server := conn.New(cb, &conn.Config{Handler: demoMux(), Logger: quietLogger()})
+	client := conn.New(ca, nil)
+	for i := range 200 {
+		var reply box.Box
+		if err := client.CallBox(context.Background(), "Sum", sumArgs(i, 1), &reply); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client.Close()
+	<-server.Done()
+	server.Close()
+	if w, r := ca.written.Load(), cb.read.Load(); w >= r/2 || r == 0 {
+		t.Errorf("%d of %d bytes went through Write: the fast path was not used", w, r)
+	}
+}
