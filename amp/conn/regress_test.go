@@ -7,6 +7,7 @@ package conn_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -310,6 +311,40 @@ func TestReaderContextKeptAfterCallback(t *testing.T) {
 		}
 		if err := <-answered; err != nil {
 			t.Error(err)
+		}
+	})
+}
+
+// A StartTLS refusal that arrives while the request is still being written
+// (here: a peer that answers before it reads) must give the socket back:
+// the writer may not lend it afterwards and stop writing for good.
+func TestStartTLSRefusedBeforeRequestWritten(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		client := conn.New(a, &conn.Config{Logger: quietLogger()})
+		defer client.Close()
+		defer b.Close()
+		res := make(chan error, 1)
+		go func() { res <- client.StartTLS(context.Background(), &tls.Config{InsecureSkipVerify: true}) }()
+		synctest.Wait() // the writer is blocked writing the request
+		refusal, _ := box.Append(nil, box.FromMap(map[string]string{"_error": "1", "_error_code": "TLS_ERROR", "_error_description": "no"}))
+		if _, err := b.Write(refusal); err != nil {
+			t.Fatal(err)
+		}
+		var re *amp.RemoteError
+		if err := <-res; !errors.As(err, &re) {
+			t.Fatalf("StartTLS: %v, want the refusal", err)
+		}
+		dec := box.NewDecoder(b)
+		var got box.Box
+		if err := dec.Next(&got); err != nil || got.GetString("_command") != conn.StartTLSCommand {
+			t.Fatalf("first box %v (%v), want the StartTLS request", got.String(), err)
+		}
+		if err := client.SendBox(context.Background(), "Note", &box.Box{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := dec.Next(&got); err != nil || got.GetString("_command") != "Note" {
+			t.Fatalf("next box %v (%v), want Note: the writer stopped", got.String(), err)
 		}
 	})
 }

@@ -21,6 +21,10 @@ type writeState struct {
 	// switch) and close paused.
 	mark   int
 	paused chan struct{}
+	// unlend: the socket was given back before the writer lent it (the
+	// answer came while the marked batch was still being written); the
+	// lend that follows is void.
+	unlend bool
 	// locked refuses new boxes while a switch is pending.
 	locked error
 	// space, if not nil, is closed when the queue drains: callers wait on
@@ -323,7 +327,9 @@ func (c *Conn) endBatch(b *batch) {
 	c.wmu.Lock()
 	c.keepSpareLocked(b.out)
 	c.w.owner = ownerNone
-	if b.lend != nil {
+	if b.lend != nil && c.w.unlend {
+		c.w.unlend = false
+	} else if b.lend != nil {
 		c.w.owner = ownerLent
 		// The new user of the socket must not inherit our deadline.
 		b.wc.SetWriteDeadline(time.Time{})
@@ -384,6 +390,8 @@ func (c *Conn) resumeWriter(stop bool, wconn net.Conn) {
 	c.w.stop = stop
 	if c.w.owner == ownerLent {
 		c.w.owner = ownerNone
+	} else {
+		c.w.unlend = true // the lend has not happened yet
 	}
 	c.w.locked = nil
 	if wconn != nil {
