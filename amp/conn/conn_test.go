@@ -62,8 +62,14 @@ func pair(t *testing.T, mk func(*testing.T) (net.Conn, net.Conn), serverCfg *con
 	if serverCfg.Handler == nil {
 		serverCfg.Handler = demoMux()
 	}
+	return startPair(t, a, b, nil, serverCfg)
+}
+
+// startPair starts a client Conn on a and a server Conn on b, closed (and
+// their goroutines gone) at cleanup.
+func startPair(t *testing.T, a, b net.Conn, clientCfg, serverCfg *conn.Config) (client, server *conn.Conn) {
 	server = conn.New(b, serverCfg)
-	client = conn.New(a, nil)
+	client = conn.New(a, clientCfg)
 	t.Cleanup(func() {
 		client.Close()
 		server.Close()

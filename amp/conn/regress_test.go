@@ -32,15 +32,7 @@ func bubblePair(t *testing.T, clientCfg, serverCfg *conn.Config) (client, server
 	if clientCfg.Logger == nil {
 		clientCfg.Logger = quietLogger()
 	}
-	server = conn.New(b, serverCfg)
-	client = conn.New(a, clientCfg)
-	t.Cleanup(func() {
-		client.Close()
-		server.Close()
-		<-client.Done()
-		<-server.Done()
-	})
-	return client, server
+	return startPair(t, a, b, clientCfg, serverCfg)
 }
 
 // Responders that call the peer back, more of them than MaxHandlers: the
