@@ -4,6 +4,8 @@
 #
 #   bench/run.sh            # every figure the median of 3 runs: ~10 min on 2 cores
 #   bench/run.sh --quick    # 1 run, short windows, in flight 1 and 256 only: < 2 min (smoke run)
+#   bench/run.sh --compare REF   # also this tree's calls/s against commit REF's
+#                                # (scripts/bench-compare REF: +4 min, +30 s with --quick)
 #
 # On a shared machine, keep benchmark runs apart:
 #   flock /tmp/ampmux-bench.lock bench/run.sh
@@ -29,15 +31,24 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 quick=""
-for a in "$@"; do
+compare=""
+while [ $# -gt 0 ]; do
+	a=$1
+	shift
 	case "$a" in
 	--quick | -quick) quick=1 ;;
+	--compare | -compare)
+		[ $# -gt 0 ] || { echo "bench/run.sh: --compare needs a commit" >&2; exit 2; }
+		compare=$1
+		shift
+		;;
+	--compare=* | -compare=*) compare=${a#*=} ;;
 	-h | -help | --help)
 		sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
-		echo "bench/run.sh: unknown argument $a (only --quick)" >&2
+		echo "bench/run.sh: unknown argument $a (usage: bench/run.sh [--quick] [--compare REF])" >&2
 		exit 2
 		;;
 	esac
@@ -122,6 +133,17 @@ if ! scripts/bench-mux ${quick_flag[@]+"${quick_flag[@]}"} >"$work/mux.md"; then
 	failed+=(bench-mux)
 fi
 
+# --- 3b. calls/s against a base commit (scripts/bench-compare) -----------------
+: >"$work/compare.md"
+if [ -n "$compare" ]; then
+	if [ -n "$quick" ]; then compare_args=(-runs 1 -duration 500ms -warmup 200ms -inflight 1,256); else compare_args=(); fi
+	echo "== against $compare (scripts/bench-compare $compare ${compare_args[*]-})" >&2
+	if ! scripts/bench-compare "$compare" ${compare_args[@]+"${compare_args[@]}"} >"$work/compare.md"; then
+		: >"$work/compare.md"
+		failed+=(bench-compare)
+	fi
+fi
+
 # --- 4. BENCHMARKS.md ------------------------------------------------------------
 revision=""
 if rev=$(git rev-parse --short HEAD 2>/dev/null); then
@@ -132,7 +154,7 @@ if rev=$(git rev-parse --short HEAD 2>/dev/null); then
 fi
 "$work/report" assemble -revision "$revision" -json "$work/rpc.json" -mux "$work/mux.md" -mux-note "$mux_note" \
 	-tunnel "$work/tunnel.md" -tunnel-note "$tunnel_note" -idle-profile scripts/bench-mux \
-	-command "bench/run.sh${quick:+ --quick}" -started "$started" -out BENCHMARKS.md
+	-compare "$work/compare.md" -command "bench/run.sh${quick:+ --quick}${compare:+ --compare $compare}" -started "$started" -out BENCHMARKS.md
 echo "== wrote BENCHMARKS.md ($(($(date +%s) - started)) s)" >&2
 if [ ${#failed[@]} -gt 0 ]; then
 	echo "bench/run.sh: failed: ${failed[*]}" >&2

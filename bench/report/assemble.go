@@ -26,6 +26,7 @@ type assembleOptions struct {
 	Mux         string // scripts/bench-mux's stdout
 	MuxNote     string // why it is missing
 	Tunnel      string // bench/tunnel's stdout
+	Compare     string // scripts/bench-compare's stdout
 	TunnelNote  string // why it is missing
 	Out         string
 	Command     string
@@ -44,6 +45,7 @@ func assembleMain(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&o.MuxNote, "mux-note", "", "said instead when -mux is empty")
 	fs.StringVar(&o.Tunnel, "tunnel", "", "go run ./tunnel --markdown output")
 	fs.StringVar(&o.TunnelNote, "tunnel-note", "", "said instead when -tunnel is empty")
+	fs.StringVar(&o.Compare, "compare", "", "scripts/bench-compare output (Markdown): this build's calls/s against a base commit's")
 	fs.StringVar(&o.Out, "out", "", "file to write (default stdout)")
 	fs.StringVar(&o.Command, "command", "bench/run.sh", "the command that made it")
 	fs.StringVar(&o.Revision, "revision", "", "what ampmux was built from (commit, local changes)")
@@ -207,6 +209,13 @@ func assembleBody(ctx context.Context, w io.Writer, rep *Report, mux, tunnel str
 	fmt.Fprintln(w)
 
 	writeRPC(w, rep)
+	if o.Compare != "" {
+		if cmp, err := os.ReadFile(o.Compare); err != nil {
+			fmt.Fprintf(stderr, "report assemble: %v\n", err)
+		} else if cmp := strings.TrimSpace(string(cmp)); cmp != "" {
+			fmt.Fprintf(w, "\n%s\n\n", demote(cmp))
+		}
+	}
 	writeProfiles(w, rep)
 
 	fmt.Fprintln(w)

@@ -154,8 +154,10 @@ func TestRunAndAssemble(t *testing.T) {
 
 	muxPath := filepath.Join(bin, "mux.md")
 	os.WriteFile(muxPath, []byte(muxSample), 0o644)
+	comparePath := filepath.Join(bin, "compare.md")
+	os.WriteFile(comparePath, []byte("## AMP calls/s: 8a1b8f1 (8a1b8f1f0ce4) vs the working tree\n\n| api | in flight |\n|---|---:|\n| raw | 1 |\n"), 0o644)
 	mdPath := filepath.Join(bin, "BENCHMARKS.md")
-	if err := dispatch(context.Background(), []string{"assemble", "-json", jsonPath, "-mux", muxPath,
+	if err := dispatch(context.Background(), []string{"assemble", "-json", jsonPath, "-mux", muxPath, "-compare", comparePath,
 		"-tunnel-note", "skipped in the test", "-out", mdPath, "-started", strconv.FormatInt(time.Now().Unix(), 10)}, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +168,8 @@ func TestRunAndAssemble(t *testing.T) {
 	doc := string(md)
 	for _, want := range []string{"# Benchmarks", "## Goals", "## RPC: Sum calls/s on one loopback connection", "## Scale: 20 connections",
 		"## Profiles where ampmux misses a goal", "skipped in the test", "## Port sharing", "server memory per idle AMP connection (2,000 held",
-		"Idle memory missed: 16.3 KB", "Twisted 22.4", "- net/rpc: rpc netrpc → rpc serve-netrpc", "| net/rpc | "} {
+		"Idle memory missed: 16.3 KB", "Twisted 22.4", "- net/rpc: rpc netrpc → rpc serve-netrpc", "| net/rpc | ",
+		"\n## AMP calls/s: 8a1b8f1 (8a1b8f1f0ce4) vs the working tree\n\n| api | in flight |\n|---|---:|\n| raw | 1 |\n"} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("BENCHMARKS.md lacks %q", want)
 		}

@@ -310,21 +310,21 @@ func TestGoClientAgainstTwistedServer(t *testing.T) {
 	})
 
 	t.Run("out of order", func(t *testing.T) {
+		// Go queues in call order, so Slow(0.3) is on the wire first.
 		order := make(chan float64, 2)
-		var wg sync.WaitGroup
 		for _, d := range []float64{0.3, 0} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if r, err := demo.Slow.Call(ctx, c, demo.SlowArgs{Delay: d}); err == nil {
-					order <- r.Slept
+			err := demo.Slow.Go(ctx, c, demo.SlowArgs{Delay: d}, func(_ context.Context, r demo.SlowReply, err error) {
+				if err != nil {
+					r.Slept = -1
 				}
-			}()
-			time.Sleep(20 * time.Millisecond)
+				order <- r.Slept
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
 		}
-		wg.Wait()
-		if first := <-order; first != 0 {
-			t.Fatalf("first answer was Slow(%v)", first)
+		if first, second := <-order, <-order; first != 0 || second != 0.3 {
+			t.Fatalf("answers came as Slow(%v), Slow(%v); want Slow(0) first", first, second)
 		}
 	})
 
@@ -334,7 +334,12 @@ func TestGoClientAgainstTwistedServer(t *testing.T) {
 		if _, err := demo.Slow.Call(short, c, demo.SlowArgs{Delay: 0.2}); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("cancelled call: %v", err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		// Twisted fires its timers in order, so this answer comes after
+		// the abandoned call's late one: the late answer must be dropped
+		// without harm to the connection or to this call.
+		if r, err := demo.Slow.Call(ctx, c, demo.SlowArgs{Delay: 0.2}); err != nil || r.Slept != 0.2 {
+			t.Fatalf("after a late answer: %v, %v", r, err)
+		}
 		if _, err := demo.Sum.Call(ctx, c, demo.SumArgs{A: big.NewInt(1), B: big.NewInt(1)}); err != nil {
 			t.Fatalf("after a late answer: %v", err)
 		}
