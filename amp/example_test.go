@@ -26,14 +26,16 @@ var Divide = amp.NewCommand[DivideArgs, DivideReply]("Divide", amp.Spec{
 	Errors: map[string]error{"ZERO_DIVISION": ErrZeroDivision},
 })
 
+func divide(_ context.Context, a DivideArgs) (DivideReply, error) {
+	if a.Denominator == 0 {
+		return DivideReply{}, ErrZeroDivision
+	}
+	return DivideReply{Result: float64(a.Numerator) / float64(a.Denominator)}, nil
+}
+
 func Example() {
 	m := amp.NewMux()
-	amp.HandleInline(m, Divide, func(_ context.Context, a DivideArgs) (DivideReply, error) {
-		if a.Denominator == 0 {
-			return DivideReply{}, ErrZeroDivision
-		}
-		return DivideReply{Result: float64(a.Numerator) / float64(a.Denominator)}, nil
-	})
+	amp.HandleInline(m, Divide, divide)
 	a, b := net.Pipe()
 	server := conn.New(a, &conn.Config{Handler: m})
 	defer server.Close()
@@ -55,12 +57,7 @@ func Example() {
 // connection's reader goroutine, so it must not block).
 func ExampleCommand_Go() {
 	m := amp.NewMux()
-	amp.HandleInline(m, Divide, func(_ context.Context, a DivideArgs) (DivideReply, error) {
-		if a.Denominator == 0 {
-			return DivideReply{}, ErrZeroDivision
-		}
-		return DivideReply{Result: float64(a.Numerator) / float64(a.Denominator)}, nil
-	})
+	amp.HandleInline(m, Divide, divide)
 	a, b := net.Pipe()
 	server := conn.New(a, &conn.Config{Handler: m})
 	defer server.Close()
