@@ -62,6 +62,9 @@ type Conn struct {
 	// dlSet is when the writer last armed the write deadline: the writer
 	// goroutine's.
 	dlSet time.Time
+	// finalBy (UnixNano), once Close has set it, is the deadline of the
+	// final flush, which the writer never extends.
+	finalBy atomic.Int64
 
 	// TLS state, under tlsMu. tlsState is set once by the reader.
 	tlsMu     sync.Mutex
@@ -212,10 +215,15 @@ func (c *Conn) closeAfterFlush(cause error) {
 		c.w.closing = true
 		c.w.cause = cause
 		c.releaseSpaceLocked()
+		if !c.w.stop {
+			// Bound the final flush, also for a write already blocked;
+			// under wmu, so that it cannot land after a switch.
+			by := time.Now().Add(finalFlushTimeout)
+			c.finalBy.Store(by.UnixNano())
+			c.nc.SetWriteDeadline(by)
+		}
 		c.wmu.Unlock()
 		c.setErr(cause)
-		// Bound the final flush, also for a write already blocked.
-		c.nc.SetWriteDeadline(time.Now().Add(finalFlushTimeout))
 		c.signalWriter()
 	})
 	if first {
@@ -234,8 +242,11 @@ func (c *Conn) fail(err error) {
 		c.w.err = err
 	}
 	c.releaseSpaceLocked()
+	stopped := c.w.stop
 	c.wmu.Unlock()
-	c.nc.Close()
+	if !stopped { // after a switch the socket is its new owner's
+		c.nc.Close()
+	}
 	c.signalWriter()
 }
 

@@ -97,6 +97,11 @@ func decodeReplace(p []byte) string {
 }
 
 func (c *Conn) command(name []byte, req *box.Box) error {
+	if c.ctx.Err() != nil {
+		// Closing: as Twisted stops reading on loseConnection, no command
+		// runs now that its answer could not be sent.
+		return nil
+	}
 	var r *amp.Responder
 	if c.cfg.Handler != nil {
 		r = c.cfg.Handler.Responder(name)

@@ -73,9 +73,15 @@
 //	   ├──Close, peer hang-up, bad input, fatal error──▶ closing ──▶ closed
 //	   └──write error, TLS failure, abandoned switch──▶ closed
 //
-// While TLS is pending, boxes queue and leave encrypted afterwards; while
-// a switch is pending they are refused with ErrSwitchPending. Closing lets
-// the writer send what is queued (for at most a few seconds) and refuses
-// new boxes; closed fails the calls still pending with a *LostError.
-// Switched stops both goroutines and leaves the socket to its new owner.
+// One StartTLS or switch is pending at a time: a second is refused with
+// ErrTLSPending or ErrSwitchPending. While TLS is pending, boxes queue and
+// leave encrypted afterwards; while a switch is pending they are refused
+// with ErrSwitchPending. If both ends ask at once (each one's request
+// arrives while its own is pending) the connection closes with ErrCrossed
+// rather than wait for contexts to end. Closing dispatches no more
+// commands, refuses new boxes and lets the writer send what is queued by
+// one absolute deadline, however slowly the peer reads; closed fails the
+// calls still pending with a *LostError. Switched stops both goroutines,
+// clears the write deadline and leaves the socket to its new owner: no AMP
+// byte is written after the switch's mark.
 package conn

@@ -3,6 +3,7 @@ package conn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -23,7 +24,21 @@ var (
 	// ErrSwitchWithoutAsk: the peer asked for a switch with no _ask, so
 	// it could not learn that the switch happened.
 	ErrSwitchWithoutAsk = errors.New("conn: protocol switch requested without _ask")
+	// ErrCrossed: the peer asked for StartTLS or a switch while our own
+	// request was awaiting its answer. Neither end can go on (each holds
+	// its writes for the other's answer), so the connection is closed.
+	ErrCrossed = errors.New("conn: both ends asked for StartTLS or a protocol switch at once")
 )
+
+// crossed turns the refusal of a StartTLS or switch answer, because our
+// own request is pending, into the protocol error that ends the
+// connection.
+func crossed(err error) error {
+	if errors.Is(err, ErrTLSPending) || errors.Is(err, ErrSwitchPending) {
+		return &ProtocolError{Err: fmt.Errorf("%w (%w)", ErrCrossed, err)}
+	}
+	return err
+}
 
 // Switch sends command (a protocol switch request, such as
 // switching.ProtocolSwitch) and, if the peer answers without error, stops
@@ -87,11 +102,6 @@ func (c *Conn) takeOver(paused chan struct{}) (net.Conn, error) {
 	c.resumeWriter(true, nil)
 	c.setErr(ErrSwitched)
 	c.failPending(ErrSwitched)
-	c.wmu.Lock()
-	c.w.closing = true
-	c.w.cause = ErrSwitched
-	c.releaseSpaceLocked()
-	c.wmu.Unlock()
 	return inner, nil
 }
 
@@ -99,9 +109,10 @@ func (c *Conn) takeOver(paused chan struct{}) (net.Conn, error) {
 func (c *Conn) switchAfter(ask []byte, resp *box.Box, serve func(net.Conn)) error {
 	resp.Set(amp.KeyAnswer, ask)
 	paused := make(chan struct{})
-	if err := c.enqueue(c.ctx, resp, nil, 4*c.cfg.MaxWriteBuffer, paused, false); err != nil {
+	// lock: what others queue behind the answer would never be sent.
+	if err := c.enqueue(c.ctx, resp, nil, 4*c.cfg.MaxWriteBuffer, paused, true); err != nil {
 		go serve(nil)
-		return err
+		return crossed(err)
 	}
 	c.signalWriter()
 	inner, err := c.takeOver(paused)

@@ -34,6 +34,9 @@ var (
 	// ErrNoServerName: StartTLS on a Conn not made by Dial, with no
 	// tls.Config.ServerName to verify the peer against.
 	ErrNoServerName = errors.New("conn: StartTLS needs tls.Config.ServerName (the connection was not made by Dial)")
+	// ErrTLSPending: a protocol switch was asked for while a StartTLS
+	// request awaits its answer; one at a time.
+	ErrTLSPending = errors.New("conn: StartTLS pending")
 )
 
 // TLSError reports a failed TLS handshake; the connection is closed. Err
@@ -145,11 +148,17 @@ func (c *Conn) specialCall(ctx context.Context, command string, args *box.Box, c
 	}
 	select {
 	case <-cl.done:
+		return cl.err
 	case <-ctx.Done():
-		// The peer may already be switching: the only safe way out.
-		c.fail(fmt.Errorf("conn: %s abandoned: %w", command, ctx.Err()))
-		<-cl.done
 	}
+	select {
+	case <-cl.done: // the answer came with the end of ctx: it counts
+		return cl.err
+	default:
+	}
+	// The peer may already be switching: the only safe way out.
+	c.fail(fmt.Errorf("conn: %s abandoned: %w", command, ctx.Err()))
+	<-cl.done
 	return cl.err
 }
 
@@ -234,7 +243,7 @@ func (c *Conn) serveStartTLS(ask []byte, hasAsk bool) error {
 		return &ProtocolError{Err: errors.New("conn: StartTLS without _ask")}
 	}
 	c.tlsMu.Lock()
-	active := c.tlsState != nil || c.tlsBusy
+	active := c.tlsState != nil
 	c.tlsMu.Unlock()
 	switch {
 	case c.cfg.TLS == nil:
@@ -246,8 +255,10 @@ func (c *Conn) serveStartTLS(ask []byte, hasAsk bool) error {
 	b.Reset()
 	b.Set(amp.KeyAnswer, ask)
 	paused := make(chan struct{})
+	// Our own StartTLS or switch request pending makes enqueue refuse:
+	// the requests crossed.
 	if err := c.enqueue(c.ctx, b, nil, 4*c.cfg.MaxWriteBuffer, paused, false); err != nil {
-		return err
+		return crossed(err)
 	}
 	c.signalWriter()
 	return c.upgradeTLS(paused, c.cfg.TLS, true)

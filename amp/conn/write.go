@@ -27,6 +27,9 @@ type writeState struct {
 	unlend bool
 	// locked refuses new boxes while a switch is pending.
 	locked error
+	// special, once a StartTLS or switch request (or answer) is queued
+	// with a mark, refuses another until resumeWriter: one at a time.
+	special error
 	// space, if not nil, is closed when the queue drains: callers wait on
 	// it for room.
 	space   chan struct{}
@@ -84,6 +87,9 @@ func (c *Conn) enqueue(ctx context.Context, b *box.Box, enc []byte, limit int, p
 	if c.w.locked != nil {
 		return c.w.locked
 	}
+	if paused != nil && c.w.special != nil {
+		return c.w.special
+	}
 	if b != nil {
 		var err error
 		if c.w.buf, err = box.Append(c.w.buf, b); err != nil {
@@ -97,9 +103,11 @@ func (c *Conn) enqueue(ctx context.Context, b *box.Box, enc []byte, limit int, p
 	if paused != nil {
 		c.w.mark = len(c.w.buf)
 		c.w.paused = paused
+		c.w.special = ErrTLSPending
 	}
 	if lock {
 		c.w.locked = ErrSwitchPending
+		c.w.special = ErrSwitchPending
 	}
 	return nil
 }
@@ -231,7 +239,6 @@ type batch struct {
 	closers []io.Closer
 	wc      net.Conn
 	lend    chan struct{} // the batch ends at a mark: lend the socket after it
-	closing bool
 }
 
 func (c *Conn) writeLoop() {
@@ -301,7 +308,7 @@ func (c *Conn) takeBatch(b *batch) (ok, exit bool) {
 		}
 		return false, false
 	}
-	*b = batch{out: c.w.buf, wc: c.w.wconn, closing: c.w.closing}
+	*b = batch{out: c.w.buf, wc: c.w.wconn}
 	if c.w.mark >= 0 {
 		// Up to the mark now; the rest waits for the socket to come back.
 		c.w.buf = append(c.w.spare[:0], b.out[c.w.mark:]...)
@@ -365,11 +372,12 @@ func (c *Conn) write(b *batch) error {
 // armDeadline sets the write deadline for the writer's next Write. To
 // spare a timer update per write, a deadline armed less than half a
 // timeout ago is kept unless force is set: a Write always has between
-// half and all of WriteTimeout. Only the writer calls it, as owner.
+// half and all of WriteTimeout. Once Close has set the final flush's
+// deadline, every chunk gets that one, never a later one, so that a peer
+// reading a trickle cannot hold Close. Only the writer calls it, as owner.
 func (c *Conn) armDeadline(b *batch, force bool) {
-	if b.closing {
-		b.wc.SetWriteDeadline(time.Now().Add(finalFlushTimeout))
-		c.dlSet = time.Time{}
+	if c.finalBy.Load() != 0 {
+		c.armFinal(b.wc)
 		return
 	}
 	if c.cfg.WriteTimeout < 0 {
@@ -381,10 +389,23 @@ func (c *Conn) armDeadline(b *batch, force bool) {
 	}
 	b.wc.SetWriteDeadline(now.Add(c.cfg.WriteTimeout))
 	c.dlSet = now
+	// Close may have set the final deadline since we looked: it stores
+	// finalBy before it sets its deadline, so either it overrides ours or
+	// we see it here.
+	if c.finalBy.Load() != 0 {
+		c.armFinal(b.wc)
+	}
+}
+
+func (c *Conn) armFinal(wc net.Conn) {
+	wc.SetWriteDeadline(time.Unix(0, c.finalBy.Load()))
+	c.dlSet = time.Time{}
 }
 
 // resumeWriter gives a lent socket back to the writer; with stop the
 // writer exits instead, leaving the connection to whoever took it over.
+// Stopping also closes the queue in the same critical section, so that no
+// caller (the fast path included) finds the socket free in between.
 func (c *Conn) resumeWriter(stop bool, wconn net.Conn) {
 	c.wmu.Lock()
 	c.w.stop = stop
@@ -393,7 +414,14 @@ func (c *Conn) resumeWriter(stop bool, wconn net.Conn) {
 	} else {
 		c.w.unlend = true // the lend has not happened yet
 	}
-	c.w.locked = nil
+	c.w.locked, c.w.special = nil, nil
+	if stop {
+		c.w.closing = true
+		c.w.cause = ErrSwitched
+		c.releaseSpaceLocked()
+		// A deadline Close armed is not the new owner's.
+		c.nc.SetWriteDeadline(time.Time{})
+	}
 	if wconn != nil {
 		c.w.wconn = wconn
 	}
