@@ -313,6 +313,7 @@ func (s *Server) serveOwned(r run) {
 // flight finish) and returns when they are done or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop()
+	s.cfg.Logger.Info("mux: stopped accepting; draining")
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first error

@@ -42,42 +42,11 @@ func ctNoLeaks(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
 }
 
-// ctBuffer is a bytes.Buffer safe for a command writing while the test
-// reads.
-type ctBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *ctBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *ctBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // ctRun runs one command line in process.
 func ctRun(args ...string) (code int, stdout, stderr string) {
-	var out, errOut ctBuffer
+	var out, errOut logBuf
 	code = run(&env{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut}, args)
 	return code, out.String(), errOut.String()
-}
-
-// ctWait polls cond for up to 10 s.
-func ctWait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // ctGateway is an AMP server with the demo commands, StartTLS, and inner
@@ -172,7 +141,7 @@ func ctStartGateway(t *testing.T) *ctGateway {
 // ctForward is a forward command running in process.
 type ctForward struct {
 	addr   string
-	stderr *ctBuffer
+	stderr *logBuf
 	stop   context.CancelFunc
 	done   chan int
 }
@@ -182,8 +151,8 @@ type ctForward struct {
 func ctStartForward(t *testing.T, args ...string) *ctForward {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &ctForward{stderr: &ctBuffer{}, stop: cancel, done: make(chan int, 1)}
-	stdout := &ctBuffer{}
+	f := &ctForward{stderr: &logBuf{}, stop: cancel, done: make(chan int, 1)}
+	stdout := &logBuf{}
 	go func() {
 		f.done <- run(&env{ctx: ctx, stdin: strings.NewReader(""), stdout: stdout, stderr: f.stderr}, append([]string{"forward"}, args...))
 	}()
@@ -416,7 +385,7 @@ func TestForwardLogsRefusals(t *testing.T) {
 		if n, err := c.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
 			t.Errorf("%s %v: local read got %d, %v; want the connection closed", tt.protocol, tt.extra, n, err)
 		}
-		ctWait(t, "the refusal on stderr", func() bool { return strings.Contains(f.stderr.String(), tt.want) })
+		f.stderr.waitFor(t, tt.want)
 		lines := strings.Split(strings.TrimSpace(f.stderr.String()), "\n")
 		var refusals []string
 		for _, l := range lines {
@@ -465,18 +434,17 @@ func TestForwardGrace(t *testing.T) {
 	c := ctDial(t, f.addr)
 	ctEcho(t, c, 1000)
 	f.stop()
-	ctWait(t, "the listener to close", func() bool {
-		c, err := net.DialTimeout("tcp", f.addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	})
+	// Logged once the listener is closed.
+	f.stderr.waitFor(t, "ampmux forward: stopping")
+	if lc, err := net.DialTimeout("tcp", f.addr, time.Second); err == nil {
+		lc.Close()
+		t.Fatal("forward still accepts after the signal")
+	}
 	ctEcho(t, c, 100_000) // still carried
 	select {
 	case code := <-f.done:
 		t.Fatalf("forward exited (%d) with a tunnel open", code)
-	case <-time.After(200 * time.Millisecond):
+	default:
 	}
 	start := time.Now()
 	c.Close()
@@ -509,7 +477,7 @@ func TestConnectStdio(t *testing.T) {
 	g := ctStartGateway(t)
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	stderr := &ctBuffer{}
+	stderr := &logBuf{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(&env{stdin: inR, stdout: outW, stderr: stderr},
@@ -801,13 +769,13 @@ func TestBenchProgressAndInterrupt(t *testing.T) {
 	g := ctStartGateway(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout, stderr := &ctBuffer{}, &ctBuffer{}
+	stdout, stderr := &logBuf{}, &logBuf{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(&env{ctx: ctx, stdout: stdout, stderr: stderr}, []string{"bench", "--server", g.addr, "--duration", "1m", "--concurrency", "2"})
 	}()
 	progress := regexp.MustCompile(`(?m)^\[1s\] (\d+) calls, (\d+) calls/s$`)
-	ctWait(t, "a progress line", func() bool { return progress.MatchString(stderr.String()) })
+	stderr.waitMatch(t, progress)
 	cancel()
 	select {
 	case code := <-done:
@@ -876,7 +844,7 @@ func TestTunnelsOptimistic(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
 		t.Errorf("local read got %d, %v; want the connection closed", n, err)
 	}
-	ctWait(t, "the refusal on stderr", func() bool { return strings.Contains(f.stderr.String(), "switch failed: FORBIDDEN: ") })
+	f.stderr.waitFor(t, "switch failed: FORBIDDEN: ")
 	if code := f.exit(t); code != 0 {
 		t.Errorf("exit %d", code)
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -59,24 +60,16 @@ func serveTestBinary(t *testing.T) string {
 type proc struct {
 	cmd    *exec.Cmd
 	stdout *bufio.Reader
-	stderr *syncBuf
+	stderr *logBuf
 	stdin  io.WriteCloser
 	done   chan error
 	pr     *io.PipeReader
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(name, args...)
-	p := &proc{cmd: cmd, stderr: &syncBuf{}, done: make(chan error, 1)}
+	p := &proc{cmd: cmd, stderr: &logBuf{}, done: make(chan error, 1)}
 	// An io.Pipe, not StdoutPipe: Wait may run while tests still read.
 	pr, pw := io.Pipe()
 	cmd.Stdout = pw
@@ -172,13 +165,13 @@ func TestServeForwardHTTPDownloads(t *testing.T) {
 		os.WriteFile(filepath.Join(site, name), data, 0o644)
 		sums[name] = sha256.Sum256(data)
 	}
-	backendL, _ := net.Listen("tcp", "127.0.0.1:0")
-	backendAddr := backendL.Addr().String()
-	backendL.Close()
-	_, port, _ := net.SplitHostPort(backendAddr)
-	backend := startProc(t, py, "-m", "http.server", "--bind", "127.0.0.1", "--directory", site, port)
-	waitListening(t, backendAddr)
-	_ = backend
+	// Port 0: http.server prints the port it was given once it listens.
+	backend := startProc(t, py, "-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", site, "0")
+	served := regexp.MustCompile(`^Serving HTTP on 127\.0\.0\.1 port (\d+) `).FindStringSubmatch(backend.line(t))
+	if served == nil {
+		t.Fatalf("http.server did not say where it listens; stderr:\n%s", backend.stderr.String())
+	}
+	backendAddr := "127.0.0.1:" + served[1]
 
 	_, addr := startServe(t, "--tls-cert", filepath.Join(dir, "server.pem"), "--tls-key", filepath.Join(dir, "server-key.pem"),
 		"--client-ca", filepath.Join(dir, "ca.pem"), "--route", "web="+backendAddr)
@@ -205,7 +198,7 @@ func TestServeForwardHTTPDownloads(t *testing.T) {
 	if err := exec.Command("curl", "-sS", "--fail", "--max-time", "10", "http://"+noAddr+"/f2.bin").Run(); err == nil {
 		t.Fatal("a client without a certificate got through")
 	}
-	waitFor(t, func() bool { return strings.Contains(nocert.stderr.String(), "FORBIDDEN") }, "forward logs FORBIDDEN")
+	nocert.stderr.waitFor(t, "FORBIDDEN")
 }
 
 func forwardAddr(t *testing.T, p *proc) string {
@@ -217,28 +210,6 @@ func forwardAddr(t *testing.T, p *proc) string {
 		t.Fatalf("forward printed %q", l)
 	}
 	return f[1]
-}
-
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	waitFor(t, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "listening on "+addr)
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestConnectAsProxyCommand runs `ampmux connect` as an ssh ProxyCommand
@@ -328,7 +299,7 @@ func TestSIGTERMWhileTunnelBusy(t *testing.T) {
 	for i := range 40 {
 		if i == 10 {
 			p.cmd.Process.Signal(syscall.SIGTERM)
-			time.Sleep(100 * time.Millisecond)
+			p.stderr.waitFor(t, "mux: stopped accepting")
 			if cn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 				cn.Close()
 				t.Error("still accepting after SIGTERM")
@@ -339,7 +310,6 @@ func TestSIGTERMWhileTunnelBusy(t *testing.T) {
 		if err != nil {
 			t.Fatalf("write after %d bytes: %v", sent, err)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	if err := <-errc; err != nil {
 		t.Fatalf("echo read: %v", err)
