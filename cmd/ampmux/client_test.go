@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -200,6 +201,13 @@ func (f *ctForward) exit(t *testing.T) int {
 // ctEcho sends n random bytes through c while reading them back.
 func ctEcho(t *testing.T, c net.Conn, n int) {
 	t.Helper()
+	if err := echoThrough(c, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// echoThrough is ctEcho for goroutines, which may not stop the test.
+func echoThrough(c net.Conn, n int) error {
 	payload := make([]byte, n)
 	rand.Read(payload)
 	errc := make(chan error, 1)
@@ -215,15 +223,16 @@ func ctEcho(t *testing.T, c net.Conn, n int) {
 	got := make([]byte, n)
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := io.ReadFull(c, got); err != nil {
-		t.Fatalf("reading the echo: %v", err)
+		return fmt.Errorf("reading the echo: %w", err)
 	}
 	c.SetReadDeadline(time.Time{})
 	if err := <-errc; err != nil {
-		t.Fatalf("writing: %v", err)
+		return fmt.Errorf("writing: %w", err)
 	}
 	if !bytes.Equal(got, payload) {
-		t.Fatal("the echo differs from what was sent")
+		return errors.New("the echo differs from what was sent")
 	}
+	return nil
 }
 
 // ctEchoHalfClose sends n bytes, half-closes, and reads the echo to EOF:
@@ -342,7 +351,9 @@ func TestForwardCarriesBothWays(t *testing.T) {
 	for _, n := range []int{3<<20 + 17, 2 << 20} {
 		c := ctDial(t, f.addr)
 		wg.Go(func() {
-			ctEcho(t, c, n)
+			if err := echoThrough(c, n); err != nil {
+				t.Errorf("%d bytes: %v", n, err)
+			}
 			c.Close()
 		})
 	}

@@ -140,11 +140,20 @@ func writePKI(t *testing.T) (string, *pki.Bundle) {
 
 func curlBody(t *testing.T, args ...string) []byte {
 	t.Helper()
-	out, err := exec.Command("curl", append([]string{"-sS", "--fail", "--max-time", "30"}, args...)...).Output()
+	out, err := curlOutput(args...)
 	if err != nil {
-		t.Fatalf("curl %v: %v", args, err)
+		t.Fatal(err)
 	}
 	return out
+}
+
+// curlOutput is curlBody for goroutines, which may not stop the test.
+func curlOutput(args ...string) ([]byte, error) {
+	out, err := exec.Command("curl", append([]string{"-sS", "--fail", "--max-time", "30"}, args...)...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("curl %v: %w", args, err)
+	}
+	return out, nil
 }
 
 // TestServeForwardHTTPDownloads: serve with TLS and --client-ca, a real
@@ -182,8 +191,10 @@ func TestServeForwardHTTPDownloads(t *testing.T) {
 	for name, sum := range sums {
 		for range 2 {
 			wg.Go(func() {
-				body := curlBody(t, "http://"+fwdAddr+"/"+name)
-				if sha256.Sum256(body) != sum {
+				body, err := curlOutput("http://" + fwdAddr + "/" + name)
+				if err != nil {
+					t.Error(err)
+				} else if sha256.Sum256(body) != sum {
 					t.Errorf("%s: %d bytes, wrong content", name, len(body))
 				}
 			})
