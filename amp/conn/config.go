@@ -42,7 +42,8 @@ type Config struct {
 	// HandshakeTimeout bounds a StartTLS handshake (default 10 s).
 	HandshakeTimeout time.Duration
 	// BaseContext is the parent of the context responders get (default
-	// context.Background()).
+	// context.Background()). Its end cancels their contexts; it does not
+	// close the connection.
 	BaseContext context.Context
 	// Logger receives protocol errors and responder failures that become
 	// UNKNOWN answers (default slog.Default()).

@@ -81,7 +81,8 @@ type Conn struct {
 	// Ending.
 	closeOnce  sync.Once
 	errOnce    sync.Once
-	err        error // why the connection ended; set before done closes
+	err        error       // why the connection ended; set before done closes
+	ended      atomic.Bool // set just after err: the connection is ending (ctx may also end through Config.BaseContext)
 	done       chan struct{}
 	readerDone chan struct{}
 	writerDone chan struct{}
@@ -253,6 +254,7 @@ func (c *Conn) fail(err error) {
 func (c *Conn) setErr(err error) {
 	c.errOnce.Do(func() {
 		c.err = err
+		c.ended.Store(true)
 		c.cancel()
 	})
 }

@@ -97,7 +97,7 @@ func decodeReplace(p []byte) string {
 }
 
 func (c *Conn) command(name []byte, req *box.Box) error {
-	if c.ctx.Err() != nil {
+	if c.ended.Load() {
 		// Closing: as Twisted stops reading on loseConnection, no command
 		// runs now that its answer could not be sent.
 		return nil
@@ -171,7 +171,7 @@ func (c *Conn) finishCommand(r *amp.Responder, name, ask []byte, hasAsk bool, re
 		return
 	}
 	code, desc, fatal := r.Answer(err)
-	if code == amp.CodeUnknown && desc == amp.DescriptionUnknown && c.ctx.Err() == nil {
+	if code == amp.CodeUnknown && desc == amp.DescriptionUnknown && !c.ended.Load() {
 		c.cfg.Logger.Error("amp: responder failed with an undeclared error", "command", string(name), "remote", c.nc.RemoteAddr(), "err", err)
 	}
 	if !hasAsk {
@@ -184,7 +184,7 @@ func (c *Conn) finishCommand(r *amp.Responder, name, ask []byte, hasAsk bool, re
 }
 
 func (c *Conn) reportAnswerFailure(name []byte, err error) {
-	if c.ctx.Err() != nil {
+	if c.ended.Load() {
 		return // the connection is going away; nothing to report
 	}
 	c.cfg.Logger.Error("amp: cannot send answer", "command", string(name), "remote", c.nc.RemoteAddr(), "err", err)

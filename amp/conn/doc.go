@@ -76,9 +76,14 @@
 // One StartTLS or switch is pending at a time: a second is refused with
 // ErrTLSPending or ErrSwitchPending. While TLS is pending, boxes queue and
 // leave encrypted afterwards; while a switch is pending they are refused
-// with ErrSwitchPending. If both ends ask at once (each one's request
+// with ErrSwitchPending, and a StartTLS once TLS is on with ErrTLSActive.
+// If both ends ask at once (each one's request, one this end would serve,
 // arrives while its own is pending) the connection closes with ErrCrossed
-// rather than wait for contexts to end. Closing dispatches no more
+// rather than wait for contexts to end. Any other command that arrives
+// while this end's switch is pending cannot be answered on the locked
+// stream: it is dropped with a log line, and the peer's call ends with
+// the switch or its context. A StartTLS or switch refused before the
+// writer reached its mark drops the mark. Closing dispatches no more
 // commands, refuses new boxes and lets the writer send what is queued by
 // one absolute deadline, however slowly the peer reads; closed fails the
 // calls still pending with a *LostError. Switched stops both goroutines,

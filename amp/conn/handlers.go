@@ -92,7 +92,7 @@ func (c *Conn) runHandlers(t task) {
 	for {
 		c.serveTask(t, resp)
 		c.hmu.Lock()
-		if c.hq.len() == 0 || c.ctx.Err() != nil {
+		if c.hq.len() == 0 || c.ended.Load() {
 			c.hq.running--
 			c.hmu.Unlock()
 			return // what is left goes when the connection finishes

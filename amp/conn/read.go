@@ -71,12 +71,10 @@ func (k *kickReader) Read(p []byte) (int, error) {
 }
 
 func (c *Conn) readFailed(err error) {
-	select {
-	case <-c.ctx.Done():
+	if c.ended.Load() {
 		// We closed it; whatever the read says is a consequence.
 		c.fail(c.err)
 		return
-	default:
 	}
 	err = c.tlsReadError(err)
 	var pe *ProtocolError

@@ -90,6 +90,11 @@ func (c *Conn) enqueue(ctx context.Context, b *box.Box, enc []byte, limit int, p
 	if paused != nil && c.w.special != nil {
 		return c.w.special
 	}
+	if paused != nil && !lock && c.w.wconn != c.nc {
+		// A StartTLS (the marked box that does not lock) after a
+		// handshake that ran while this one waited for room.
+		return ErrTLSActive
+	}
 	if b != nil {
 		var err error
 		if c.w.buf, err = box.Append(c.w.buf, b); err != nil {
@@ -409,18 +414,28 @@ func (c *Conn) armFinal(wc net.Conn) {
 func (c *Conn) resumeWriter(stop bool, wconn net.Conn) {
 	c.wmu.Lock()
 	c.w.stop = stop
-	if c.w.owner == ownerLent {
+	switch {
+	case c.w.owner == ownerLent:
 		c.w.owner = ownerNone
-	} else {
-		c.w.unlend = true // the lend has not happened yet
+	case c.w.mark >= 0:
+		// The writer has not taken the marked batch yet: drop the mark, so
+		// that a later StartTLS or switch can set its own and the bytes
+		// queued behind it wait for it.
+		close(c.w.paused)
+		c.w.mark, c.w.paused = -1, nil
+	default:
+		c.w.unlend = true // the writer is writing the marked batch: no lend
 	}
 	c.w.locked, c.w.special = nil, nil
 	if stop {
 		c.w.closing = true
 		c.w.cause = ErrSwitched
 		c.releaseSpaceLocked()
-		// A deadline Close armed is not the new owner's.
-		c.nc.SetWriteDeadline(time.Time{})
+		// A deadline Close armed is not the new owner's; one the new owner
+		// set (SwitchEarly hands the write side over early) stays.
+		if c.finalBy.Load() != 0 {
+			c.nc.SetWriteDeadline(time.Time{})
+		}
 	}
 	if wconn != nil {
 		c.w.wconn = wconn
