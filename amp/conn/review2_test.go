@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync/atomic"
@@ -446,4 +447,58 @@ func TestReview2StartTLSQueuedAfterPeersHandshake(t *testing.T) {
 			t.Errorf("y.StartTLS racing the StartTLS it served: %v, want ErrTLSActive (or ErrTLSPending)", err)
 		}
 	})
+}
+
+// The caller's context ends at the instant the switch's answer arrives.
+// Whichever wins, Switch returns a connection that works, or an error and
+// no connection: never a connection already closed by the abandonment
+// (the window the second review saw: ctx ending while the reader is in
+// takeOver, so fail closes the socket and Switch still returns nil).
+func TestReview2SwitchAnswerAtContextEnd(t *testing.T) {
+	var switched, abandoned int
+	synctest.Test(t, func(t *testing.T) {
+		for range 200 {
+			a, b := net.Pipe()
+			c := conn.New(a, &conn.Config{Logger: quietLogger()})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			type result struct {
+				nc  net.Conn
+				err error
+			}
+			res := make(chan result, 1)
+			go func() { nc, err := c.Switch(ctx, "Sw", &box.Box{}); res <- result{nc, err} }()
+			dec := box.NewDecoder(b)
+			m, err := nextBox(b, dec, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second) // to the context's end, on the bubble's clock
+			go b.Write(rawBox(t, map[string]string{"_answer": m["_ask"]}))
+			r := <-res
+			cancel()
+			switch {
+			case r.err == nil && r.nc == nil:
+				t.Fatal("Switch returned neither a connection nor an error")
+			case r.err == nil:
+				got := make(chan error, 1)
+				go func() { _, err := io.ReadFull(b, make([]byte, 4)); got <- err }()
+				if _, err := r.nc.Write([]byte("ping")); err != nil {
+					t.Fatalf("Switch returned a connection that does not work: %v", err)
+				}
+				if err := <-got; err != nil {
+					t.Fatal(err)
+				}
+				r.nc.Close()
+				switched++
+			case r.nc != nil:
+				t.Fatalf("Switch returned a connection and the error %v", r.err)
+			default:
+				abandoned++
+			}
+			b.Close()
+			c.Close()
+			<-c.Done()
+		}
+	})
+	t.Logf("switched %d, abandoned %d", switched, abandoned)
 }

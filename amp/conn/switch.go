@@ -101,6 +101,15 @@ func (c *Conn) takeOver(paused chan struct{}) (net.Conn, error) {
 	c.nc.SetReadDeadline(time.Time{})
 	c.resumeWriter(true, nil)
 	c.setErr(ErrSwitched)
+	if c.err != ErrSwitched {
+		// The connection ended first (Close, or a Switch abandoned when its
+		// context ended at this moment): the socket may already be closed,
+		// and it is ours to close since takenOver is set. Once has
+		// returned, so c.err is safe to read.
+		inner.Close()
+		c.failPending(c.err)
+		return nil, &LostError{Cause: c.err}
+	}
 	c.failPending(ErrSwitched)
 	return inner, nil
 }
