@@ -34,8 +34,8 @@ var (
 	// ErrNoServerName: StartTLS on a Conn not made by Dial, with no
 	// tls.Config.ServerName to verify the peer against.
 	ErrNoServerName = errors.New("conn: StartTLS needs tls.Config.ServerName (the connection was not made by Dial)")
-	// ErrTLSPending: a protocol switch was asked for while a StartTLS
-	// request awaits its answer; one at a time.
+	// ErrTLSPending: a StartTLS or protocol switch was asked for while a
+	// StartTLS request (or answer) awaits its handshake; one at a time.
 	ErrTLSPending = errors.New("conn: StartTLS pending")
 )
 
