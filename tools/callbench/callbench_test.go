@@ -110,7 +110,9 @@ func checkResult(t *testing.T, r Result, kind, api string, inflight int) {
 	if p.Calls <= 0 || p.Errors != 0 || p.CallsPerSec <= 0 || p.P50us <= 0 || p.P99us < p.P50us {
 		t.Fatalf("implausible result %+v", p)
 	}
-	if p.Seconds < testDuration.Seconds()*0.9 || p.Seconds > testDuration.Seconds()*3 {
+	// A timer never fires early, so the window is at least its length; a
+	// loaded machine may make it longer, which is no error of the tool.
+	if p.Seconds < testDuration.Seconds() {
 		t.Fatalf("measured %.3fs for a %v window", p.Seconds, testDuration)
 	}
 }
