@@ -25,7 +25,32 @@ type serveConfig struct {
 	LogFormat      string        `yaml:"log_format"`
 	Grace          time.Duration `yaml:"grace"`
 	SniffTimeout   time.Duration `yaml:"sniff_timeout"`
+	AllowAnonymous bool          `yaml:"allow_anonymous"`
+	Admin          string        `yaml:"admin"`
+	PublicStatus   bool          `yaml:"public_status"`
+	Limits         limitsConfig  `yaml:"limits"`
 	Routes         []routeConfig `yaml:"routes"`
+}
+
+// limitsConfig bounds what clients may take; each has a flag of the same
+// name with dashes (max_conns is --max-conns) and a counter on the
+// status page. Zero means the default, which is in --help.
+type limitsConfig struct {
+	MaxConns             int           `yaml:"max_conns"`
+	MaxConnsPerSource    int           `yaml:"max_conns_per_source"`
+	MaxSniffingPerSource int           `yaml:"max_sniffing_per_source"`
+	MaxTunnelsPerRoute   int           `yaml:"max_tunnels_per_route"`
+	MaxTunnelsPerClient  int           `yaml:"max_tunnels_per_client"`
+	MaxCallsPerConn      int           `yaml:"max_calls_per_conn"`
+	MaxBoxSize           byteSize      `yaml:"max_box_size"`
+	MaxFields            int           `yaml:"max_fields"`
+	UnauthBuffer         byteSize      `yaml:"unauthenticated_buffer"`
+	WriteBuffer          byteSize      `yaml:"write_buffer"`
+	WriteTimeout         time.Duration `yaml:"write_timeout"`
+	Heartbeat            time.Duration `yaml:"heartbeat"`
+	HeartbeatTimeout     time.Duration `yaml:"heartbeat_timeout"`
+	HalfCloseTimeout     time.Duration `yaml:"half_close_timeout"`
+	TunnelIdleTimeout    time.Duration `yaml:"tunnel_idle_timeout"`
 }
 
 // routeConfig is one inner protocol piped to a TCP backend.
@@ -34,11 +59,35 @@ type routeConfig struct {
 	Backend        string   `yaml:"backend"`
 	AllowedNames   []string `yaml:"allowed_names"` // client certificate CN or DNS SAN
 	AllowPlaintext bool     `yaml:"allow_plaintext"`
-	line           int
+	// IdleTimeout, if set, closes this route's tunnels after that long
+	// with no bytes either way (overrides limits.tunnel_idle_timeout).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	line        int
 }
 
 func defaultServeConfig() serveConfig {
-	return serveConfig{Listen: "127.0.0.1:7443", LogFormat: "text", Grace: 10 * time.Second, SniffTimeout: 5 * time.Second}
+	return serveConfig{Listen: "127.0.0.1:7443", LogFormat: "text", Grace: 10 * time.Second, SniffTimeout: 5 * time.Second,
+		Limits: defaultLimits()}
+}
+
+// defaultLimits are serve's limits; each is chosen in doc/limits.md (a
+// gateway on the internet, one process, 24 GiB or less).
+func defaultLimits() limitsConfig {
+	return limitsConfig{
+		MaxConnsPerSource:    1024,
+		MaxSniffingPerSource: 256,
+		MaxTunnelsPerRoute:   4096,
+		MaxTunnelsPerClient:  256,
+		MaxCallsPerConn:      1024,
+		MaxBoxSize:           1 << 20,
+		MaxFields:            1024,
+		UnauthBuffer:         64 << 20,
+		WriteBuffer:          1 << 20,
+		WriteTimeout:         30 * time.Second,
+		Heartbeat:            30 * time.Second,
+		HeartbeatTimeout:     15 * time.Second,
+		HalfCloseTimeout:     60 * time.Second,
+	}
 }
 
 // configError names the file and line of a mistake.
@@ -101,10 +150,10 @@ func (r *routeConfig) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.MappingNode {
 		return fmt.Errorf("line %d: a route is a mapping with name and backend", n.Line)
 	}
-	allowed := map[string]bool{"name": true, "backend": true, "allowed_names": true, "allow_plaintext": true}
+	allowed := map[string]bool{"name": true, "backend": true, "allowed_names": true, "allow_plaintext": true, "idle_timeout": true}
 	for i := 0; i < len(n.Content); i += 2 {
 		if k := n.Content[i]; !allowed[k.Value] {
-			return fmt.Errorf("line %d: unknown route key %q (known: name, backend, allowed_names, allow_plaintext)", k.Line, k.Value)
+			return fmt.Errorf("line %d: unknown route key %q (known: name, backend, allowed_names, allow_plaintext, idle_timeout)", k.Line, k.Value)
 		}
 	}
 	type plain routeConfig

@@ -4,12 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -43,39 +43,28 @@ The default --listen is 127.0.0.1:7443 (this machine only); use 0.0.0.0:7443 or
 
 func runServe(e *env, args []string) error {
 	c := commands["serve"]
-	fs := c.newFlags(e)
 	cfg := defaultServeConfig()
 	var routes multiFlag
-	configFile := fs.String("config", "", "YAML `file` with any of the settings below (flags override it), plus per-route allowed client names")
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "`address` to listen on; 0.0.0.0:7443 for all interfaces")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM `file` of the server certificate: enables StartTLS")
-	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM `file` of its private key")
-	fs.StringVar(&cfg.ClientCA, "client-ca", "", "PEM `file` of a CA: clients need a certificate it signed to switch to any route")
-	fs.Var(&routes, "route", "inner protocol `NAME=HOST:PORT` piped to a TCP backend (repeatable)")
-	fs.BoolVar(&cfg.AllowPlaintext, "allow-plaintext", false, "let clients switch to routes without TLS (insecure: tunnel traffic in the clear)")
-	fs.StringVar(&cfg.HTTPBackend, "http-backend", "", "`URL` of an HTTP server to reverse-proxy browsers to")
-	fs.StringVar(&cfg.HTTPDir, "http-dir", "", "`directory` of static files to serve to browsers")
-	fs.BoolVar(&cfg.Demo, "demo", false, "offer the AMP commands Sum, Divide, Echo and an \"echo\" tunnel, for interop checks")
-	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: text or json")
-	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGINT/SIGTERM, how long calls and tunnels may drain")
-	fs.DurationVar(&cfg.SniffTimeout, "sniff-timeout", cfg.SniffTimeout, "how long a new connection may take to show its protocol")
+	var configFile string
+	fs := c.newFlags(e)
+	serveFlags(fs, &cfg, &routes, &configFile)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	if *configFile != "" {
-		fileCfg := defaultServeConfig()
-		if err := loadConfigFile(*configFile, &fileCfg); err != nil {
+	if configFile != "" {
+		// The file over the defaults, then the command line over the file.
+		cfg, routes = defaultServeConfig(), nil
+		if err := loadConfigFile(configFile, &cfg); err != nil {
 			return err
 		}
-		// Flags given on the command line win over the file.
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		merged := fileCfg
-		overlay(&merged, &cfg, set)
-		cfg = merged
+		fs = c.newFlags(e)
+		serveFlags(fs, &cfg, &routes, &configFile)
+		if err := parse(fs, args); err != nil {
+			return err
+		}
 	}
 	for _, r := range routes {
 		rc, err := parseRouteFlag(r)
@@ -100,28 +89,6 @@ func runServe(e *env, args []string) error {
 	return serve(ctx, &cfg, log, e.stdout)
 }
 
-// overlay copies the flags that were set from src into dst.
-func overlay(dst, src *serveConfig, set map[string]bool) {
-	pick := map[string]func(){
-		"listen":          func() { dst.Listen = src.Listen },
-		"tls-cert":        func() { dst.TLSCert = src.TLSCert },
-		"tls-key":         func() { dst.TLSKey = src.TLSKey },
-		"client-ca":       func() { dst.ClientCA = src.ClientCA },
-		"allow-plaintext": func() { dst.AllowPlaintext = src.AllowPlaintext },
-		"http-backend":    func() { dst.HTTPBackend = src.HTTPBackend },
-		"http-dir":        func() { dst.HTTPDir = src.HTTPDir },
-		"demo":            func() { dst.Demo = src.Demo },
-		"log-format":      func() { dst.LogFormat = src.LogFormat },
-		"grace":           func() { dst.Grace = src.Grace },
-		"sniff-timeout":   func() { dst.SniffTimeout = src.SniffTimeout },
-	}
-	for name, f := range pick {
-		if set[name] {
-			f()
-		}
-	}
-}
-
 func checkServeConfig(cfg *serveConfig) error {
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return usagef("--tls-cert and --tls-key go together")
@@ -135,6 +102,14 @@ func checkServeConfig(cfg *serveConfig) error {
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return usagef("--log-format must be text or json, not %q", cfg.LogFormat)
 	}
+	if len(cfg.Routes) > 0 && cfg.ClientCA == "" && !cfg.AllowAnonymous {
+		return usagef("routes need client identities: give --client-ca FILE (clients then need a certificate it signed), or --allow-anonymous to let anyone who reaches the port use them")
+	}
+	if cfg.Admin != "" {
+		if _, _, err := net.SplitHostPort(cfg.Admin); err != nil {
+			return usagef("--admin %q is not HOST:PORT", cfg.Admin)
+		}
+	}
 	seen := map[string]bool{}
 	for _, r := range cfg.Routes {
 		if seen[r.Name] {
@@ -143,6 +118,34 @@ func checkServeConfig(cfg *serveConfig) error {
 		seen[r.Name] = true
 		if cfg.Demo && r.Name == "echo" {
 			return usagef("route \"echo\" clashes with --demo's echo protocol")
+		}
+		if len(r.AllowedNames) > 0 && cfg.ClientCA == "" {
+			return usagef("route %q has allowed_names, which need --client-ca to verify the names", r.Name)
+		}
+		if r.IdleTimeout < 0 {
+			return usagef("route %q: idle_timeout may not be negative", r.Name)
+		}
+	}
+	return checkLimits(&cfg.Limits)
+}
+
+// checkLimits refuses negative limits; zero means the default.
+func checkLimits(l *limitsConfig) error {
+	for _, v := range []struct {
+		name string
+		n    int64
+	}{
+		{"max-conns", int64(l.MaxConns)}, {"max-conns-per-source", int64(l.MaxConnsPerSource)},
+		{"max-sniffing-per-source", int64(l.MaxSniffingPerSource)}, {"max-tunnels-per-route", int64(l.MaxTunnelsPerRoute)},
+		{"max-tunnels-per-client", int64(l.MaxTunnelsPerClient)}, {"max-calls-per-conn", int64(l.MaxCallsPerConn)},
+		{"max-box-size", int64(l.MaxBoxSize)}, {"max-fields", int64(l.MaxFields)},
+		{"unauthenticated-buffer", int64(l.UnauthBuffer)}, {"write-buffer", int64(l.WriteBuffer)},
+		{"write-timeout", int64(l.WriteTimeout)}, {"heartbeat", int64(l.Heartbeat)},
+		{"heartbeat-timeout", int64(l.HeartbeatTimeout)}, {"half-close-timeout", int64(l.HalfCloseTimeout)},
+		{"tunnel-idle-timeout", int64(l.TunnelIdleTimeout)},
+	} {
+		if v.n < 0 {
+			return usagef("--%s may not be negative", v.name)
 		}
 	}
 	return nil
@@ -160,13 +163,18 @@ type server struct {
 	cfg     *serveConfig
 	log     *slog.Logger
 	stats   *stats
+	warn    *rateLog
+	limits  *tunnelLimits
 	tunnels sync.WaitGroup
 	mu      sync.Mutex
 	open    map[net.Conn]struct{} // tunnel ends to close when the grace period is over
 }
 
 func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Writer) error {
-	s := &server{cfg: cfg, log: log, stats: newStats(), open: map[net.Conn]struct{}{}}
+	warn := newRateLog(log)
+	s := &server{cfg: cfg, log: log, stats: newStats(), warn: warn, open: map[net.Conn]struct{}{},
+		limits: newTunnelLimits(cfg.Limits.MaxTunnelsPerRoute, cfg.Limits.MaxTunnelsPerClient, warn)}
+	s.stats.limits = s.limits
 	tlsCfg, err := s.tlsConfig()
 	if err != nil {
 		return err
@@ -178,24 +186,28 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 	ampMux := amp.NewMux()
 	if cfg.Demo {
 		demo.RegisterPublic(ampMux)
-		reg.Register("echo", s.echoHandler, s.policy(routeConfig{Name: "echo"}))
+		reg.Register("echo", s.routeHandler(routeConfig{Name: "echo"}), s.policy(routeConfig{Name: "echo"}))
 		// Listed on the status page like the others.
 		cfg.Routes = append(cfg.Routes, routeConfig{Name: "echo", Backend: "(built-in echo)"})
 	}
 	reg.Install(ampMux)
-	if len(reg.Names()) > 0 && tlsCfg == nil && !cfg.AllowPlaintext {
-		log.Warn("no --tls-cert: clients cannot StartTLS, so routes that require TLS are unreachable")
-	}
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
 	listen := l.Addr().String()
+	s.warnInsecure(reg, tlsCfg, listen)
 	handler, err := s.httpHandler(listen)
 	if err != nil {
 		l.Close()
 		return err
 	}
+	admin, err := s.startAdmin(listen, stdout)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	defer admin.Close()
 	hs := httpfallback.Server(handler)
 	hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	m := mux.New(l, mux.Config{
@@ -203,9 +215,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		Logger:       log,
 		OnMatch:      s.stats.onMatch,
 		HTTP:         hs,
-		AMP: &conn.Server{Config: conn.Config{Handler: countingLocator{ampMux, s.stats},
-			TLS: tlsCfg, Logger: log,
-		}},
+		AMP:          &conn.Server{Config: s.connConfig(ampMux, tlsCfg)},
 	})
 	served := make(chan error, 1)
 	go func() { served <- m.Serve() }()
@@ -245,6 +255,70 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 	return nil
 }
 
+// connConfig is the AMP side of the shared port, with serve's limits.
+func (s *server) connConfig(h amp.Locator, tlsCfg *tls.Config) conn.Config {
+	l := &s.cfg.Limits
+	return conn.Config{
+		Handler:           countingLocator{h, s.stats},
+		TLS:               tlsCfg,
+		Logger:            s.log,
+		MaxBoxSize:        int(l.MaxBoxSize),
+		MaxHandlers:       l.MaxCallsPerConn,
+		MaxQueuedCommands: l.MaxCallsPerConn,
+		MaxWriteBuffer:    int(l.WriteBuffer),
+		WriteTimeout:      l.WriteTimeout,
+	}
+}
+
+// warnInsecure says at start what an operator opted out of.
+func (s *server) warnInsecure(reg *switching.Registry, tlsCfg *tls.Config, listen string) {
+	cfg := s.cfg
+	if cfg.Demo {
+		s.log.Warn("demo mode: the echo route is anonymous and the status page is on the shared port; meant for local checks", "listen", listen)
+		if ap, err := netip.ParseAddrPort(listen); err == nil && !ap.Addr().IsLoopback() {
+			s.log.Warn("demo mode on a non-loopback address: anyone who reaches it sees the status page and may use the echo route", "listen", listen)
+		}
+	}
+	if cfg.AllowAnonymous && len(reg.Names()) > 0 {
+		s.log.Warn("routes are open to clients without a certificate (--allow-anonymous): anyone who reaches the port reaches their backends", "routes", reg.Names())
+	}
+	if cfg.AllowPlaintext {
+		s.log.Warn("tunnels may run without TLS (--allow-plaintext): their traffic crosses the network in the clear")
+	}
+	for _, r := range cfg.Routes {
+		if r.AllowPlaintext && !cfg.AllowPlaintext {
+			s.log.Warn("route allows tunnels without TLS (allow_plaintext): its traffic crosses the network in the clear", "route", r.Name)
+		}
+	}
+	if len(reg.Names()) > 0 && tlsCfg == nil && !cfg.AllowPlaintext {
+		s.log.Warn("no --tls-cert: clients cannot StartTLS, so routes that require TLS are unreachable")
+	}
+	if cfg.PublicStatus && !cfg.Demo {
+		s.log.Warn("the status page is public (--public-status): browsers on the shared port see routes, backends and counts")
+	}
+}
+
+// startAdmin serves the operator endpoints on --admin, if given.
+func (s *server) startAdmin(listen string, stdout io.Writer) (io.Closer, error) {
+	if s.cfg.Admin == "" {
+		return io.NopCloser(nil), nil
+	}
+	l, err := net.Listen("tcp", s.cfg.Admin)
+	if err != nil {
+		return nil, fmt.Errorf("--admin: %w", err)
+	}
+	hs := &http.Server{Handler: statusHandler(s.stats, s.cfg, listen), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	go hs.Serve(l)
+	addr := l.Addr().String()
+	if ap, err := netip.ParseAddrPort(addr); err == nil && !ap.Addr().IsLoopback() {
+		s.log.Warn("the admin listener is not on loopback: whoever reaches it sees routes, backends and counts", "admin", addr)
+	}
+	s.log.Info("admin listening", "admin", addr)
+	fmt.Fprintf(stdout, "admin on %s\n", addr)
+	return hs, nil
+}
+
 func httpMode(cfg *serveConfig) string {
 	switch {
 	case cfg.HTTPBackend != "":
@@ -282,7 +356,7 @@ func (s *server) policy(r routeConfig) switching.Policy {
 		AllowPlaintext: s.cfg.AllowPlaintext || r.AllowPlaintext,
 		AllowedNames:   r.AllowedNames,
 	}
-	if s.cfg.ClientCA != "" {
+	if s.cfg.ClientCA != "" && !s.cfg.AllowAnonymous {
 		p.Authorize = func(info switching.Info) error {
 			if info.PeerCertificate() == nil {
 				return errors.New("a client certificate signed by the --client-ca is required")
@@ -290,33 +364,66 @@ func (s *server) policy(r routeConfig) switching.Policy {
 			return nil
 		}
 	}
-	if r.Backend != "" {
-		p.Prepare = func(ctx context.Context, info switching.Info) (any, error) {
-			var d net.Dialer
-			bc, err := d.DialContext(ctx, "tcp", r.Backend)
-			if err != nil {
-				s.stats.tunnels.failed.Add(1)
-				s.log.Warn("tunnel refused: backend unavailable", "route", r.Name, "peer", info.RemoteAddr.String(), "backend", r.Backend, "err", err)
-				return nil, err
-			}
-			return bc, nil
+	p.Prepare = func(ctx context.Context, info switching.Info) (any, error) {
+		release, err := s.limits.acquire(r.Name, clientKey(info))
+		if err != nil {
+			s.stats.tunnels.failed.Add(1)
+			return nil, err
 		}
+		slot := &tunnelSlot{release: release}
+		if r.Backend == "" {
+			return slot, nil
+		}
+		var d net.Dialer
+		bc, err := d.DialContext(ctx, "tcp", r.Backend)
+		if err != nil {
+			release()
+			s.stats.tunnels.failed.Add(1)
+			s.warn.warn("backend:"+r.Name, "tunnel refused: backend unavailable", "route", r.Name, "peer", info.RemoteAddr.String(), "backend", r.Backend, "err", err)
+			return nil, err
+		}
+		slot.backend = bc
+		return slot, nil
 	}
 	return p
 }
 
-// routeHandler pipes a switched connection to the backend Prepare dialed.
-func (s *server) routeHandler(r routeConfig) switching.Handler {
-	return func(c net.Conn, info switching.Info) {
-		backend := info.State.(net.Conn)
-		s.pipe(r.Name, c, backend, info)
-	}
+// tunnelSlot is what Prepare hands the route's handler: the dialled
+// backend (nil for the built-in echo) and the tunnel's place under the
+// limits. Close is for a switch abandoned after Prepare.
+type tunnelSlot struct {
+	backend net.Conn
+	release func()
 }
 
-// echoHandler is --demo's inner protocol: it echoes bytes until the
-// client half-closes, then closes.
-func (s *server) echoHandler(c net.Conn, info switching.Info) {
-	s.pipe("echo", c, nil, info)
+func (t *tunnelSlot) Close() error {
+	t.release()
+	if t.backend != nil {
+		return t.backend.Close()
+	}
+	return nil
+}
+
+// clientKey is who the per-client tunnel limit counts: the certificate's
+// name, or the address of a client without one.
+func clientKey(info switching.Info) string {
+	if cert := info.PeerCertificate(); cert != nil {
+		return "cert:" + cert.Subject.CommonName
+	}
+	if ap, err := netip.ParseAddrPort(info.RemoteAddr.String()); err == nil {
+		return "addr:" + ap.Addr().String()
+	}
+	return "addr:" + info.RemoteAddr.String()
+}
+
+// routeHandler pipes a switched connection to the backend Prepare dialed
+// (or echoes it, for --demo's echo).
+func (s *server) routeHandler(r routeConfig) switching.Handler {
+	return func(c net.Conn, info switching.Info) {
+		slot := info.State.(*tunnelSlot)
+		defer slot.release()
+		s.pipe(r.Name, c, slot.backend, info)
+	}
 }
 
 func (s *server) pipe(route string, client, backend net.Conn, info switching.Info) {
@@ -389,5 +496,8 @@ func (s *server) httpHandler(listen string) (http.Handler, error) {
 		}
 		return h, nil
 	}
-	return statusHandler(s.stats, s.cfg, listen), nil
+	if s.cfg.PublicStatus || s.cfg.Demo {
+		return statusHandler(s.stats, s.cfg, listen), nil
+	}
+	return blankHandler(), nil
 }

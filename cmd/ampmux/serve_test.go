@@ -345,7 +345,7 @@ func TestRouteToDownBackend(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	down := l.Addr().String()
 	l.Close()
-	_, addr := startServe(t, "--allow-plaintext", "--route", "db="+down)
+	_, addr := startServe(t, "--allow-plaintext", "--allow-anonymous", "--route", "db="+down)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()

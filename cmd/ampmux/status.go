@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"html/template"
+	"io"
 	"net/http"
 	"sort"
 	"sync"
@@ -27,6 +28,10 @@ type stats struct {
 	mu     sync.Mutex
 	routes map[string]*routeStats
 	active map[*tunnel.Stats]string // open tunnels' live byte counts, by route
+	limits *tunnelLimits
+	// refusals, if set, adds the other layers' counts of work refused
+	// by a limit (the mux's evictions, say).
+	refusals func(map[string]int64)
 }
 
 // track adds (open) or removes an open tunnel whose bytes count live.
@@ -105,6 +110,8 @@ type statusJSON struct {
 	AMPCalls      int64            `json:"amp_calls"`
 	Tunnels       tunnelJSON       `json:"tunnels"`
 	Routes        []routeJSON      `json:"routes"`
+	// Refused counts work refused or dropped by a limit, by limit.
+	Refused map[string]int64 `json:"refused"`
 }
 
 type tunnelJSON struct {
@@ -149,6 +156,14 @@ func (s *stats) snapshot(cfg *serveConfig, listen string) statusJSON {
 			BytesUp: rs.up.Load() + liveRoute[r.Name][0], BytesDown: rs.down.Load() + liveRoute[r.Name][1]})
 	}
 	sort.Slice(st.Routes, func(i, j int) bool { return st.Routes[i].Name < st.Routes[j].Name })
+	st.Refused = map[string]int64{}
+	if s.limits != nil {
+		st.Refused["max_tunnels_per_route"] = s.limits.refusedRoute.Load()
+		st.Refused["max_tunnels_per_client"] = s.limits.refusedClient.Load()
+	}
+	if s.refusals != nil {
+		s.refusals(st.Refused)
+	}
 	return st
 }
 
@@ -190,4 +205,15 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return ftoa(float64(n)/float64(div)) + " " + string("KMGTPE"[exp]) + "iB"
+}
+
+// blankHandler is what browsers get on the shared port when there is no
+// site: a page that names nothing of what is behind the port.
+func blankHandler() http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "This port serves AMP clients.\n")
+	})
+	return m
 }
