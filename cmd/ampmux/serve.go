@@ -168,6 +168,8 @@ type server struct {
 	tunnels sync.WaitGroup
 	mu      sync.Mutex
 	open    map[net.Conn]struct{} // tunnel ends to close when the grace period is over
+	// adminAddr is where --admin listens, once it does.
+	adminAddr string
 }
 
 func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Writer) error {
@@ -202,7 +204,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		l.Close()
 		return err
 	}
-	admin, err := s.startAdmin(listen, stdout)
+	admin, err := s.startAdmin(listen)
 	if err != nil {
 		l.Close()
 		return err
@@ -222,6 +224,9 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 	log.Info("ampmux serving", "listen", listen, "version", versionString(), "tls", tlsCfg != nil,
 		"client_ca", cfg.ClientCA != "", "routes", reg.Names(), "http", httpMode(cfg))
 	fmt.Fprintf(stdout, "listening on %s\n", listen)
+	if s.adminAddr != "" {
+		fmt.Fprintf(stdout, "admin on %s\n", s.adminAddr)
+	}
 
 	select {
 	case err := <-served:
@@ -299,7 +304,7 @@ func (s *server) warnInsecure(reg *switching.Registry, tlsCfg *tls.Config, liste
 }
 
 // startAdmin serves the operator endpoints on --admin, if given.
-func (s *server) startAdmin(listen string, stdout io.Writer) (io.Closer, error) {
+func (s *server) startAdmin(listen string) (io.Closer, error) {
 	if s.cfg.Admin == "" {
 		return io.NopCloser(nil), nil
 	}
@@ -315,7 +320,7 @@ func (s *server) startAdmin(listen string, stdout io.Writer) (io.Closer, error) 
 		s.log.Warn("the admin listener is not on loopback: whoever reaches it sees routes, backends and counts", "admin", addr)
 	}
 	s.log.Info("admin listening", "admin", addr)
-	fmt.Fprintf(stdout, "admin on %s\n", addr)
+	s.adminAddr = addr
 	return hs, nil
 }
 
@@ -326,7 +331,10 @@ func httpMode(cfg *serveConfig) string {
 	case cfg.HTTPDir != "":
 		return "static " + cfg.HTTPDir
 	}
-	return "status page"
+	if cfg.PublicStatus || cfg.Demo {
+		return "status page"
+	}
+	return "blank page"
 }
 
 func (s *server) tlsConfig() (*tls.Config, error) {
