@@ -38,14 +38,38 @@ func (e *DialError) Error() string {
 
 func (e *DialError) Unwrap() error { return e.Err }
 
+// MinTLSVersion is the oldest TLS version this package lets an inner
+// protocol run over: Dial and Client never offer less (whatever
+// TLSConfig.MinVersion says), and a Registry refuses a switch over an
+// older one with TLS_REQUIRED (unless the policy allows plaintext, which
+// an old TLS is still better than). TLS 1.0 and 1.1 are deprecated (RFC
+// 8996); Twisted and every maintained TLS stack speak 1.2.
+const MinTLSVersion = tls.VersionTLS12
+
+// secureConfig returns a copy of cfg (nil means an empty one, the system
+// roots) that offers no TLS version older than MinTLSVersion. It leaves
+// verification as cfg has it: on unless InsecureSkipVerify is set.
+func secureConfig(cfg *tls.Config) *tls.Config {
+	if cfg == nil {
+		return &tls.Config{MinVersion: MinTLSVersion}
+	}
+	cfg = cfg.Clone()
+	if cfg.MinVersion < MinTLSVersion {
+		cfg.MinVersion = MinTLSVersion
+	}
+	return cfg
+}
+
 // Dialer holds the options of a client dial. The zero value dials TCP,
 // secures the connection with StartTLS against the system roots (the
 // server name taken from the address), and waits for the switch's answer.
 type Dialer struct {
 	// TLSConfig configures StartTLS; nil means the system roots, as for
 	// an empty tls.Config. The name verified is TLSConfig.ServerName or,
-	// for Dial, the host of the address dialled. To skip verification set
-	// InsecureSkipVerify explicitly; to skip TLS, InsecurePlaintext.
+	// for Dial, the host of the address dialled. A MinVersion below
+	// MinTLSVersion (TLS 1.2), zero included, is raised to it; the config
+	// itself is not modified. To skip verification set InsecureSkipVerify
+	// explicitly; to skip TLS, InsecurePlaintext.
 	TLSConfig *tls.Config
 
 	// InsecurePlaintext skips StartTLS: the inner protocol runs in the
@@ -83,12 +107,8 @@ func (d *Dialer) Dial(ctx context.Context, addr, protocol string) (net.Conn, err
 	if cfg := d.TLSConfig; !d.InsecurePlaintext && (cfg == nil || cfg.ServerName == "" && !cfg.InsecureSkipVerify) {
 		// Verify the name dialed, not the address it resolved to.
 		if host, _, err := net.SplitHostPort(addr); err == nil {
-			if cfg == nil {
-				withName.TLSConfig = &tls.Config{ServerName: host}
-			} else {
-				withName.TLSConfig = cfg.Clone()
-				withName.TLSConfig.ServerName = host
-			}
+			withName.TLSConfig = secureConfig(cfg)
+			withName.TLSConfig.ServerName = host
 		}
 	}
 	return withName.Client(ctx, nc, protocol)
@@ -104,10 +124,7 @@ func (d *Dialer) Dial(ctx context.Context, addr, protocol string) (net.Conn, err
 func (d *Dialer) Client(ctx context.Context, nc net.Conn, protocol string) (net.Conn, error) {
 	var cfg *tls.Config
 	if !d.InsecurePlaintext {
-		cfg = d.TLSConfig
-		if cfg == nil {
-			cfg = &tls.Config{}
-		}
+		cfg = secureConfig(d.TLSConfig)
 	}
 	inner, err := client(ctx, nc, protocol, cfg, d.Optimistic)
 	if err != nil {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,7 +48,10 @@ type Policy struct {
 	// AllowPlaintext lets clients switch without StartTLS.
 	AllowPlaintext bool
 	// AllowedNames, if not empty, admits only clients whose verified
-	// certificate has one of these names as common name or DNS SAN.
+	// certificate carries one of these names: among its DNS SANs if it has
+	// any (its common name is then ignored), else as its one common name.
+	// A subject with several common names is refused. Names compare
+	// exactly. See PeerName.
 	AllowedNames []string
 	// Authorize, if set, is asked last; an error refuses with FORBIDDEN.
 	Authorize func(Info) error
@@ -157,13 +162,17 @@ func (p *protocol) check(info Info) error {
 	if info.TLS == nil && !pol.AllowPlaintext {
 		return fmt.Errorf("%w: start TLS before switching to %q", ErrTLSRequired, p.name)
 	}
+	if info.TLS != nil && info.TLS.Version < MinTLSVersion && !pol.AllowPlaintext {
+		return fmt.Errorf("%w: %q needs TLS 1.2 or later, the connection has %s",
+			ErrTLSRequired, p.name, tls.VersionName(info.TLS.Version))
+	}
 	if len(pol.AllowedNames) > 0 {
 		cert := info.PeerCertificate()
 		if cert == nil {
 			return fmt.Errorf("%w: %q needs a client certificate", ErrForbidden, p.name)
 		}
-		if !nameAllowed(cert, pol.AllowedNames) {
-			return fmt.Errorf("%w: certificate %q may not use %q", ErrForbidden, cert.Subject.CommonName, p.name)
+		if err := nameAllowed(cert, pol.AllowedNames); err != nil {
+			return &forbiddenName{protocol: p.name, reason: err}
 		}
 	}
 	if pol.Authorize != nil {
@@ -174,17 +183,112 @@ func (p *protocol) check(info Info) error {
 	return nil
 }
 
-func nameAllowed(cert *x509.Certificate, allowed []string) bool {
-	if slices.Contains(allowed, cert.Subject.CommonName) {
-		return true
+// The reasons PeerName finds no name to key on.
+var (
+	// ErrNoPeerName: no certificate, or one with neither a DNS SAN nor a
+	// common name.
+	ErrNoPeerName = errors.New("switching: certificate has no name (neither a DNS SAN nor a common name)")
+	// ErrSeveralCommonNames: the subject holds more than one common name
+	// attribute, so that which one "the" name is depends on who reads it
+	// (Go's Subject.CommonName keeps the last, OpenSSL shows the first).
+	ErrSeveralCommonNames = errors.New("switching: certificate subject has several common names")
+)
+
+// oidCommonName is the X.520 commonName attribute, 2.5.4.3.
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// PeerName returns the name that identifies cert's holder, the one
+// Policy.AllowedNames is matched against and the one to log or to key
+// per-client limits on: the first DNS subject alternative name if the
+// certificate has any (the common name is then ignored, as
+// x509.Certificate.VerifyHostname ignores it), else its common name.
+//
+// It fails, with an error matching ErrSeveralCommonNames, when the subject
+// holds more than one common name attribute (CN=bob,CN=alice), whether or
+// not there are SANs: such a subject means different things to different
+// readers, and a CA that issues one is not to be trusted with names. It
+// fails with ErrNoPeerName for a nil certificate or one with neither a DNS
+// SAN nor a non-empty common name. IP, URI and e-mail SANs are not names
+// here.
+//
+// cert should be a verified one (Info.PeerCertificate): PeerName checks
+// nothing about who signed it.
+func PeerName(cert *x509.Certificate) (string, error) {
+	if cert == nil {
+		return "", fmt.Errorf("%w: no certificate", ErrNoPeerName)
 	}
-	for _, n := range cert.DNSNames {
-		if slices.Contains(allowed, n) {
-			return true
-		}
+	cn, err := singleCommonName(cert)
+	if err != nil {
+		return "", err
 	}
-	return false
+	if len(cert.DNSNames) > 0 {
+		return cert.DNSNames[0], nil
+	}
+	if cn == "" {
+		return "", ErrNoPeerName
+	}
+	return cn, nil
 }
+
+// singleCommonName returns the subject's common name, "" if it has none,
+// or an error if it has several.
+func singleCommonName(cert *x509.Certificate) (string, error) {
+	var cns []string
+	for _, atv := range cert.Subject.Names {
+		if !atv.Type.Equal(oidCommonName) {
+			continue
+		}
+		v, _ := atv.Value.(string)
+		cns = append(cns, v)
+	}
+	if len(cns) > 1 {
+		return "", fmt.Errorf("%w: %q", ErrSeveralCommonNames, cns)
+	}
+	if len(cns) == 1 {
+		return cns[0], nil
+	}
+	// A certificate built in memory rather than parsed has no Names.
+	return cert.Subject.CommonName, nil
+}
+
+// nameAllowed matches cert against allowed: on its DNS SANs only if it has
+// any, else on its single common name; names compare exactly (no case
+// folding, no wildcard expansion: a SAN "*.example.com" matches only the
+// allowed name "*.example.com"). It returns why not, or nil.
+func nameAllowed(cert *x509.Certificate, allowed []string) error {
+	cn, err := singleCommonName(cert)
+	if err != nil {
+		return err
+	}
+	if len(cert.DNSNames) > 0 {
+		for _, n := range cert.DNSNames {
+			if slices.Contains(allowed, n) {
+				return nil
+			}
+		}
+		return fmt.Errorf("the certificate's DNS names %q are not allowed (with DNS names, its common name does not count)", cert.DNSNames)
+	}
+	if cn == "" {
+		return ErrNoPeerName
+	}
+	if slices.Contains(allowed, cn) {
+		return nil
+	}
+	return fmt.Errorf("the certificate's common name %q is not allowed", cn)
+}
+
+// forbiddenName is a refusal by AllowedNames: it matches ErrForbidden and
+// the reason (ErrSeveralCommonNames, say), with the package's prefix once.
+type forbiddenName struct {
+	protocol string
+	reason   error
+}
+
+func (e *forbiddenName) Error() string {
+	return fmt.Sprintf("%v: %q: %s", ErrForbidden, e.protocol, strings.TrimPrefix(e.reason.Error(), "switching: "))
+}
+
+func (e *forbiddenName) Unwrap() []error { return []error{ErrForbidden, e.reason} }
 
 func (r *Registry) serveSwitch(ctx context.Context, req, _ *box.Box) error {
 	var args SwitchArgs
