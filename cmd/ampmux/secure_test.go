@@ -8,6 +8,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,5 +240,48 @@ func TestTunnelLimits(t *testing.T) {
 	g.p.stderr.waitFor(t, "tunnel closed")
 	if _, err := dial("b", g.clientTLS); err != nil {
 		t.Fatalf("after a close: %v", err)
+	}
+}
+
+// TestHTTPSideHostileInput: --http-dir never serves what a symlink points
+// to outside the site, and --http-backend never sees a browser's own
+// forwarding headers.
+func TestHTTPSideHostileInput(t *testing.T) {
+	site, outside := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(site, "index.html"), []byte("welcome"), 0o644)
+	os.WriteFile(filepath.Join(outside, "passwd"), []byte("root:x:0:0"), 0o644)
+	if err := os.Symlink(outside, filepath.Join(site, "etcdir")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "passwd"), filepath.Join(site, "passwd-link")); err != nil {
+		t.Fatal(err)
+	}
+	_, addr := startServe(t, "--http-dir", site)
+	if got := curlBody(t, "http://"+addr+"/"); !strings.Contains(string(got), "welcome") {
+		t.Fatalf("index: %q", got)
+	}
+	for _, path := range []string{"/etcdir/passwd", "/passwd-link", "/etcdir/"} {
+		out, _ := curlOutputAny("-i", "http://"+addr+path)
+		if strings.Contains(string(out), "root:x") || strings.Contains(string(out), "passwd") && path == "/etcdir/" {
+			t.Errorf("%s leaves the site:\n%s", path, out)
+		}
+	}
+
+	seen := make(chan http.Header, 1)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+	}))
+	t.Cleanup(backend.Close)
+	_, addr = startServe(t, "--http-backend", backend.URL)
+	curlBody(t, "-H", "X-Real-IP: 6.6.6.6", "-H", "Forwarded: for=6.6.6.6", "-H", "X-Forwarded-For: 6.6.6.6",
+		"-H", "X-Forwarded-Host: evil.example", "http://"+addr+"/")
+	h := <-seen
+	for k, v := range h {
+		if strings.Contains(strings.Join(v, ","), "6.6.6.6") || strings.Contains(strings.Join(v, ","), "evil.example") {
+			t.Errorf("the backend saw the browser's %s: %v", k, v)
+		}
+	}
+	if got := h.Get("X-Forwarded-For"); got != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For %q, want the real peer 127.0.0.1", got)
 	}
 }
