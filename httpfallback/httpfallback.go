@@ -1,12 +1,17 @@
 // Package httpfallback holds what the HTTP side of a shared port needs: an
 // http.Server with safe timeouts that also speaks HTTP/2 without TLS
-// (h2c, prior knowledge and Upgrade), a reverse proxy that keeps
-// X-Forwarded-For right, and a static directory.
+// (h2c, prior knowledge and Upgrade), a reverse proxy that replaces
+// whatever forwarding headers a client sends (X-Forwarded-For and
+// X-Real-IP name the real peer only), and a static directory that no path
+// or symbolic link leads out of (an os.Root).
 package httpfallback
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -41,9 +46,20 @@ func Server(h http.Handler) *http.Server {
 	}
 }
 
-// Proxy returns a reverse proxy to target (an http or https URL). It sets
-// X-Forwarded-For from the client's address, replacing what the client
-// sent (which anyone can forge), and X-Forwarded-Host and -Proto.
+// Proxy returns a reverse proxy to target (an http or https URL).
+//
+// The backend sees the client as this proxy found it, never as the client
+// claims to be: whatever forwarding headers the client sent are dropped
+// (Forwarded, X-Real-IP, True-Client-IP, X-Client-IP, X-Cluster-Client-IP,
+// CF-Connecting-IP, Fastly-Client-IP and every X-Forwarded-*, also when
+// spelled with underscores, which CGI-style backends read as dashes),
+// then X-Forwarded-For and X-Real-IP are set to the peer's IP address
+// alone, X-Forwarded-Host to the Host asked for and X-Forwarded-Proto to
+// http or https. Forwarded (RFC 7239) is not set.
+//
+// Proxy trusts no proxy in front of it: it is meant for the browsers that
+// reach the shared port directly. If the peer address cannot be parsed,
+// X-Forwarded-For and X-Real-IP are absent rather than guessed.
 func Proxy(target *url.URL) (http.Handler, error) {
 	if target == nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
 		return nil, fmt.Errorf("httpfallback: proxy target %v is not an http(s) URL with a host", target)
@@ -51,7 +67,11 @@ func Proxy(target *url.URL) (http.Handler, error) {
 	return &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
-			r.SetXForwarded()
+			dropForwarding(r.Out.Header)
+			r.SetXForwarded() // X-Forwarded-For is the peer only: none is left to append to
+			if ip, _, err := net.SplitHostPort(r.In.RemoteAddr); err == nil {
+				r.Out.Header.Set("X-Real-Ip", ip)
+			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			slog.Warn("httpfallback: backend failed", "url", r.URL.String(), "err", err)
@@ -60,49 +80,106 @@ func Proxy(target *url.URL) (http.Handler, error) {
 	}, nil
 }
 
-// Static serves the files under dir. Directory listings are off and dot
-// files are not served, so that a directory of site files does not leak
-// .git or .env.
-func Static(dir string) (http.Handler, error) {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("httpfallback: %w", err)
-	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("httpfallback: %s is not a directory", dir)
-	}
-	fs := http.FileServer(noListing{http.Dir(dir)})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, part := range strings.Split(path.Clean(r.URL.Path), "/") {
-			if strings.HasPrefix(part, ".") {
-				http.NotFound(w, r)
-				return
-			}
-		}
-		fs.ServeHTTP(w, r)
-	}), nil
+// forwardingHeaders are the headers, lower case and with dashes, that
+// claim who the client is or how it came; X-Forwarded-* are all dropped
+// too.
+var forwardingHeaders = map[string]bool{
+	"forwarded":           true,
+	"x-real-ip":           true,
+	"true-client-ip":      true,
+	"x-client-ip":         true,
+	"x-cluster-client-ip": true,
+	"cf-connecting-ip":    true,
+	"fastly-client-ip":    true,
 }
 
-type noListing struct{ fs http.FileSystem }
+// dropForwarding deletes the forwarding headers h holds, whatever their
+// case and whether written with dashes or underscores.
+func dropForwarding(h http.Header) {
+	for k := range h {
+		n := strings.ToLower(strings.ReplaceAll(k, "_", "-"))
+		if forwardingHeaders[n] || strings.HasPrefix(n, "x-forwarded-") {
+			delete(h, k)
+		}
+	}
+}
 
-// Open refuses directories without an index.html.
-func (n noListing) Open(name string) (http.File, error) {
-	f, err := n.fs.Open(name)
+// Static serves the files under dir, and nothing outside it: dir is opened
+// once as an os.Root, and every request is resolved inside that root, so
+// that no path, ".." or symbolic link leads out of it (a link that would
+// is served as not found; links that stay inside work). Directory listings
+// are off (a directory is served only through its index.html) and dot
+// files are not served, so that a directory of site files does not leak
+// .git or .env.
+//
+// The handler holds the root's descriptor for as long as it lives; it is
+// an io.Closer, and closing it releases the descriptor (requests then
+// fail with 404).
+func Static(dir string) (http.Handler, error) {
+	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("httpfallback: static directory: %w", err)
+	}
+	st, err := root.Stat(".")
+	if err != nil {
+		root.Close()
+		return nil, fmt.Errorf("httpfallback: static directory: %w", err)
+	}
+	if !st.IsDir() { // OpenRoot takes only directories; be sure
+		root.Close()
+		return nil, fmt.Errorf("httpfallback: %s is not a directory", dir)
+	}
+	return &static{root: root, files: http.FileServerFS(rootFS{root.FS()})}, nil
+}
+
+type static struct {
+	root  *os.Root
+	files http.Handler
+}
+
+func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	for _, part := range strings.Split(path.Clean(r.URL.Path), "/") {
+		if strings.HasPrefix(part, ".") {
+			http.NotFound(w, r)
+			return
+		}
+	}
+	s.files.ServeHTTP(w, r)
+}
+
+// Close releases the directory's descriptor.
+func (s *static) Close() error { return s.root.Close() }
+
+// rootFS is the root's fs.FS, with directories refused unless they hold
+// an index.html and every failure but a permission one reported as not
+// found: a link out of the root (os.Root's "path escapes from parent")
+// must look like no file at all, not like a server error.
+type rootFS struct{ fsys fs.FS }
+
+func (r rootFS) Open(name string) (fs.File, error) {
+	f, err := r.fsys.Open(name)
+	if err != nil {
+		return nil, notFound(name, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, notFound(name, err)
 	}
 	if st.IsDir() {
-		idx, err := n.fs.Open(path.Join(name, "index.html"))
+		idx, err := r.fsys.Open(path.Join(name, "index.html"))
 		if err != nil {
 			f.Close()
-			return nil, os.ErrNotExist
+			return nil, notFound(name, err)
 		}
 		idx.Close()
 	}
 	return f, nil
+}
+
+func notFound(name string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	return &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 }
