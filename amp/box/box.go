@@ -129,6 +129,14 @@ func (b *Box) Reset() {
 	b.fields = b.fields[:0]
 }
 
+// spanSize is the size of one entry of a Box's field index.
+const spanSize = 16
+
+// Footprint returns the bytes of storage b holds, used or not: its data
+// and its field index. A pool of boxes uses it to drop a box that grew
+// large rather than keep that memory for its next user.
+func (b *Box) Footprint() int { return cap(b.data) + cap(b.fields)*spanSize }
+
 // Clone returns a deep copy that owns its bytes.
 func (b *Box) Clone() *Box {
 	c := &Box{}

@@ -9,6 +9,16 @@ const (
 	// DefaultMaxBoxSize bounds the memory one box on a hostile stream can
 	// make a Decoder hold: 16 MiB, length prefixes included.
 	DefaultMaxBoxSize = 16 << 20
+	// DefaultMaxFields bounds the fields of one box. Twisted's commands
+	// carry a handful of arguments (a list is one value, AmpList included),
+	// so 1024 leaves room for any real protocol, while a box of millions of
+	// tiny fields, which costs seconds of CPU and a field index and key map
+	// ten times its size, is refused after a few kilobytes.
+	DefaultMaxFields = 1024
+	// ReadAhead is the size up to which the buffer grows for a busy stream
+	// of small boxes; beyond it, the buffer grows only for a box that does
+	// not fit, and shrinks back once that box has been consumed.
+	ReadAhead = maxReadAhead
 	// The buffer starts small, so that idle connections cost little, and
 	// doubles while reads fill it (a busy stream) up to maxReadAhead.
 	defaultBufSize = 1 << 10
@@ -16,6 +26,11 @@ const (
 	// Past this many fields, duplicate keys are found with a map rather
 	// than by scanning.
 	linearDupLimit = 16
+	// After a box of more fields than these, the field index of the box
+	// Next decoded into and the decoder's key map are dropped rather than
+	// kept for the next box: a large box leaves no large index behind.
+	keepFields = 256
+	keepSeen   = 64
 )
 
 // Decoder reads boxes from a stream. It reads ahead into its own buffer;
@@ -28,16 +43,40 @@ type Decoder struct {
 	buf        []byte
 	start, end int   // unread bytes are buf[start:end]
 	max        int   // box size limit
+	maxFields  int   // fields per box limit
 	err        error // sticky: once the stream is bad, it stays bad
 	scratch    Box
 	seen       map[string]struct{}
 	full       bool // the last read filled the buffer
+	grow       func(delta int) error
 }
 
 // NewDecoder returns a Decoder reading from r with the default limits.
 func NewDecoder(r io.Reader) *Decoder {
-	return &Decoder{r: r, max: DefaultMaxBoxSize}
+	return &Decoder{r: r, max: DefaultMaxBoxSize, maxFields: DefaultMaxFields}
 }
+
+// SetMaxFields sets the most fields a box may have; n <= 0 restores
+// DefaultMaxFields. A box with more is a *TooManyFieldsError, which, like
+// every malformed stream, is sticky.
+func (d *Decoder) SetMaxFields(n int) {
+	if n <= 0 {
+		n = DefaultMaxFields
+	}
+	d.maxFields = n
+}
+
+// SetGrowHook makes the decoder report every change in the size of its
+// buffer to f, so that the owner of many decoders can account for their
+// memory. f is called with delta > 0 before the buffer grows by delta
+// bytes (its first allocation included): an error from f refuses the
+// growth, and Next returns that error, sticky, as for a malformed stream.
+// It is called with delta < 0 after the buffer has shrunk (after a box
+// larger than ReadAhead has been consumed, or when the decoder stops on an
+// error); its error is then ignored. The sum of the deltas is the size of
+// the buffer. f runs on the goroutine calling Next or Decode; nil (the
+// default) reports nothing.
+func (d *Decoder) SetGrowHook(f func(delta int) error) { d.grow = f }
 
 // SetMaxBoxSize sets the largest box accepted, in wire bytes; n <= 0
 // restores DefaultMaxBoxSize.
@@ -74,10 +113,22 @@ func (d *Decoder) Decode(b *Box) error {
 // buffer and is valid only until the decoder's next call. It returns io.EOF
 // when the stream ends cleanly between boxes, an error wrapping
 // io.ErrUnexpectedEOF when it ends inside one, and *TooLongError,
-// ErrBoxTooLarge or *DuplicateKeyError for a malformed stream. Errors other
-// than a clean io.EOF are sticky.
+// ErrBoxTooLarge, *DuplicateKeyError or *TooManyFieldsError for a
+// malformed stream. Errors other than a clean io.EOF are sticky.
+//
+// Memory a large box made the decoder (and b) grow is released here, at
+// the start of the next call, once that box is no longer valid: the
+// buffer shrinks back to ReadAhead when what it holds beyond the last box
+// fits in half of it, and a field index or key map grown past a few
+// hundred fields is dropped.
 func (d *Decoder) Next(b *Box) error {
 	b.Reset()
+	if cap(b.fields) > keepFields {
+		b.fields = nil
+	}
+	if len(d.buf) > maxReadAhead || len(d.seen) > keepSeen {
+		d.release()
+	}
 	if d.err != nil && d.start == d.end {
 		return d.err
 	}
@@ -114,6 +165,9 @@ func (d *Decoder) Next(b *Box) error {
 				return err
 			}
 			continue
+		}
+		if len(b.fields) == d.maxFields {
+			return d.fail(&TooManyFieldsError{Limit: d.maxFields})
 		}
 		rel := uint32(pos - d.start)
 		f := span{k: rel + 2, kl: uint32(kl), v: rel + 4 + uint32(kl), vl: uint32(vl)}
@@ -164,10 +218,65 @@ func (d *Decoder) checkDup(b *Box, f span) error {
 	return nil
 }
 
+// fail makes err sticky and lets the buffer go: nothing in it will be
+// decoded any more.
 func (d *Decoder) fail(err error) error {
 	d.err = err
 	d.start, d.end = 0, 0
+	d.seen = nil
+	d.dropBuffer()
 	return err
+}
+
+// release gives back what a large box made the decoder grow, once that box
+// is no longer valid (at the start of Next).
+func (d *Decoder) release() {
+	if len(d.seen) > keepSeen {
+		d.seen = nil
+	}
+	unread := d.end - d.start
+	if len(d.buf) <= maxReadAhead || unread > maxReadAhead/2 {
+		return
+	}
+	if unread == 0 {
+		d.dropBuffer()
+		return
+	}
+	old := len(d.buf)
+	nb := make([]byte, maxReadAhead)
+	d.end = copy(nb, d.buf[d.start:d.end])
+	d.start, d.buf, d.full = 0, nb, false
+	d.report(maxReadAhead - old)
+}
+
+// dropBuffer frees the buffer, which holds no unread byte; the next read
+// starts again with a small one.
+func (d *Decoder) dropBuffer() {
+	if old := len(d.buf); old > 0 {
+		d.buf, d.start, d.end, d.full = nil, 0, 0, false
+		d.report(-old)
+	}
+}
+
+// report tells the grow hook that the buffer shrank.
+func (d *Decoder) report(delta int) {
+	if d.grow != nil && delta != 0 {
+		d.grow(delta)
+	}
+}
+
+// resize replaces the buffer by one of size bytes holding the same bytes,
+// once the grow hook has agreed.
+func (d *Decoder) resize(size int) error {
+	if d.grow != nil {
+		if err := d.grow(size - len(d.buf)); err != nil {
+			return d.fail(err)
+		}
+	}
+	nb := make([]byte, size)
+	copy(nb, d.buf[:d.end])
+	d.buf = nb
+	return nil
 }
 
 // fill reads until need bytes are available from *pos, compacting or
@@ -177,7 +286,9 @@ func (d *Decoder) fill(pos *int, need int) error {
 		return d.eofErr(*pos)
 	}
 	if d.buf == nil {
-		d.buf = make([]byte, defaultBufSize)
+		if err := d.resize(defaultBufSize); err != nil {
+			return err
+		}
 	}
 	boxSoFar := *pos - d.start
 	if *pos+need > len(d.buf) {
@@ -195,16 +306,16 @@ func (d *Decoder) fill(pos *int, need int) error {
 			if limit := d.max + defaultBufSize; size > limit {
 				size = max(limit, boxSoFar+need)
 			}
-			nb := make([]byte, size)
-			copy(nb, d.buf[:d.end])
-			d.buf = nb
+			if err := d.resize(size); err != nil {
+				return err
+			}
 		}
 	}
 	if d.full && len(d.buf) < maxReadAhead && d.start == 0 && *pos+need <= len(d.buf) {
 		// The last read filled the buffer: more is probably waiting.
-		nb := make([]byte, 2*len(d.buf))
-		copy(nb, d.buf[:d.end])
-		d.buf = nb
+		if err := d.resize(2 * len(d.buf)); err != nil {
+			return err
+		}
 	}
 	n, err := d.r.Read(d.buf[d.end:])
 	d.full = d.end+n == len(d.buf)
@@ -225,13 +336,11 @@ func (d *Decoder) fill(pos *int, need int) error {
 // only when no byte of a box has been read.
 func (d *Decoder) eofErr(pos int) error {
 	err := d.err
-	if err == io.EOF {
-		if d.start == d.end && pos == d.start {
-			return io.EOF
-		}
+	if err == io.EOF && (d.start != d.end || pos != d.start) {
 		err = fmt.Errorf("box: stream ended inside a box (%d bytes): %w", d.end-d.start, io.ErrUnexpectedEOF)
 		d.err = err
 	}
 	d.start, d.end = 0, 0
+	d.dropBuffer() // nothing more will be decoded from this stream
 	return err
 }

@@ -11,4 +11,11 @@
 // Decoding is streaming: a Decoder reads from an io.Reader into its own
 // buffer. Next yields boxes that alias that buffer (no allocation, valid until
 // the next call); Decode copies into the caller's Box.
+//
+// A Decoder bounds what a hostile stream can cost: a box's size
+// (SetMaxBoxSize, 16 MiB) and its number of fields (SetMaxFields, 1024),
+// each refused as soon as the limit is passed. Its buffer grows past
+// ReadAhead only for a box that needs it and shrinks back once that box is
+// consumed; SetGrowHook reports every change, so that a server can share a
+// memory budget among many decoders.
 package box

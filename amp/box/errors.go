@@ -14,7 +14,21 @@ var (
 	ErrBoxTooLarge = errors.New("box: box exceeds size limit")
 	// ErrDuplicateKey: a key appears twice in one box on the stream.
 	ErrDuplicateKey = errors.New("box: duplicate key")
+	// ErrTooManyFields: a box on the stream has more fields than the
+	// decoder's limit (Decoder.SetMaxFields). The stream cannot be
+	// resynchronised after it.
+	ErrTooManyFields = errors.New("box: too many fields")
 )
+
+// TooManyFieldsError reports a box with more fields than Limit; it
+// matches ErrTooManyFields.
+type TooManyFieldsError struct{ Limit int }
+
+func (e *TooManyFieldsError) Error() string {
+	return fmt.Sprintf("box: too many fields: more than %d in one box", e.Limit)
+}
+
+func (e *TooManyFieldsError) Is(target error) bool { return target == ErrTooManyFields }
 
 // TooLongError reports a key longer than MaxKeyLength or a value longer than
 // MaxValueLength, as Twisted's amp.TooLong does.
