@@ -1,59 +1,106 @@
 package mux
 
 import (
+	"container/list"
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// rootListener wraps the shared listener: it bounds concurrent sniffing,
+// rootListener wraps the shared listener: it counts every connection in
+// the source table (which may evict a sniffer or refuse the connection),
 // backs off on temporary Accept errors instead of letting cmux spin, and
-// remembers the connections being sniffed so that Shutdown can close them.
+// lets Shutdown close the connections still being sniffed.
 type rootListener struct {
 	net.Listener
-	slots  chan struct{}
+	t      *table
 	log    *slog.Logger
-	mu     sync.Mutex
-	live   map[*sniffConn]struct{}
+	warns  rateLog
 	closed chan struct{}
 	once   sync.Once
 }
 
-func newRootListener(l net.Listener, max int, log *slog.Logger) *rootListener {
-	return &rootListener{Listener: l, slots: make(chan struct{}, max), log: log,
-		live: make(map[*sniffConn]struct{}), closed: make(chan struct{})}
+func newRootListener(l net.Listener, lim limits, log *slog.Logger) *rootListener {
+	return &rootListener{Listener: l, t: newTable(lim), log: log, closed: make(chan struct{})}
 }
 
+// source is the key of nc in the source table.
+func (r *rootListener) source(nc net.Conn) netip.Prefix { return sourceOf(nc.RemoteAddr()) }
+
+// Accept never waits for room: a connection over a cap evicts a sniffer or
+// is closed at once, and Accept goes on to the next.
 func (r *rootListener) Accept() (net.Conn, error) {
-	select {
-	case r.slots <- struct{}{}:
-	case <-r.closed:
-		return nil, net.ErrClosed
-	}
 	var delay time.Duration
 	for {
 		nc, err := r.Listener.Accept()
-		if err == nil {
-			sc := &sniffConn{Conn: nc, root: r}
-			r.mu.Lock()
-			r.live[sc] = struct{}{}
-			r.mu.Unlock()
-			return sc, nil
+		if err != nil {
+			var ne interface{ Temporary() bool }
+			if errors.As(err, &ne) && ne.Temporary() && !errors.Is(err, net.ErrClosed) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				r.log.Warn("mux: accept failed; retrying", "err", err, "delay", delay)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-r.closed:
+				}
+			}
+			return nil, err
 		}
-		var ne interface{ Temporary() bool }
-		if errors.As(err, &ne) && ne.Temporary() && !errors.Is(err, net.ErrClosed) {
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			r.log.Warn("mux: accept failed; retrying", "err", err, "delay", delay)
-			select {
-			case <-time.After(delay):
-				continue
-			case <-r.closed:
+		delay = 0
+		key := r.source(nc)
+		sc, victim, v := r.t.admit(nc, key, time.Now())
+		if victim != nil {
+			victim.Conn.Close() // already uncounted: not victim.Close
+		}
+		if sc == nil {
+			nc.Close()
+			if v == refusedClosed {
+				return nil, net.ErrClosed
 			}
 		}
-		<-r.slots
-		return nil, err
+		r.warn(v, key, victim)
+		if sc != nil && sc.shortened {
+			r.warn(warnShortened, key, nil)
+		}
+		if sc != nil {
+			return sc, nil
+		}
+	}
+}
+
+// warn logs what admit did, at most once a second for each kind.
+func (r *rootListener) warn(v verdict, key netip.Prefix, victim *sniffConn) {
+	if v == admitted || v == refusedClosed {
+		return
+	}
+	n, ok := r.warns.allow(v, time.Now())
+	if !ok {
+		return
+	}
+	lim := &r.t.lim
+	switch v {
+	case evictedSource:
+		r.log.Warn("mux: a source reached its sniffing cap; closed its oldest sniffing connection",
+			"source", key, "max_sniffing_per_source", lim.sniffingPerSource, "closed", victim.RemoteAddr(), "suppressed", n)
+	case evictedSniffing:
+		r.log.Warn("mux: sniffing cap reached; closed the oldest sniffing connection of the source sniffing most",
+			"max_sniffing", lim.sniffing, "closed", victim.RemoteAddr(), "suppressed", n)
+	case evictedConns:
+		r.log.Warn("mux: connection cap reached; closed the oldest sniffing connection of the source sniffing most",
+			"max_conns", lim.conns, "closed", victim.RemoteAddr(), "suppressed", n)
+	case refusedSource:
+		r.log.Warn("mux: a source reached its connection cap; refused a new connection",
+			"source", key, "max_conns_per_source", lim.connsPerSource, "suppressed", n)
+	case refusedConns:
+		r.log.Warn("mux: connection cap reached and none sniffing; refused a new connection",
+			"max_conns", lim.conns, "suppressed", n)
+	case warnShortened:
+		r.log.Warn("mux: many connections sniffing; new ones get the short sniffing deadline",
+			"source", key, "timeout", lim.short, "suppressed", n)
 	}
 }
 
@@ -66,36 +113,63 @@ func (r *rootListener) Close() error {
 	return err
 }
 
+// closeSniffing closes the connections being sniffed, and any accepted
+// from now on.
 func (r *rootListener) closeSniffing() {
-	r.mu.Lock()
-	conns := make([]*sniffConn, 0, len(r.live))
-	for c := range r.live {
-		conns = append(conns, c)
-	}
-	r.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range r.t.closeAll() {
 		c.Close()
 	}
 }
 
-// sniffConn holds a sniffing slot until its class takes it or it closes.
+type connState uint8
+
+const (
+	stateSniffing connState = iota
+	stateHanded             // to a class: still open
+	stateGone               // closed or evicted, uncounted
+)
+
+// sniffConn is a connection counted in the source table from Accept until
+// it is closed (by a class's server, by cmux, by the mux, or evicted).
+// Every connection the classes hand out wraps one, so that closing it,
+// however often, uncounts it once.
 type sniffConn struct {
 	net.Conn
-	root *rootListener
-	once sync.Once
+	t *table
+	// deadline bounds sniffing (SniffTimeout, or MinSniffTimeout under
+	// pressure); set before Accept returns c.
+	deadline  time.Time
+	shortened bool
+	handed    atomic.Bool // a class has c: its deadlines are its server's
+	spoke     atomic.Bool // c has read a byte
+
+	// Guarded by t.mu.
+	src     *source
+	elem    *list.Element // in src.silent or src.talking, while sniffing
+	talking bool
+	state   connState
 }
 
-func (c *sniffConn) release() {
-	c.once.Do(func() {
-		c.root.mu.Lock()
-		delete(c.root.live, c)
-		c.root.mu.Unlock()
-		<-c.root.slots
-	})
+func (c *sniffConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.spoke.Load() && c.spoke.CompareAndSwap(false, true) {
+		c.t.spoke(c)
+	}
+	return n, err
+}
+
+// SetReadDeadline holds cmux's sniffing deadline (now+SniffTimeout, set
+// as it starts matching) to c's own, which may be shorter. Clearing it, as
+// cmux does on a match, and any deadline once handed out, pass through.
+func (c *sniffConn) SetReadDeadline(t time.Time) error {
+	if !c.handed.Load() && !t.IsZero() && t.After(c.deadline) {
+		t = c.deadline
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *sniffConn) Close() error {
-	c.release()
+	c.t.release(c)
 	return c.Conn.Close()
 }
 

@@ -14,11 +14,21 @@ import (
 
 const (
 	// DefaultSniffTimeout bounds how long a new connection may take to
-	// show what it is.
+	// show what it is. Clients that speak first send their first bytes
+	// with the handshake's last ACK, so this is slack for a lossy path.
 	DefaultSniffTimeout = 5 * time.Second
-	// DefaultMaxSniffing bounds the connections being sniffed at once;
-	// Accept waits while that many are.
-	DefaultMaxSniffing = 1024
+	// DefaultMinSniffTimeout is the least default MinSniffTimeout (which
+	// is SniffTimeout/10): a retransmitted first segment still makes it.
+	DefaultMinSniffTimeout = 250 * time.Millisecond
+	// DefaultMaxSniffing bounds the connections being sniffed at once. It
+	// holds issue 11's goal, 10,000 idle connections, with room; at about
+	// 5 KiB of memory each (doc.go) it costs under 100 MiB when full.
+	DefaultMaxSniffing = 16384
+	// DefaultMaxSniffingPerSource bounds one source's connections being
+	// sniffed at once. A client shows its protocol within a round trip,
+	// so even a busy NAT has few sniffing at a time; at 1/64 of
+	// DefaultMaxSniffing, one address cannot hold the others' room.
+	DefaultMaxSniffingPerSource = 256
 	// sniffCap bounds the bytes any matcher reads.
 	sniffCap = 16 << 10
 )
@@ -46,8 +56,42 @@ type Service interface {
 type Config struct {
 	// SniffTimeout bounds sniffing (default DefaultSniffTimeout).
 	SniffTimeout time.Duration
-	// MaxSniffing bounds concurrent sniffing (default DefaultMaxSniffing).
+	// MinSniffTimeout replaces SniffTimeout for connections accepted under
+	// pressure: while more than half of MaxSniffing are sniffing, or more
+	// than half of the source's MaxSniffingPerSource (default
+	// SniffTimeout/10, at least DefaultMinSniffTimeout; never more than
+	// SniffTimeout, which turns shortening off).
+	MinSniffTimeout time.Duration
+
+	// A source is a client IP address; for IPv6, a /64. Past a cap the mux
+	// closes the oldest idle connection, as HAProxy and nginx do, rather
+	// than make new clients wait; the caps' counters are in Stats.
+
+	// MaxSniffing bounds the connections being sniffed at once (default
+	// DefaultMaxSniffing; negative: no cap). Past it, the oldest sniffing
+	// connection of the source with the most sniffing is closed, so that
+	// one source's flood evicts its own.
 	MaxSniffing int
+	// MaxSniffingPerSource bounds one source's connections being sniffed
+	// at once (default DefaultMaxSniffingPerSource; negative: no cap).
+	// Past it, that source's oldest sniffing connection is closed,
+	// preferring one that has sent nothing.
+	MaxSniffingPerSource int
+	// MaxConns bounds all connections: those sniffing and those handed
+	// out to a class and not yet closed. Past it, the oldest sniffing
+	// connection of the source with the most sniffing is closed, or the
+	// new connection if none sniffs. The default, on unix, is half the
+	// process's descriptor limit (RLIMIT_NOFILE at New): the cap must be
+	// reached before accept(2) fails with EMFILE, which evicts nobody and
+	// stops every new client, and a connection may need a descriptor of
+	// its own behind it (a tunnel's backend, a proxied request).
+	// Elsewhere, and if negative, there is no cap.
+	MaxConns int
+	// MaxConnsPerSource bounds one source's connections, sniffing and
+	// handed out; past it, its new connections are closed at once. The
+	// default (0) is no cap: the mux cannot know how many clients share an
+	// address behind a NAT or a proxy (cmd/ampmux sets one for a gateway).
+	MaxConnsPerSource int
 	// Other makes unmatched connections available on Other() instead of
 	// closing them.
 	Other bool
@@ -68,8 +112,10 @@ type Config struct {
 	// RegisterOnShutdown functions): stop HTTP through the mux, not
 	// directly, or that one keeps serving.
 	HTTP *http.Server
-	// Logger receives sniffing failures at debug level and Accept errors
-	// (default slog.Default()).
+	// Logger receives sniffing failures at debug level, Accept errors, and
+	// at warn level the caps' evictions and refusals, at most one line a
+	// second of each kind with the count of those not logged (default
+	// slog.Default()).
 	Logger *slog.Logger
 	// OnMatch, if set, is called with each connection's class (for
 	// metrics); unmatched connections report -1.
@@ -102,15 +148,14 @@ func New(l net.Listener, cfg Config) *Server {
 	if cfg.SniffTimeout <= 0 {
 		cfg.SniffTimeout = DefaultSniffTimeout
 	}
-	if cfg.MaxSniffing <= 0 {
-		cfg.MaxSniffing = DefaultMaxSniffing
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, done: make(chan struct{})}
-	s.root = newRootListener(l, cfg.MaxSniffing, cfg.Logger)
+	s.root = newRootListener(l, cfg.limits(), cfg.Logger)
 	s.cm = cmux.New(s.root)
+	// cmux sets this deadline as it starts matching; the rootListener's
+	// connections hold it to their own (shorter under pressure).
 	s.cm.SetReadTimeout(cfg.SniffTimeout)
 	s.cm.HandleError(func(err error) bool {
 		var nm cmux.ErrNotMatched
@@ -198,7 +243,10 @@ func (s *Server) route(c Class, m cmux.Matcher) {
 				return
 			}
 			if sc := sniffed(nc); sc != nil {
-				sc.release()
+				if !sc.t.handOut(sc) { // evicted (or the mux is closing)
+					nc.Close()
+					continue
+				}
 				nc = &Conn{Conn: nc, raw: sc.Conn}
 			}
 			if s.cfg.OnMatch != nil {
