@@ -112,6 +112,8 @@ type Stats struct {
 	// Sniffing connections have been accepted and their class is not yet
 	// known.
 	Sniffing int64
+	// Silent ones of those sniffing have sent no byte yet.
+	Silent int64
 	// Open connections count against MaxConns: those sniffing and those
 	// handed out to a class and not yet closed.
 	Open int64
@@ -157,6 +159,7 @@ type table struct {
 	byCount  []*list.List // byCount[n]: *source with n sniffing, in the order they got there
 	most     int          // the highest n with byCount[n] not empty; 0 if none sniffs
 	sniffing int
+	silent   int // of sniffing
 	open     int
 	closed   bool // by closeAll: admit refuses
 	st       Stats
@@ -210,6 +213,7 @@ func (t *table) admit(nc net.Conn, key netip.Prefix, now time.Time) (sc, victim 
 	src.conns++
 	t.open++
 	t.sniffing++
+	t.silent++
 	t.rerank(src, src.sniffing()-1)
 	timeout := t.lim.timeout
 	if t.lim.short < timeout && (t.sniffing > t.lim.sniffing/2 || src.sniffing() > t.lim.sniffingPerSource/2) {
@@ -251,6 +255,7 @@ func (t *table) unsniff(c *sniffConn) {
 		src.talking.Remove(c.elem)
 	} else {
 		src.silent.Remove(c.elem)
+		t.silent--
 	}
 	c.elem = nil
 	t.sniffing--
@@ -304,6 +309,7 @@ func (t *table) spoke(c *sniffConn) {
 	c.src.silent.Remove(c.elem)
 	c.elem = c.src.talking.PushBack(c)
 	c.talking = true
+	t.silent--
 }
 
 // closeAll makes admit refuse from now on and returns the connections
@@ -327,6 +333,7 @@ func (t *table) stats() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.st
-	st.Sniffing, st.Open, st.Sources = int64(t.sniffing), int64(t.open), int64(len(t.sources))
+	st.Sniffing, st.Silent, st.Open = int64(t.sniffing), int64(t.silent), int64(t.open)
+	st.Sources = int64(len(t.sources))
 	return st
 }

@@ -56,12 +56,23 @@ func matchTLS(r io.Reader) bool {
 
 const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+// matchHTTP2 fails as soon as the bytes differ from the preface: a whole
+// HTTP/1 request can be shorter than it ("GET / HTTP/1.0\r\n\r\n" is 18
+// bytes), and its client waits for an answer, not to send more.
 func matchHTTP2(r io.Reader) bool {
 	var b [len(http2Preface)]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return false
+	n := 0
+	for n < len(b) {
+		m, err := r.Read(b[n:])
+		n += m
+		if string(b[:n]) != http2Preface[:n] {
+			return false
+		}
+		if err != nil && n < len(b) {
+			return false
+		}
 	}
-	return string(b[:]) == http2Preface
+	return true
 }
 
 // maxMethod bounds how much of a request line is read to find the method.

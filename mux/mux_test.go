@@ -319,6 +319,22 @@ func TestHostileInputIsClosed(t *testing.T) {
 	require.Equal(t, "hello GET HTTP/1.1", got)
 }
 
+// A request shorter than the h2c preface is answered at once, not when
+// sniffing times out: the HTTP/2 matcher gives up on the first byte that
+// differs.
+func TestRequestShorterThanThePreface(t *testing.T) {
+	s := startShared(t, mux.Config{SniffTimeout: time.Hour})
+	nc, err := net.Dial("tcp", s.addr)
+	require.NoError(t, err)
+	defer nc.Close()
+	_, err = io.WriteString(nc, "GET / HTTP/1.0\r\n\r\n") // 18 bytes; the preface is 24
+	require.NoError(t, err)
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(nc)
+	require.NoError(t, err)
+	require.Contains(t, string(got), "hello GET HTTP/1.0")
+}
+
 func TestOtherAndOnTimeout(t *testing.T) {
 	other := mux.ClassOther
 	s := startShared(t, mux.Config{Other: true, OnTimeout: &other, SniffTimeout: 300 * time.Millisecond})
