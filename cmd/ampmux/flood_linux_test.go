@@ -2,15 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/ampmux/ampmux/amp/switching"
 )
 
 // procStatus reads a field of /proc/PID/status in KiB (VmRSS, VmHWM).
@@ -97,4 +104,97 @@ func TestHugeBoxFlood(t *testing.T) {
 			}
 		})
 	}
+}
+
+func openFDs(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestHalfClosedTunnelsEnd: 2,000 clients each send 1 KB and half-close,
+// to a backend that accepts and stays silent. Each tunnel ends once
+// --half-close-timeout has passed since the client's FIN, and serve's
+// descriptors return to where they were.
+func TestHalfClosedTunnelsEnd(t *testing.T) {
+	const tunnels = 2000
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, tunnels)
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // never read, never written
+		}
+	}()
+	t.Cleanup(func() {
+		silent.Close()
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	})
+	p, addr := startServe(t, "--allow-anonymous", "--allow-plaintext", "--route", "silent="+silent.Addr().String(),
+		"--half-close-timeout", "300ms", "--max-conns-per-source", "4096", "--max-tunnels-per-client", "4096",
+		"--max-tunnels-per-route", "4096")
+	pid := p.cmd.Process.Pid
+	baseline := openFDs(t, pid)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	work := make(chan int, tunnels)
+	for i := range tunnels {
+		work <- i
+	}
+	close(work)
+	errs := make(chan error, tunnels)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for range work {
+				errs <- halfCloseAndWait(ctx, addr)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.stderr.waitCount(t, "tunnel closed", tunnels)
+	if n := openFDs(t, pid); n > baseline+4 {
+		t.Fatalf("serve has %d descriptors open after %d half-closed tunnels ended, %d before", n, tunnels, baseline)
+	}
+}
+
+// halfCloseAndWait opens a tunnel, sends 1 KB, half-closes and waits for
+// the server to end it.
+func halfCloseAndWait(ctx context.Context, addr string) error {
+	d := switching.Dialer{InsecurePlaintext: true}
+	c, err := d.Dial(ctx, addr, "silent")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Write(make([]byte, 1024)); err != nil {
+		return err
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		return fmt.Errorf("CloseWrite: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })
+	defer stop()
+	if _, err := io.Copy(io.Discard, c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		return fmt.Errorf("waiting for the tunnel to end: %w", err)
+	}
+	return nil
 }

@@ -63,3 +63,27 @@ func (s *logBuf) waitFor(t *testing.T, substr string) {
 	t.Helper()
 	s.waitMatch(t, regexp.MustCompile(regexp.QuoteMeta(substr)))
 }
+
+// waitCount waits until substr has been written n times.
+func (s *logBuf) waitCount(t *testing.T, substr string, n int) {
+	t.Helper()
+	timeout := time.NewTimer(60 * time.Second)
+	defer timeout.Stop()
+	for {
+		s.mu.Lock()
+		if bytes.Count(s.b.Bytes(), []byte(substr)) >= n {
+			s.mu.Unlock()
+			return
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timeout.C:
+			t.Fatalf("waited 60 s for %d × %q; have %d", n, substr, bytes.Count([]byte(s.String()), []byte(substr)))
+		}
+	}
+}
