@@ -17,11 +17,11 @@
 //
 // A client certificate is known by one name, PeerName's: its first DNS
 // SAN if it has any (its common name then does not count, as for
-// x509.Certificate.VerifyHostname), else its common name. Policy.
-// AllowedNames matches the DNS SANs, or that one common name; a subject
-// with several common names (CN=bob,CN=alice, which Go reads as alice and
-// OpenSSL as bob) is refused with FORBIDDEN, and PeerName fails on it with
-// ErrSeveralCommonNames. Use PeerName for logs and per-client limits.
+// x509.Certificate.VerifyHostname), else its common name. AllowedNames in
+// a Policy matches the DNS SANs, or that one common name; a subject with
+// several common names (CN=bob,CN=alice, which Go reads as alice and
+// OpenSSL as bob) is refused with FORBIDDEN, and PeerName fails on it
+// with ErrSeveralCommonNames. Use PeerName for logs and per-client limits.
 //
 // TLS means TLS 1.2 or later (MinTLSVersion) on both ends: a switch over
 // an older version is refused with TLS_REQUIRED unless the policy allows

@@ -9,7 +9,8 @@
 // keep-alive (30 s idle, then 3 probes 10 s apart) is turned on for the
 // TCP connections under the ends, so that a peer that vanished without a
 // FIN is noticed within about a minute. The timeouts are read and write
-// deadlines on the ends, not goroutines or timers of their own.
+// deadlines on the ends, not goroutines of their own (a timer stands in
+// only for an end that takes no deadline).
 package tunnel
 
 import (
