@@ -75,7 +75,8 @@ func matchHTTP2(r io.Reader) bool {
 	return true
 }
 
-// maxMethod bounds how much of a request line is read to find the method.
+// maxMethod is the longest method matchHTTP1 takes (RFC 9110's longest is
+// 7 bytes, WebDAV's 16).
 const maxMethod = 20
 
 // matchHTTP1 accepts a request line that starts with a method token (RFC
@@ -92,7 +93,13 @@ func matchHTTP1(r io.Reader) bool {
 			c := b[i]
 			switch {
 			case c == ' ':
-				return i >= 3 && i+1 < n && isTargetStart(b[i+1]) || i >= 3 && i+1 == n && readTargetStart(r)
+				if i < 3 || i > maxMethod { // the longest fits with the target's first byte in b
+					return false
+				}
+				if i+1 < n {
+					return isTargetStart(b[i+1])
+				}
+				return readTargetStart(r)
 			case c >= 'A' && c <= 'Z' || c == '-' || c == '_':
 			default:
 				return false
