@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ampmux/ampmux/internal/tunnel"
 )
 
 // serveConfig is everything serve takes, from --config and flags.
@@ -86,7 +88,7 @@ func defaultLimits() limitsConfig {
 		WriteTimeout:         30 * time.Second,
 		Heartbeat:            30 * time.Second,
 		HeartbeatTimeout:     15 * time.Second,
-		HalfCloseTimeout:     60 * time.Second,
+		HalfCloseTimeout:     tunnel.DefaultHalfCloseTimeout,
 	}
 }
 

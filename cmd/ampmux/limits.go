@@ -100,18 +100,3 @@ func (r *rateLog) warn(kind, msg string, attrs ...any) {
 	r.log.Warn(msg, attrs...)
 }
 
-// fallbackMaxConns bounds connections where the descriptor limit is
-// unknown.
-const fallbackMaxConns = 16384
-
-// maxConns is --max-conns, or half the descriptors the process may open
-// less a reserve for logs, listeners and dials: each tunnel holds two.
-func maxConns(configured int) int {
-	if configured > 0 {
-		return configured
-	}
-	if n := descriptorLimit(); n > 0 {
-		return max((n-64)/2, 16)
-	}
-	return fallbackMaxConns
-}

@@ -213,12 +213,23 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 	hs := httpfallback.Server(handler)
 	hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	m := mux.New(l, mux.Config{
-		SniffTimeout: cfg.SniffTimeout,
-		Logger:       log,
+		SniffTimeout:         cfg.SniffTimeout,
+		MaxConns:             cfg.Limits.MaxConns,
+		MaxConnsPerSource:    cfg.Limits.MaxConnsPerSource,
+		MaxSniffingPerSource: cfg.Limits.MaxSniffingPerSource,
+		Logger:               log,
 		OnMatch:      s.stats.onMatch,
 		HTTP:         hs,
 		AMP:          &conn.Server{Config: s.connConfig(ampMux, tlsCfg)},
 	})
+	s.stats.refusals = func(r map[string]int64) {
+		ms := m.Stats()
+		r["max_sniffing_per_source"] = ms.EvictedPerSource
+		r["max_sniffing"] = ms.EvictedGlobal
+		r["max_conns_per_source"] = ms.RefusedPerSource
+		r["max_conns"] = ms.RefusedTotal
+		r["sniff_deadline_shortened"] = ms.DeadlinesShortened
+	}
 	served := make(chan error, 1)
 	go func() { served <- m.Serve() }()
 	log.Info("ampmux serving", "listen", listen, "version", versionString(), "tls", tlsCfg != nil,
@@ -424,6 +435,15 @@ func clientKey(info switching.Info) string {
 	return "addr:" + info.RemoteAddr.String()
 }
 
+func (s *server) routeConfig(name string) *routeConfig {
+	for i := range s.cfg.Routes {
+		if s.cfg.Routes[i].Name == name {
+			return &s.cfg.Routes[i]
+		}
+	}
+	return nil
+}
+
 // routeHandler pipes a switched connection to the backend Prepare dialed
 // (or echoes it, for --demo's echo).
 func (s *server) routeHandler(r routeConfig) switching.Handler {
@@ -461,7 +481,12 @@ func (s *server) pipe(route string, client, backend net.Conn, info switching.Inf
 	if backend == nil {
 		err = tunnel.Echo(client, st)
 	} else {
-		err = tunnel.Pipe(client, backend, st)
+		idle := s.cfg.Limits.TunnelIdleTimeout
+		if r := s.routeConfig(route); r != nil && r.IdleTimeout > 0 {
+			idle = r.IdleTimeout
+		}
+		err = tunnel.PipeWith(client, backend, st, tunnel.Options{
+			HalfCloseTimeout: s.cfg.Limits.HalfCloseTimeout, IdleTimeout: idle})
 	}
 	s.stats.track(st, route, false)
 	up, down := st.AToB.Load(), st.BToA.Load()

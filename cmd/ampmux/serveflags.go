@@ -24,7 +24,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig, routes *multiFlag, configFil
 	fs.DurationVar(&cfg.SniffTimeout, "sniff-timeout", cfg.SniffTimeout, "how long a new connection may take to show its protocol (shorter when many connections are sniffing)")
 
 	l := &cfg.Limits
-	fs.IntVar(&l.MaxConns, "max-conns", l.MaxConns, "`connections` open at once, all clients (0: half the descriptor limit); past it the oldest idle new connection is dropped, else the new one")
+	fs.IntVar(&l.MaxConns, "max-conns", l.MaxConns, "`connections` open at once, all clients (0: half the descriptor limit); past it the oldest connection still sniffing is dropped, else the new one")
 	fs.IntVar(&l.MaxConnsPerSource, "max-conns-per-source", l.MaxConnsPerSource, "`connections` open at once from one client address (IPv6: one /64)")
 	fs.IntVar(&l.MaxSniffingPerSource, "max-sniffing-per-source", l.MaxSniffingPerSource, "new `connections` from one address that have not shown their protocol yet; past it that address's oldest is dropped")
 	fs.IntVar(&l.MaxTunnelsPerRoute, "max-tunnels-per-route", l.MaxTunnelsPerRoute, "open `tunnels` per route; past it a switch is refused with UNAVAILABLE")
