@@ -247,3 +247,40 @@ func TestPipeForeignDeadline(t *testing.T) {
 		require.NotErrorIs(t, err, ErrIdleTimeout)
 	})
 }
+
+// StdioConn passes deadlines on to what takes them (an os.Pipe does) and
+// says os.ErrNoDeadline otherwise, so that PipeWith knows to use a timer.
+func TestStdioConnDeadlines(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	t.Cleanup(func() { r.Close(); w.Close() })
+	tests := []struct {
+		name string
+		c    *StdioConn
+		is   error // nil: deadlines work
+	}{
+		{"os.Pipe", &StdioConn{In: r, Out: w}, nil},
+		{"reader and writer", &StdioConn{In: io.NopCloser(bytes.NewReader(nil)), Out: nopWriteCloser{io.Discard}}, os.ErrNoDeadline},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			past := time.Now().Add(-time.Second)
+			for _, set := range []func(time.Time) error{tt.c.SetReadDeadline, tt.c.SetWriteDeadline, tt.c.SetDeadline} {
+				if tt.is == nil {
+					require.NoError(t, set(past))
+				} else {
+					require.ErrorIs(t, set(past), tt.is)
+				}
+			}
+			if tt.is == nil {
+				_, err := tt.c.Read(make([]byte, 1))
+				require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+				require.NoError(t, tt.c.SetDeadline(time.Time{}))
+			}
+		})
+	}
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
