@@ -197,7 +197,7 @@ func (c *Conn) SendBox(ctx context.Context, command string, args *box.Box) error
 	if err != nil {
 		return err
 	}
-	if err := c.enqueue(ctx, nil, cl.enc, c.cfg.MaxWriteBuffer, nil, false); err != nil {
+	if err := c.enqueue(ctx, nil, cl.enc, c.forCall(c.onReader(ctx))); err != nil {
 		return err
 	}
 	c.signalWriter()
@@ -214,11 +214,12 @@ func (c *Conn) send(ctx context.Context, cl *call, command string, tag uint64, a
 	if err := c.encodeCall(cl, command, tag, args); err != nil {
 		return err
 	}
-	if err := c.enqueue(ctx, nil, cl.enc, c.cfg.MaxWriteBuffer, nil, false); err != nil {
+	reader := c.onReader(ctx)
+	if err := c.enqueue(ctx, nil, cl.enc, c.forCall(reader)); err != nil {
 		return err
 	}
 	switch {
-	case c.onReader(ctx):
+	case reader:
 		// Sent with the reader's other writes when its input runs dry.
 		c.kick.Store(true)
 	case alone:

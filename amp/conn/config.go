@@ -14,8 +14,29 @@ import (
 type Config struct {
 	// Handler finds responders for commands the peer sends.
 	Handler amp.Locator
-	// MaxBoxSize bounds one incoming box in bytes (default 16 MiB).
+	// MaxBoxSize bounds one incoming box in bytes (default 16 MiB); a
+	// larger box closes the connection with a *ProtocolError matching
+	// box.ErrBoxTooLarge.
 	MaxBoxSize int
+	// MaxFields bounds the fields of one incoming box (default 1024,
+	// box.DefaultMaxFields: Twisted's commands carry a handful); more
+	// close the connection with a *ProtocolError matching
+	// box.ErrTooManyFields.
+	MaxFields int
+	// Budget is the memory shared by connections that are not Trusted for
+	// the boxes they are receiving: each may buffer box.ReadAhead (64 KiB)
+	// on its own, and draws on the budget past that until the large box
+	// is consumed; one whose growth the budget cannot cover is closed with
+	// ErrBufferBudget. Several Servers may share one. nil: a Server makes
+	// one of DefaultBudget (64 MiB) for its connections; a connection made
+	// by New or Dial then has none, and MaxBoxSize alone bounds it.
+	Budget *Budget
+	// Trusted reports whether the peer has authenticated, so that its
+	// connection no longer draws on Budget. It is called on the reader
+	// goroutine when the read buffer grows past box.ReadAhead, and must
+	// not block. nil: the peer completed StartTLS with a certificate this
+	// end verified (tls.ConnectionState.VerifiedChains is not empty).
+	Trusted func(c *Conn) bool
 	// MaxHandlers bounds the responders running on their own goroutine at
 	// once (default 1024).
 	MaxHandlers int
@@ -23,10 +44,19 @@ type Config struct {
 	// MaxHandlers run; past it, commands are answered with CodeOverloaded
 	// (default MaxHandlers).
 	MaxQueuedCommands int
-	// MaxWriteBuffer is how many bytes of outgoing boxes may wait for the
-	// network before callers block (default 4 MiB; answers may use four
-	// times as much before the reader blocks too).
+	// MaxWriteBuffer is how many bytes of outgoing boxes (the batch being
+	// written included) may wait for the network before callers block
+	// (default 1 MiB).
 	MaxWriteBuffer int
+	// MaxWriteQueue bounds the bytes waiting for the network, answers
+	// included: past it, answers wait for room too, and the reader stops
+	// reading until the writer has made some (default 4 × MaxWriteBuffer,
+	// so that callers filling their share never stall the reader). The
+	// writer's WriteTimeout bounds that wait: a peer that reads nothing
+	// loses the connection with ErrWriteTimeout. Where the writer cannot
+	// write (a StartTLS request awaiting its answer), an answer past it
+	// closes the connection with ErrWriteQueueFull.
+	MaxWriteQueue int
 	// BoxTimeout bounds how long a box may take to arrive once its first
 	// byte has: a peer that starts a box and stalls (slowloris) loses the
 	// connection. Idle time between boxes is not limited (default 30 s).
@@ -35,6 +65,23 @@ type Config struct {
 	// progress; a peer that reads nothing for that long loses the
 	// connection (default 30 s; negative: no limit).
 	WriteTimeout time.Duration
+	// Heartbeat, if positive, is how long this end waits between boxes
+	// without receiving a byte before it probes the peer with a call of
+	// HeartbeatCommand (which no one implements: any answer, an UNHANDLED
+	// error included, shows the peer alive, and so does any other byte).
+	// A peer that sends nothing for HeartbeatTimeout after the probe (gone
+	// without a FIN, frozen, partitioned away) loses the connection with
+	// ErrHeartbeatTimeout, within Heartbeat + HeartbeatTimeout of its last
+	// byte. Probes are only sent in the open state: not while a StartTLS
+	// or switch is pending, never after a switch. Default 0: off, since
+	// the kernel's TCP keepalive (on by default in Go) already finds
+	// vanished hosts, and every probe costs a box and a timer on each idle
+	// connection; a server that must also free the connections of peers
+	// that are alive but stuck turns it on (ampmux serve does).
+	Heartbeat time.Duration
+	// HeartbeatTimeout is how long after a probe any byte must arrive
+	// (default Heartbeat).
+	HeartbeatTimeout time.Duration
 	// TLS, if set, lets the peer secure the connection with StartTLS, this
 	// end being the TLS server (certificates, ClientCAs, ClientAuth). With
 	// nil, StartTLS is refused with TLS_ERROR.
@@ -55,7 +102,7 @@ type Config struct {
 
 const (
 	defaultMaxHandlers    = 1024
-	defaultMaxWriteBuffer = 4 << 20
+	defaultMaxWriteBuffer = 1 << 20
 	finalFlushTimeout     = 2 * time.Second
 	defaultBoxTimeout     = 30 * time.Second
 	defaultWriteTimeout   = 30 * time.Second
@@ -81,11 +128,20 @@ func (cfg *Config) withDefaults() Config {
 	if c.MaxWriteBuffer <= 0 {
 		c.MaxWriteBuffer = defaultMaxWriteBuffer
 	}
+	if c.MaxWriteQueue <= 0 {
+		c.MaxWriteQueue = 4 * c.MaxWriteBuffer
+	}
 	if c.BaseContext == nil {
 		c.BaseContext = context.Background()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Heartbeat > 0 && c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = c.Heartbeat
+	}
+	if c.Trusted == nil {
+		c.Trusted = verifiedPeer
 	}
 	return c
 }

@@ -43,6 +43,10 @@ type Conn struct {
 	nextTag uint64
 	lost    error     // set once; after it no call is accepted
 	calls   sync.Pool // *call, recycled (safe for concurrent use)
+	// probes is 1 while a heartbeat probe is unanswered; probeDone is its
+	// callback (made once, so that probing does not allocate it).
+	probes    atomic.Int32
+	probeDone func(context.Context, *box.Box, error)
 	// waking counts callers woken by an answer and not yet back: the
 	// reader adds, the caller takes away. While it is not zero, callers
 	// leave the write to the writer, which waits for them to batch.
@@ -94,8 +98,12 @@ type reader struct {
 	in         box.Box
 	inlineResp box.Box
 	errBox     box.Box
+	// buf accounts for the decoder's buffer against Config.Budget.
+	buf readBuffer
 	// armed: the box deadline is set because a box is partly read.
 	armed bool
+	// hb: the heartbeat's state, when Config.Heartbeat is on.
+	hb heartbeat
 	// takenOver: AMP has stopped; the socket belongs to someone else.
 	takenOver bool
 }
@@ -150,6 +158,9 @@ func newConn(nc net.Conn, cfg *Config, onDone func(*Conn)) *Conn {
 	c.inlineCtx = context.WithValue(c.ctx, inlineKey{}, &c.inline)
 	c.rd.dec = box.NewDecoder(&kickReader{c: c, r: rd})
 	c.rd.dec.SetMaxBoxSize(c.cfg.MaxBoxSize)
+	c.rd.dec.SetMaxFields(c.cfg.MaxFields)
+	c.rd.dec.SetGrowHook(c.bufferResized)
+	c.probeDone = c.probeAnswered
 	go c.readLoop()
 	go c.writeLoop()
 	return c

@@ -102,13 +102,16 @@ func (c *Conn) command(name []byte, req *box.Box) error {
 		// runs now that its answer could not be sent.
 		return nil
 	}
+	ask, hasAsk := req.Get(amp.KeyAsk)
+	switch string(name) {
+	case StartTLSCommand:
+		return c.serveStartTLS(ask, hasAsk)
+	case HeartbeatCommand:
+		return c.serveHeartbeat(ask, hasAsk)
+	}
 	var r *amp.Responder
 	if c.cfg.Handler != nil {
 		r = c.cfg.Handler.Responder(name)
-	}
-	ask, hasAsk := req.Get(amp.KeyAsk)
-	if string(name) == StartTLSCommand {
-		return c.serveStartTLS(ask, hasAsk)
 	}
 	if r == nil {
 		if !hasAsk {
@@ -149,6 +152,7 @@ func (c *Conn) serveInline(r *amp.Responder, name []byte, req *box.Box, ask []by
 		}
 	}
 	c.finishCommand(r, name, ask, hasAsk, resp, err, true)
+	trimBox(resp)
 	return nil
 }
 
@@ -251,5 +255,25 @@ func pyBytesRepr(b []byte) string {
 
 var boxPool = newBoxPool()
 
-func getBox() *box.Box  { return boxPool.Get().(*box.Box) }
-func putBox(b *box.Box) { b.Reset(); boxPool.Put(b) }
+// keepBox is the most storage a box may hold to be kept for reuse (in the
+// pool, or as one of the reader's boxes): one large box leaves no large
+// buffer behind it.
+const keepBox = 64 << 10
+
+func getBox() *box.Box { return boxPool.Get().(*box.Box) }
+
+func putBox(b *box.Box) {
+	if b.Footprint() > keepBox {
+		return
+	}
+	b.Reset()
+	boxPool.Put(b)
+}
+
+// trimBox empties one of the reader's boxes, dropping its storage if it
+// grew large.
+func trimBox(b *box.Box) {
+	if b.Footprint() > keepBox {
+		*b = box.Box{}
+	}
+}

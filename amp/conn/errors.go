@@ -22,6 +22,15 @@ var (
 	// ErrOverloaded: the peer answered CodeOverloaded (its handlers were
 	// all busy); a *amp.RemoteError with that code matches it.
 	ErrOverloaded = errors.New("conn: peer overloaded")
+	// ErrWriteTimeout: a write to the peer made no progress for
+	// Config.WriteTimeout (the peer reads nothing); the connection is
+	// closed. The error also matches os.ErrDeadlineExceeded.
+	ErrWriteTimeout = errors.New("conn: peer stopped reading (write timeout)")
+	// ErrWriteQueueFull: the write queue held Config.MaxWriteQueue bytes
+	// for the peer at a moment the writer could not send them (a StartTLS
+	// request awaiting its answer). An answer that finds it so closes the
+	// connection; a call gets it and is not sent.
+	ErrWriteQueueFull = errors.New("conn: write queue full")
 )
 
 // LostError fails calls that were pending (or made) when the connection

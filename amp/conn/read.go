@@ -10,6 +10,7 @@ import (
 
 func (c *Conn) readLoop() {
 	defer close(c.readerDone)
+	defer c.releaseBuffer()
 	for {
 		err := c.rd.dec.Next(&c.rd.in)
 		if err == nil {
@@ -35,7 +36,8 @@ func (c *Conn) readLoop() {
 // write for when the input runs dry (kickReader), so that all answers to
 // one read leave in one write; from a handler it wakes the writer.
 func (c *Conn) queueAnswer(b *box.Box, fromReader bool) error {
-	if err := c.enqueue(c.ctx, b, nil, 4*c.cfg.MaxWriteBuffer, nil, false); err != nil {
+	if err := c.enqueue(c.ctx, b, nil, c.forAnswer(fromReader)); err != nil {
+		c.queueFull(err)
 		return err
 	}
 	if fromReader {
@@ -46,6 +48,15 @@ func (c *Conn) queueAnswer(b *box.Box, fromReader bool) error {
 	return nil
 }
 
+// queueFull closes the connection when an answer found the write queue
+// full and could not wait.
+func (c *Conn) queueFull(err error) {
+	if errors.Is(err, ErrWriteQueueFull) {
+		c.cfg.Logger.Warn("amp: closing connection: write queue full", "remote", c.nc.RemoteAddr(), "err", err)
+		c.fail(err)
+	}
+}
+
 // kickReader sends the reader's queued answers before it blocks on the
 // network, and arms the box deadline while a box is partly read.
 type kickReader struct {
@@ -53,14 +64,22 @@ type kickReader struct {
 	r io.Reader
 }
 
+// Between boxes, with Config.Heartbeat on, readIdle arms the heartbeat
+// instead of clearing the deadline.
 func (k *kickReader) Read(p []byte) (int, error) {
 	c := k.c
 	if c.kick.Load() {
 		c.kick.Store(false)
 		c.flushNow()
 	}
-	if midBox := len(c.rd.dec.Buffered()) > 0; midBox != c.rd.armed {
+	midBox := len(c.rd.dec.Buffered()) > 0
+	if !midBox && c.cfg.Heartbeat > 0 {
+		c.rd.armed = false
+		return c.readIdle(k.r, p)
+	}
+	if midBox != c.rd.armed {
 		c.rd.armed = midBox
+		c.rd.hb.due = time.Time{} // the deadline is no longer the heartbeat's
 		if midBox {
 			c.nc.SetReadDeadline(time.Now().Add(c.cfg.BoxTimeout))
 		} else {
@@ -76,6 +95,12 @@ func (c *Conn) readFailed(err error) {
 		c.fail(c.err)
 		return
 	}
+	if errors.Is(err, ErrHeartbeatTimeout) {
+		// Nothing to flush to a peer that is gone.
+		c.cfg.Logger.Warn("amp: closing connection: peer silent", "remote", c.nc.RemoteAddr(), "err", err)
+		c.fail(err)
+		return
+	}
 	err = c.tlsReadError(err)
 	var pe *ProtocolError
 	switch {
@@ -84,8 +109,11 @@ func (c *Conn) readFailed(err error) {
 	case isDecodeError(err):
 		err = &ProtocolError{Err: err}
 	}
-	if pe != nil || isDecodeError(err) {
+	switch {
+	case pe != nil || isDecodeError(err):
 		c.cfg.Logger.Warn("amp: closing connection after bad input", "remote", c.nc.RemoteAddr(), "err", err)
+	case errors.Is(err, ErrBufferBudget):
+		c.cfg.Logger.Warn("amp: closing connection: read buffer budget exhausted", "remote", c.nc.RemoteAddr(), "err", err)
 	}
 	// Let answers already queued go out, then close.
 	c.closeAfterFlush(err)
@@ -93,6 +121,6 @@ func (c *Conn) readFailed(err error) {
 
 func isDecodeError(err error) bool {
 	var tl *box.TooLongError
-	return errors.As(err, &tl) || errors.Is(err, box.ErrBoxTooLarge) ||
+	return errors.As(err, &tl) || errors.Is(err, box.ErrBoxTooLarge) || errors.Is(err, box.ErrTooManyFields) ||
 		errors.Is(err, box.ErrDuplicateKey) || errors.Is(err, io.ErrUnexpectedEOF)
 }

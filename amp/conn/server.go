@@ -19,6 +19,7 @@ type Server struct {
 	ConnState func(c *Conn, active bool)
 
 	mu        sync.Mutex
+	budget    *Budget // made on first use when Config.Budget is nil
 	listeners map[net.Listener]struct{}
 	conns     map[*Conn]struct{}
 	closing   atomic.Bool
@@ -85,6 +86,12 @@ func (s *Server) ServeConn(nc net.Conn) *Conn {
 		s.mu.Unlock()
 		nc.Close()
 		return nil
+	}
+	if cfg.Budget == nil {
+		if s.budget == nil {
+			s.budget = NewBudget(DefaultBudget)
+		}
+		cfg.Budget = s.budget
 	}
 	s.wg.Add(1)
 	c := newConn(nc, &cfg, func(c *Conn) {
@@ -181,5 +188,5 @@ func (c *Conn) idle() bool {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return len(c.w.buf) == 0
+	return len(c.w.buf) == 0 && c.w.inflight == 0
 }

@@ -119,8 +119,11 @@ func (c *Conn) switchAfter(ask []byte, resp *box.Box, serve func(net.Conn)) erro
 	resp.Set(amp.KeyAnswer, ask)
 	paused := make(chan struct{})
 	// lock: what others queue behind the answer would never be sent.
-	if err := c.enqueue(c.ctx, resp, nil, 4*c.cfg.MaxWriteBuffer, paused, true); err != nil {
+	q := c.forAnswer(true)
+	q.paused, q.lock = paused, true
+	if err := c.enqueue(c.ctx, resp, nil, q); err != nil {
 		go serve(nil)
+		c.queueFull(err)
 		return crossed(err)
 	}
 	c.signalWriter()

@@ -172,7 +172,9 @@ func (c *Conn) sendSpecial(ctx context.Context, command string, args *box.Box, c
 
 	err = c.encodeCall(cl, command, tag, args)
 	if err == nil {
-		err = c.enqueue(ctx, nil, cl.enc, c.cfg.MaxWriteBuffer, cl.paused, lock)
+		q := c.forCall(c.onReader(ctx))
+		q.paused, q.lock = cl.paused, lock
+		err = c.enqueue(ctx, nil, cl.enc, q)
 	}
 	if err != nil {
 		if !c.unregister(tag, cl) {
@@ -206,6 +208,10 @@ func (c *Conn) upgradeTLS(paused chan struct{}, cfg *tls.Config, server bool) er
 	if err := c.waitPaused(paused); err != nil {
 		return err
 	}
+	// The handshake has its own timeout: no box or heartbeat deadline
+	// may cut it short.
+	c.nc.SetReadDeadline(time.Time{})
+	c.rd.armed, c.rd.hb = false, heartbeat{}
 	raw := newPrefixConn(c.nc, c.rd.dec.Buffered())
 	var tc *tls.Conn
 	if server {
@@ -257,7 +263,10 @@ func (c *Conn) serveStartTLS(ask []byte, hasAsk bool) error {
 	paused := make(chan struct{})
 	// Our own StartTLS or switch request pending makes enqueue refuse:
 	// the requests crossed.
-	if err := c.enqueue(c.ctx, b, nil, 4*c.cfg.MaxWriteBuffer, paused, false); err != nil {
+	q := c.forAnswer(true)
+	q.paused = paused
+	if err := c.enqueue(c.ctx, b, nil, q); err != nil {
+		c.queueFull(err)
 		return crossed(err)
 	}
 	c.signalWriter()

@@ -3,6 +3,7 @@ package conn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -30,8 +31,12 @@ type writeState struct {
 	// special, once a StartTLS or switch request (or answer) is queued
 	// with a mark, refuses another until resumeWriter: one at a time.
 	special error
-	// space, if not nil, is closed when the queue drains: callers wait on
-	// it for room.
+	// inflight is what the writer (or the fast path) took from buf and has
+	// not finished writing; it counts against the limits until then, so
+	// that the bytes held for the peer are len(buf)+inflight.
+	inflight int
+	// space, if not nil, is closed when room is made (a batch written, the
+	// queue closing): callers wait on it for room.
 	space   chan struct{}
 	closing bool  // no new boxes; the writer sends the rest, then closes
 	cause   error // why it is closing, for boxes refused meanwhile
@@ -73,15 +78,42 @@ func (c *Conn) signalWriter() {
 	}
 }
 
-// enqueue appends a box to the write queue, waiting while it holds limit
-// bytes or more: b encoded in place, or enc already encoded (when b is
-// nil). paused (if not nil) marks the end of this box: the writer lends
-// the socket once it is written. lock refuses every later box until the
-// switch is decided. The caller then wakes the writer or flushes.
-func (c *Conn) enqueue(ctx context.Context, b *box.Box, enc []byte, limit int, paused chan struct{}, lock bool) error {
+// queueing says where a box goes in the write queue and how long it may
+// wait for room.
+type queueing struct {
+	// limit: wait while the queue holds this many bytes or more (queued
+	// and being written): MaxWriteBuffer for calls, MaxWriteQueue for
+	// answers.
+	limit int
+	// reader: the box comes from the reader goroutine, which waits only
+	// while the writer can write (see waitSpace).
+	reader bool
+	// paused (if not nil) marks the end of this box: the writer lends the
+	// socket once it is written.
+	paused chan struct{}
+	// lock refuses every later box until the switch is decided.
+	lock bool
+	// noWait: refuse with ErrWriteQueueFull rather than wait (a probe).
+	noWait bool
+}
+
+// forCall and forAnswer are the queueing of calls and answers.
+func (c *Conn) forCall(reader bool) queueing {
+	return queueing{limit: c.cfg.MaxWriteBuffer, reader: reader}
+}
+
+func (c *Conn) forAnswer(reader bool) queueing {
+	return queueing{limit: c.cfg.MaxWriteQueue, reader: reader}
+}
+
+// enqueue appends a box to the write queue, waiting for room as q says:
+// b encoded in place, or enc already encoded (when b is nil). The caller
+// then wakes the writer or flushes.
+func (c *Conn) enqueue(ctx context.Context, b *box.Box, enc []byte, q queueing) error {
+	paused, lock := q.paused, q.lock
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := c.waitSpace(ctx, limit); err != nil {
+	if err := c.waitSpace(ctx, q.limit, q.reader, q.noWait); err != nil {
 		return err
 	}
 	if c.w.locked != nil {
@@ -117,8 +149,13 @@ func (c *Conn) enqueue(ctx context.Context, b *box.Box, enc []byte, limit int, p
 	return nil
 }
 
-// waitSpace waits, with wmu held, until the write queue is under limit.
-func (c *Conn) waitSpace(ctx context.Context, limit int) error {
+// waitSpace waits, with wmu held, until the write queue (queued and being
+// written) is under limit. The reader waits only while the writer can
+// write, so that the writer's deadline (WriteTimeout without progress)
+// bounds its wait: with the socket lent for a StartTLS that the reader
+// itself must complete, it gets ErrWriteQueueFull at once instead (a
+// switch's lock refuses first, as it would after a wait).
+func (c *Conn) waitSpace(ctx context.Context, limit int, reader, noWait bool) error {
 	for {
 		if c.w.closing {
 			switch {
@@ -129,8 +166,15 @@ func (c *Conn) waitSpace(ctx context.Context, limit int) error {
 			}
 			return &LostError{Cause: net.ErrClosed}
 		}
-		if len(c.w.buf) < limit {
+		queued := len(c.w.buf) + c.w.inflight
+		if queued < limit {
 			return nil
+		}
+		if noWait || reader && c.w.owner == ownerLent {
+			if c.w.locked != nil {
+				return c.w.locked
+			}
+			return fmt.Errorf("%w: %d bytes queued for the peer, limit %d, and the writer cannot send them now", ErrWriteQueueFull, queued, limit)
 		}
 		if c.w.space == nil {
 			c.w.space = make(chan struct{})
@@ -187,8 +231,8 @@ func (c *Conn) tryFastWrite() bool {
 	}
 	c.w.owner = ownerFast
 	c.w.buf, c.w.spare = c.w.spare[:0], nil
+	c.w.inflight = len(out)
 	c.wbytes.Store(0)
-	c.releaseSpaceLocked()
 	c.wmu.Unlock()
 
 	n, err := c.fast.write(out)
@@ -196,6 +240,7 @@ func (c *Conn) tryFastWrite() bool {
 		// The stream is broken mid-box: nothing later may follow.
 		c.wmu.Lock()
 		c.w.owner = ownerNone
+		c.w.inflight = 0
 		c.wmu.Unlock()
 		c.fail(err)
 		return true
@@ -204,6 +249,10 @@ func (c *Conn) tryFastWrite() bool {
 	// the writer re-arms it and sends.
 	c.wmu.Lock()
 	c.w.owner = ownerNone
+	c.w.inflight = 0
+	if n > 0 {
+		c.releaseSpaceLocked()
+	}
 	more := n < len(out) || len(c.w.buf) > 0 || c.w.mark >= 0 || c.w.closing
 	if n < len(out) {
 		rest := append(make([]byte, 0, len(out)-n+len(c.w.buf)), out[n:]...)
@@ -266,7 +315,7 @@ func (c *Conn) writeLoop() {
 		}
 		if len(b.out) > 0 {
 			if err := c.write(&b); err != nil {
-				c.fail(err)
+				c.fail(c.writeFailed(err, len(b.out)))
 				return
 			}
 			for _, f := range b.closers {
@@ -330,7 +379,7 @@ func (c *Conn) takeBatch(b *batch) (ok, exit bool) {
 		c.w.fdsOut, c.w.fdsClose = nil, nil
 	}
 	c.w.owner = ownerWriter
-	c.releaseSpaceLocked()
+	c.w.inflight = len(b.out)
 	return true, false
 }
 
@@ -339,6 +388,8 @@ func (c *Conn) endBatch(b *batch) {
 	c.wmu.Lock()
 	c.keepSpareLocked(b.out)
 	c.w.owner = ownerNone
+	c.w.inflight = 0
+	c.releaseSpaceLocked()
 	if b.lend != nil && c.w.unlend {
 		c.w.unlend = false
 	} else if b.lend != nil {
@@ -372,6 +423,15 @@ func (c *Conn) write(b *batch) error {
 		out = out[n:]
 	}
 	return nil
+}
+
+// writeFailed names the error of a write that made no progress for
+// WriteTimeout: the peer reads nothing.
+func (c *Conn) writeFailed(err error, batch int) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) && c.finalBy.Load() == 0 {
+		return fmt.Errorf("%w (%d bytes unsent after %v): %w", ErrWriteTimeout, batch, c.cfg.WriteTimeout, err)
+	}
+	return err
 }
 
 // armDeadline sets the write deadline for the writer's next Write. To
