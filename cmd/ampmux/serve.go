@@ -375,13 +375,18 @@ func (s *server) policy(r routeConfig) switching.Policy {
 		AllowPlaintext: s.cfg.AllowPlaintext || r.AllowPlaintext,
 		AllowedNames:   r.AllowedNames,
 	}
-	if s.cfg.ClientCA != "" && !s.cfg.AllowAnonymous {
-		p.Authorize = func(info switching.Info) error {
-			if info.PeerCertificate() == nil {
-				return errors.New("a client certificate signed by the --client-ca is required")
+	anonymous := s.cfg.ClientCA == "" || s.cfg.AllowAnonymous
+	p.Authorize = func(info switching.Info) error {
+		cert := info.PeerCertificate()
+		if cert == nil {
+			if anonymous {
+				return nil
 			}
-			return nil
+			return errors.New("a client certificate signed by the --client-ca is required")
 		}
+		// A certificate whose name is ambiguous (several CNs) names no one.
+		_, err := switching.PeerName(cert)
+		return err
 	}
 	p.Prepare = func(ctx context.Context, info switching.Info) (any, error) {
 		release, err := s.limits.acquire(r.Name, clientKey(info))
@@ -427,7 +432,8 @@ func (t *tunnelSlot) Close() error {
 // name, or the address of a client without one.
 func clientKey(info switching.Info) string {
 	if cert := info.PeerCertificate(); cert != nil {
-		return "cert:" + cert.Subject.CommonName
+		name, _ := switching.PeerName(cert) // Authorize refused those without
+		return "cert:" + name
 	}
 	if ap, err := netip.ParseAddrPort(info.RemoteAddr.String()); err == nil {
 		return "addr:" + ap.Addr().String()
@@ -471,7 +477,7 @@ func (s *server) pipe(route string, client, backend net.Conn, info switching.Inf
 	peer := info.RemoteAddr.String()
 	who := ""
 	if cert := info.PeerCertificate(); cert != nil {
-		who = cert.Subject.CommonName
+		who, _ = switching.PeerName(cert)
 	}
 	s.log.Info("tunnel opened", "route", route, "peer", peer, "client", who, "tls", info.TLS != nil)
 	start := time.Now()
