@@ -84,7 +84,7 @@ func defaultLimits() limitsConfig {
 		MaxBoxSize:           1 << 20,
 		MaxFields:            1024,
 		UnauthBuffer:         64 << 20,
-		WriteBuffer:          1 << 20,
+		WriteBuffer:          4 << 20,
 		WriteTimeout:         30 * time.Second,
 		Heartbeat:            30 * time.Second,
 		HeartbeatTimeout:     15 * time.Second,

@@ -198,3 +198,67 @@ func halfCloseAndWait(ctx context.Context, addr string) error {
 	}
 	return nil
 }
+
+// appendAMP appends one AMP box of the given key/value pairs.
+func appendAMP(b []byte, kv ...string) []byte {
+	for i := 0; i < len(kv); i += 2 {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(kv[i])))
+		b = append(b, kv[i]...)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(kv[i+1])))
+		b = append(b, kv[i+1]...)
+	}
+	return append(b, 0, 0)
+}
+
+// TestConnLimitsAtServe: a box of tiny fields and a client that never
+// reads each lose their own connection, counted on the admin status page,
+// while a new call from someone else is answered.
+func TestConnLimitsAtServe(t *testing.T) {
+	g := startSecureGateway(t, "--demo", "--max-fields", "64", "--write-timeout", "300ms", "--write-buffer", "256KiB")
+	call := func() {
+		t.Helper()
+		out, err := exec.Command(serveTestBinary(t), "call", "--server", g.addr, "Sum", "a=1", "b=2").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != `{"total":"3"}` {
+			t.Fatalf("a call from another client: %q %v", out, err)
+		}
+	}
+
+	// 10,000 three-byte keys in one box: refused at the 65th field.
+	tiny, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tiny.Close()
+	var kv []string
+	for i := range 10000 {
+		kv = append(kv, fmt.Sprintf("%03x", i%4096)+string(rune('a'+i/4096)), "v")
+	}
+	go tiny.Write(appendAMP(nil, kv...))
+	if _, err := io.Copy(io.Discard, tiny); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("tiny-field box: %v, want the connection closed", err)
+	}
+	call()
+
+	// Pipelined Echo calls of 60 KB, never reading an answer: the server
+	// closes the connection once its queue is full or its writes stall.
+	deaf, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer deaf.Close()
+	deaf.(*net.TCPConn).SetReadBuffer(4 << 10)
+	payload := strings.Repeat("x", 60000)
+	var werr error
+	for i := 0; werr == nil && i < 100000; i++ {
+		_, werr = deaf.Write(appendAMP(nil, "_command", "Echo", "_ask", fmt.Sprint(i+1), "bytes", payload))
+	}
+	if werr == nil {
+		t.Fatal("6 GB of calls never read, and the server still takes more")
+	}
+	call()
+
+	st := g.status(t)
+	if st.Refused["max_fields"] != 1 || st.Refused["write_timeout"]+st.Refused["write_buffer"] != 1 {
+		t.Fatalf("refusals %v, want one max_fields and one write_timeout or write_buffer", st.Refused)
+	}
+}

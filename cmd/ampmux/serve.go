@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ampmux/ampmux/amp"
+	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/amp/switching"
 	"github.com/ampmux/ampmux/httpfallback"
@@ -279,10 +280,43 @@ func (s *server) connConfig(h amp.Locator, tlsCfg *tls.Config) conn.Config {
 		TLS:               tlsCfg,
 		Logger:            s.log,
 		MaxBoxSize:        int(l.MaxBoxSize),
+		MaxFields:         l.MaxFields,
+		Budget:            conn.NewBudget(int64(l.UnauthBuffer)),
 		MaxHandlers:       l.MaxCallsPerConn,
 		MaxQueuedCommands: l.MaxCallsPerConn,
-		MaxWriteBuffer:    int(l.WriteBuffer),
+		MaxWriteQueue:     int(l.WriteBuffer),
+		MaxWriteBuffer:    max(int(l.WriteBuffer)/4, 64<<10),
 		WriteTimeout:      l.WriteTimeout,
+		Heartbeat:         l.Heartbeat,
+		HeartbeatTimeout:  l.HeartbeatTimeout,
+		OnError:           s.connEnded,
+	}
+}
+
+// connLimits are the limits whose hit ends an AMP connection, by the
+// name status.json counts them under.
+var connLimits = [...]struct {
+	name string
+	err  error
+}{
+	{"max_box_size", box.ErrBoxTooLarge},
+	{"max_fields", box.ErrTooManyFields},
+	{"unauthenticated_buffer", conn.ErrBufferBudget},
+	{"write_buffer", conn.ErrWriteQueueFull},
+	{"write_timeout", conn.ErrWriteTimeout},
+	{"heartbeat_timeout", conn.ErrHeartbeatTimeout},
+}
+
+// connEnded counts the AMP connections a limit closed (conn logs each).
+func (s *server) connEnded(_ *conn.Conn, err error) {
+	if err == nil {
+		return
+	}
+	for i, l := range connLimits {
+		if errors.Is(err, l.err) {
+			s.stats.connLimits[i].Add(1)
+			return
+		}
 	}
 }
 

@@ -29,6 +29,8 @@ type stats struct {
 	routes map[string]*routeStats
 	active map[*tunnel.Stats]string // open tunnels' live byte counts, by route
 	limits *tunnelLimits
+	// connLimits count AMP connections closed by each of connLimits.
+	connLimits [len(connLimits)]atomic.Int64
 	// refusals, if set, adds the other layers' counts of work refused
 	// by a limit (the mux's evictions, say).
 	refusals func(map[string]int64)
@@ -160,6 +162,9 @@ func (s *stats) snapshot(cfg *serveConfig, listen string) statusJSON {
 	if s.limits != nil {
 		st.Refused["max_tunnels_per_route"] = s.limits.refusedRoute.Load()
 		st.Refused["max_tunnels_per_client"] = s.limits.refusedClient.Load()
+	}
+	for i, l := range connLimits {
+		st.Refused[l.name] = s.connLimits[i].Load()
 	}
 	if s.refusals != nil {
 		s.refusals(st.Refused)
