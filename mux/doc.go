@@ -1,10 +1,11 @@
 // Package mux shares one listening port between AMP, HTTP/1.x, HTTP/2
 // with prior knowledge (h2c), TLS and, if asked, anything else. It is built
 // on github.com/soheilhy/cmux and closes cmux's known gaps: sniffing is
-// bounded in time, in bytes and in concurrent connections; temporary
-// Accept errors back off instead of spinning; closing one class's listener
-// does not close the port; HTTP methods beyond cmux's fast list (PATCH,
-// the rest of RFC 9110, WebDAV) are recognised; and Shutdown drains.
+// bounded in time, in bytes and in connections, per client and in all;
+// temporary Accept errors back off instead of spinning; closing one
+// class's listener does not close the port; HTTP methods beyond cmux's
+// fast list (PATCH, the rest of RFC 9110, WebDAV) are recognised; and
+// Shutdown drains.
 //
 // AMP clients are told apart by their first two bytes: an AMP stream
 // starts with a key length of 1..255, so the first byte is 0x00 and the
@@ -19,4 +20,35 @@
 //	m.Serve()
 //
 // or let the mux run them: Config.AMP (any Service) and Config.HTTP.
+//
+// # Connection limits
+//
+// The mux always accepts: a new client never waits behind connections
+// that send nothing. Each connection counts against its source (its IP
+// address; for IPv6, its /64) from Accept until this side closes it: the
+// server it was handed to (once or more), or the mux (a failed sniff, an
+// eviction, a class nobody accepts from, Shutdown).
+// Past a cap the mux closes the oldest idle connection, as HAProxy and
+// nginx do, rather than the new one:
+//
+//   - a source with MaxSniffingPerSource connections still sniffing loses
+//     its oldest, preferring one that has sent nothing;
+//   - with MaxSniffing sniffing in all, or MaxConns open, the source with
+//     the most sniffing loses its oldest, so a flood from one source (or a
+//     few) evicts its own connections, not everyone else's;
+//   - a source with MaxConnsPerSource open, and any new connection when
+//     MaxConns are open and none of them sniffs, is refused: closed at
+//     once.
+//
+// Under pressure, when more than half of MaxSniffing are sniffing or more
+// than half of a source's MaxSniffingPerSource, new connections get
+// MinSniffTimeout to show their protocol instead of SniffTimeout. Each
+// decision is O(1). Server.Stats counts them; the Logger gets a warning of
+// each kind at most once a second, with a count of those it left out.
+//
+// An idle connection being sniffed costs about 4 KiB of the process's
+// memory (its goroutine's stack, the socket's and the mux's bookkeeping;
+// TestFlood measures it), plus the kernel's for the socket: the default
+// 16,384 sniffing cost under 64 MiB. No more than 16 KiB of what a
+// connection sends is read while sniffing.
 package mux

@@ -22,7 +22,8 @@ const (
 	DefaultMinSniffTimeout = 250 * time.Millisecond
 	// DefaultMaxSniffing bounds the connections being sniffed at once. It
 	// holds issue 11's goal, 10,000 idle connections, with room; at about
-	// 5 KiB of memory each (doc.go) it costs under 100 MiB when full.
+	// 4 KiB of memory each (see the package doc) it costs under 64 MiB
+	// when full.
 	DefaultMaxSniffing = 16384
 	// DefaultMaxSniffingPerSource bounds one source's connections being
 	// sniffed at once. A client shows its protocol within a round trip,
@@ -263,7 +264,8 @@ func (s *Server) route(c Class, m cmux.Matcher) {
 
 // Conn is a connection handed out by a class listener: reads replay the
 // sniffed bytes first. It hides the socket (no SyscallConn): reading from
-// it directly would skip those bytes.
+// it directly would skip those bytes. Closing it, once or more, gives its
+// place under MaxConns and MaxConnsPerSource back once.
 type Conn struct {
 	net.Conn
 	raw net.Conn
