@@ -72,8 +72,7 @@ func defaultServeConfig() serveConfig {
 		Limits: defaultLimits()}
 }
 
-// defaultLimits are serve's limits; each is chosen in doc/limits.md (a
-// gateway on the internet, one process, 24 GiB or less).
+// defaultLimits are serve's limits; docs/security.md says why each.
 func defaultLimits() limitsConfig {
 	return limitsConfig{
 		MaxConnsPerSource:    1024,
