@@ -12,16 +12,18 @@ import (
 // The source table decides which connections the mux keeps while they are
 // sniffed, and which one goes when a cap is reached.
 //
-// Invariant: table.mu guards every field of table and of source, and the
-// src, elem, talking and state fields of every sniffConn. A sniffConn is
-// counted in table.open and in its source's conns from admit until its
-// state becomes stateGone (release or an eviction), which happens once.
-// While its state is stateSniffing it is also counted in table.sniffing and
-// sits in exactly one of its source's lists (silent or talking, oldest
-// first), and a source with n > 0 connections sniffing sits in
-// table.byCount[n]. A source with no connections left is deleted. Every
-// operation is O(1) but closeAll; nothing under mu blocks or closes a
-// socket (evicted connections are closed by the caller after Unlock).
+// Invariant: table.mu guards every field of table and of source (but
+// source.key, which never changes), and the elem, talking and state
+// fields of every sniffConn (whose src is set before anyone else sees it).
+// A sniffConn is counted in table.open and in its source's conns from
+// admit until its state becomes stateGone (release or an eviction), which
+// happens once. While its state is stateSniffing it is also counted in
+// table.sniffing and sits in exactly one of its source's lists (silent, by
+// accept time, or talking, by first byte), and a source with n > 0
+// connections sniffing sits in table.byCount[n]. A source with no
+// connections left is deleted. Every operation is O(1) but closeAll;
+// nothing under mu blocks or closes a socket (the caller closes evicted
+// connections after Unlock).
 
 // source is one client for the per-source caps.
 type source struct {
@@ -34,8 +36,8 @@ type source struct {
 
 func (s *source) sniffing() int { return s.silent.Len() + s.talking.Len() }
 
-// oldest is the sniffer to evict: the oldest silent one, else the oldest
-// talker. Its caller knows that s has one.
+// oldest is the sniffer to evict: the oldest silent one, else the talker
+// that started longest ago. Its caller knows that s has one.
 func (s *source) oldest() *sniffConn {
 	if e := s.silent.Front(); e != nil {
 		return e.Value.(*sniffConn)

@@ -61,14 +61,14 @@ func (r *rootListener) Accept() (net.Conn, error) {
 			if v == refusedClosed {
 				return nil, net.ErrClosed
 			}
+			r.warn(v, key, nil)
+			continue
 		}
 		r.warn(v, key, victim)
-		if sc != nil && sc.shortened {
+		if sc.shortened {
 			r.warn(warnShortened, key, nil)
 		}
-		if sc != nil {
-			return sc, nil
-		}
+		return sc, nil
 	}
 }
 
@@ -143,8 +143,9 @@ type sniffConn struct {
 	handed    atomic.Bool // a class has c: its deadlines are its server's
 	spoke     atomic.Bool // c has read a byte
 
+	src *source // set by admit, then read-only
+
 	// Guarded by t.mu.
-	src     *source
 	elem    *list.Element // in src.silent or src.talking, while sniffing
 	talking bool
 	state   connState

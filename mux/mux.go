@@ -15,7 +15,7 @@ import (
 const (
 	// DefaultSniffTimeout bounds how long a new connection may take to
 	// show what it is. Clients that speak first send their first bytes
-	// with the handshake's last ACK, so this is slack for a lossy path.
+	// as soon as the handshake ends, so this is slack for a lossy path.
 	DefaultSniffTimeout = 5 * time.Second
 	// DefaultMinSniffTimeout is the least default MinSniffTimeout (which
 	// is SniffTimeout/10): a retransmitted first segment still makes it.
