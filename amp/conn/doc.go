@@ -23,8 +23,10 @@
 //
 //   - The reader (readLoop) owns the decoder and the box it decodes into,
 //     runs inline responders and Go callbacks, and is the only goroutine
-//     that reads the socket. It also runs the StartTLS handshake and hands
-//     the connection over after a switch.
+//     that reads the socket and sets its read deadline. It also runs the
+//     StartTLS handshake, hands the connection over after a switch,
+//     accounts for its read buffer against the Budget, and sends the
+//     heartbeat probes.
 //   - The writer (writeLoop) owns the socket's write side. It takes what is
 //     queued in one piece and writes it, with a write deadline.
 //   - Handler goroutines run responders that are not inline, one command
@@ -57,8 +59,25 @@
 // writer.
 //
 // A writer that makes no progress for Config.WriteTimeout (default 30 s)
-// fails the connection; CallBox and Go return when their context ends,
-// whatever the writer is doing.
+// fails the connection with ErrWriteTimeout; CallBox and Go return when
+// their context ends, whatever the writer is doing.
+//
+// Memory. What is queued for the peer counts the batch being written
+// (w.inflight) until it is written. Calls wait for room under
+// MaxWriteBuffer (1 MiB), answers under MaxWriteQueue (4 MiB): a peer
+// that reads nothing pins at most that plus one box, and the reader, once
+// an answer waits, stops reading, so the peer's own sends stall. The
+// reader waits for room only while the writer can write, so that the
+// write deadline bounds its wait; while the socket is lent for a StartTLS
+// the reader must finish, an answer past MaxWriteQueue closes the
+// connection with ErrWriteQueueFull instead. On the read side the decoder
+// refuses boxes past MaxBoxSize or MaxFields, and reports each change of
+// its buffer to the reader (bufferResized): past box.ReadAhead (64 KiB) a
+// connection that is not Config.Trusted draws on the Budget shared by its
+// Server (64 MiB), gives it back when the large box has been consumed or
+// the reader exits, and is closed with ErrBufferBudget when the budget
+// cannot cover its growth. Pooled boxes and the reader's answer box are
+// not kept once they grew past 64 KiB.
 //
 // Lock order: no two of pmu (pending calls), wmu (write queue), hmu
 // (handler queue) and tlsMu are ever held together, and none is held
@@ -89,4 +108,17 @@
 // calls still pending with a *LostError. Switched stops both goroutines,
 // clears the write deadline and leaves the socket to its new owner: no AMP
 // byte is written after the switch's mark.
+//
+// Heartbeat (Config.Heartbeat, off by default). The reader alone runs it,
+// with the read deadline, only while it waits between boxes (inside a
+// box, BoxTimeout governs; while the reader runs code or waits for room,
+// nothing is measured): after Heartbeat without a byte it sends one probe
+// (HeartbeatCommand), never waiting for room, and then waits
+// HeartbeatTimeout for any byte before it fails the connection with
+// ErrHeartbeatTimeout. Probes go only in the open state: not while a
+// StartTLS or switch is pending (the request's context bounds that wait),
+// not while closing; before a StartTLS handshake the deadline is cleared
+// and the heartbeat starts again over TLS; a switch stops the reader and
+// clears the deadline. This end answers a peer's probe itself, with an
+// empty answer; Twisted answers it UNHANDLED.
 package conn

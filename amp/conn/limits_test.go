@@ -6,15 +6,19 @@ package conn_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -284,4 +288,146 @@ func TestTooManyFieldsClosesConnection(t *testing.T) {
 		good.write(t, append(append(commandHead("Echo", "2"), fieldsOf(8, 1)...), 0, 0))
 		require.Len(t, <-good.in, 8+1) // and _answer
 	})
+}
+
+// heapNow returns the live heap after a full collection.
+func heapNow() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// A client that pipelines large calls and reads none of the answers: the
+// server's reader stops reading once MaxWriteQueue is queued, so the
+// memory it pins stays bounded, other clients are answered meanwhile, and
+// the connection ends with ErrWriteTimeout.
+func TestNonReadingClientBounded(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	errs := make(chan error, 8)
+	srv := &conn.Server{Config: conn.Config{Handler: echoMux(), Logger: quietLogger(), WriteTimeout: 2 * time.Second,
+		OnError: func(_ *conn.Conn, err error) { errs <- err }}}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	before := heapNow()
+	nc, err := net.Dial("tcp", l.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { nc.Close() })
+	call := append(append(commandHead("Echo", "1"), fieldsOf(1, 60000)...), 0, 0)
+	sent := 0
+	for {
+		// The server has stopped reading once a write waits this long.
+		nc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := nc.Write(call)
+		sent += n
+		if err != nil {
+			break
+		}
+	}
+	pinned := heapNow() - before
+	t.Logf("the server stopped reading after %d MB of calls; heap pinned: %.1f MiB", sent>>20, float64(pinned)/(1<<20))
+	// MaxWriteQueue (4 MiB) and a read buffer, with room to spare; before
+	// the bound counted the batch in flight, this was 20 MiB.
+	require.Less(t, pinned, int64(12<<20))
+
+	other, err := conn.Dial(ctxT(t), "tcp", l.Addr().String(), &conn.Config{Logger: quietLogger()})
+	require.NoError(t, err)
+	t.Cleanup(func() { other.Close() })
+	args := new(box.Box)
+	args.SetString("a", "b")
+	reply, err := other.Call(ctxT(t), "Echo", args)
+	require.NoError(t, err)
+	require.Equal(t, "b", reply.GetString("a"))
+
+	select {
+	case err := <-errs:
+		require.ErrorIs(t, err, conn.ErrWriteTimeout)
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	case <-ctxT(t).Done():
+		t.Fatal("the server never closed the connection of a client that reads nothing")
+	}
+	require.NoError(t, other.Err())
+}
+
+// While our StartTLS request awaits its answer the writer cannot send, so
+// the reader cannot wait for room: answers past MaxWriteQueue close the
+// connection with ErrWriteQueueFull instead of stalling it.
+func TestAnswersPastQueueWhileStartTLSPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newRawEnd(t, conn.Config{MaxWriteQueue: 1024})
+		tlsErr := make(chan error, 1)
+		go func() { tlsErr <- e.c.StartTLS(context.Background(), &tls.Config{InsecureSkipVerify: true}) }()
+		req := <-e.in
+		require.Equal(t, conn.StartTLSCommand, req["_command"])
+		go func() {
+			for i := range 1000 {
+				if _, err := e.raw.Write(rawBox(t, map[string]string{"_ask": fmt.Sprint(i), "_command": "Nope"})); err != nil {
+					return
+				}
+			}
+		}()
+		err := <-e.errc
+		require.ErrorIs(t, err, conn.ErrWriteQueueFull)
+		require.ErrorIs(t, <-tlsErr, conn.ErrConnectionLost)
+	})
+}
+
+// Commands past MaxHandlers and the handler queue are refused with the
+// declared OVERLOADED error as they arrive, and the reader goes on: an
+// inline command is answered while every handler is stuck.
+func TestOverloadAnsweredAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		m := echoMux()
+		m.HandleBox("Wait", func(ctx context.Context, req, resp *box.Box) error {
+			<-release
+			return nil
+		})
+		client, _ := bubblePair(t, &conn.Config{}, &conn.Config{Handler: m, MaxHandlers: 2, MaxQueuedCommands: 3})
+		const calls = 20
+		results := make(chan error, calls)
+		for range calls {
+			require.NoError(t, client.Go(context.Background(), "Wait", &box.Box{}, func(_ context.Context, _ *box.Box, err error) {
+				results <- err
+			}))
+		}
+		start := time.Now()
+		for range calls - 2 - 3 {
+			err := <-results
+			var re *amp.RemoteError
+			require.ErrorAs(t, err, &re)
+			require.Equal(t, conn.CodeOverloaded, re.Code)
+			require.ErrorIs(t, err, conn.ErrOverloaded)
+		}
+		args := new(box.Box)
+		args.SetString("a", "b")
+		reply, err := client.Call(context.Background(), "Echo", args)
+		require.NoError(t, err)
+		require.Equal(t, "b", reply.GetString("a"))
+		require.Zero(t, time.Since(start), "refused without waiting for a handler (bubble time)")
+		close(release)
+		for range 2 + 3 {
+			require.NoError(t, <-results)
+		}
+	})
+}
+
+// Calls larger than MaxWriteBuffer, one at a time over TCP, go through
+// the fast path: what it wrote stops counting against the bound once it
+// is written (else the next call would wait for room forever).
+func TestFastPathReleasesTheBound(t *testing.T) {
+	a, b := tcpPair(t)
+	client, _ := startPair(t, a, b, &conn.Config{MaxWriteBuffer: 256, Logger: quietLogger()},
+		&conn.Config{Handler: echoMux(), Logger: quietLogger()})
+	args := new(box.Box)
+	args.SetString("a", strings.Repeat("x", 1000))
+	for i := range 50 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		reply, err := client.Call(ctx, "Echo", args)
+		cancel()
+		require.NoError(t, err, "call %d", i)
+		require.Len(t, reply.GetString("a"), 1000)
+	}
 }

@@ -214,7 +214,10 @@ func (c *Conn) Flush() { c.flushNow() }
 // tryFastWrite is the fast path: it writes the queue with one
 // non-blocking system call if the socket is free and nothing needs the
 // writer. It reports false if it did not apply; the writer must be woken.
-// Bytes the socket does not take go back to the front of the queue.
+// Bytes the socket does not take go back to the front of the queue. While
+// it writes, its bytes count in w.inflight, so the queue's bounds hold
+// them; once it returns they count no longer, written or back in buf
+// (TestFastPathReleasesTheBound).
 func (c *Conn) tryFastWrite() bool {
 	if !c.fast.ok() {
 		return false
