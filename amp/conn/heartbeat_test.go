@@ -243,7 +243,6 @@ func TestHeartbeatOverTLS(t *testing.T) {
 	require.True(t, ok)
 }
 
-
 // A reader kept busy past the heartbeat's deadline (an inline responder
 // that takes its time) does not take the expired deadline for silence:
 // the probe goes a whole Heartbeat after it is back reading.
