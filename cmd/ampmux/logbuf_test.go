@@ -87,3 +87,27 @@ func (s *logBuf) waitCount(t *testing.T, substr string, n int) {
 		}
 	}
 }
+
+// waitMatchB is waitMatch for benchmarks: the first submatch of re.
+func (s *logBuf) waitMatchB(b *testing.B, re *regexp.Regexp) string {
+	b.Helper()
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	for {
+		s.mu.Lock()
+		if m := re.FindStringSubmatch(s.b.String()); m != nil {
+			s.mu.Unlock()
+			return m[1]
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timeout.C:
+			b.Fatalf("waited 30 s for %q in:\n%s", re, s.String())
+		}
+	}
+}
