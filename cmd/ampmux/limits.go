@@ -99,4 +99,3 @@ func (r *rateLog) warn(kind, msg string, attrs ...any) {
 	}
 	r.log.Warn(msg, attrs...)
 }
-

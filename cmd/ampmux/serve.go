@@ -219,9 +219,9 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		MaxConnsPerSource:    cfg.Limits.MaxConnsPerSource,
 		MaxSniffingPerSource: cfg.Limits.MaxSniffingPerSource,
 		Logger:               log,
-		OnMatch:      s.stats.onMatch,
-		HTTP:         hs,
-		AMP:          &conn.Server{Config: s.connConfig(ampMux, tlsCfg)},
+		OnMatch:              s.stats.onMatch,
+		HTTP:                 hs,
+		AMP:                  &conn.Server{Config: s.connConfig(ampMux, tlsCfg)},
 	})
 	s.stats.refusals = func(r map[string]int64) {
 		ms := m.Stats()
