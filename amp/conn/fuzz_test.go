@@ -13,7 +13,10 @@ import (
 
 // FuzzServerInput feeds arbitrary bytes to a server connection that serves
 // the demo commands, StartTLS and switching: whatever arrives, the
-// connection answers or closes, and never panics or hangs.
+// connection answers or closes, and never panics or hangs. Its limits are
+// small (fields, a budget past the allowance, the write queue) and the
+// heartbeat is on, so that those paths see hostile input too; once it has
+// ended, the connection has given back all it drew from the budget.
 func FuzzServerInput(f *testing.F) {
 	seed := func(kv ...string) []byte {
 		b := &box.Box{}
@@ -30,6 +33,9 @@ func FuzzServerInput(f *testing.F) {
 	f.Add(seed("_answer", "1"))
 	f.Add(seed("_error", "1", "_error_code", "X"))
 	f.Add([]byte("\x00\x00"))
+	f.Add(seed("_command", "Echo", "_ask", "5", "a", "1", "b", "2", "c", "3", "d", "4", "e", "5", "f", "6", "g", "7", "h", "8", "i", "9"))
+	f.Add(seed("_command", "Nope", "_ask", "6", "v", string(make([]byte, 60000)), "w", string(make([]byte, 60000))))
+	f.Add(seed("_command", "_ampmux_heartbeat", "_ask", "7"))
 	m := demoMux()
 	reg := switching.NewRegistry()
 	reg.Register("plain", func(c net.Conn, _ switching.Info) { c.Close() }, switching.Policy{AllowPlaintext: true})
@@ -37,7 +43,9 @@ func FuzzServerInput(f *testing.F) {
 	p := newPKIForFuzz(f)
 	f.Fuzz(func(t *testing.T, input []byte) {
 		a, b := net.Pipe()
-		c := conn.New(b, &conn.Config{Handler: m, TLS: p, Logger: quietLogger(), HandshakeTimeout: 200 * time.Millisecond})
+		budget := conn.NewBudget(1 << 10)
+		c := conn.New(b, &conn.Config{Handler: m, TLS: p, Logger: quietLogger(), HandshakeTimeout: 200 * time.Millisecond,
+			MaxFields: 8, Budget: budget, MaxWriteQueue: 4 << 10, Heartbeat: 5 * time.Millisecond})
 		go func() {
 			a.Write(input)
 			a.Close()
@@ -56,6 +64,9 @@ func FuzzServerInput(f *testing.F) {
 			t.Fatal("connection did not end after its input did")
 		}
 		c.Close()
+		if n := budget.InUse(); n != 0 {
+			t.Fatalf("the connection ended holding %d bytes of its budget", n)
+		}
 	})
 }
 
