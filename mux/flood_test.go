@@ -196,6 +196,7 @@ func TestFlood(t *testing.T) {
 		t.Skip("opens 10,000 connections")
 	}
 	raiseFDLimit(t, floodConns+1000)
+	needLoopback(t, 1+floodSources)
 	s := startShared(t, floodConfig())
 	ctx := ctxT(t)
 	require.NoError(t, ampSum(ctx, s.addr)) // the servers' first-use allocations, before measuring
@@ -234,6 +235,7 @@ func BenchmarkFloodedPort(b *testing.B) {
 
 func benchFlooded(b *testing.B, idle int) {
 	raiseFDLimit(b, idle+1000)
+	needLoopback(b, 1+floodSources)
 	s := startShared(b, floodConfig())
 	ctx := context.Background()
 	if err := ampSum(ctx, s.addr); err != nil {

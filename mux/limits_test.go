@@ -38,6 +38,18 @@ func dialFrom(t testing.TB, from byte, addr string) net.Conn {
 	return nc
 }
 
+// needLoopback skips t where 127.0.0.from is not a local address (macOS
+// has only 127.0.0.1 unless told otherwise); on Linux it always is.
+func needLoopback(t testing.TB, from byte) {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(loopback(from).String(), "0"))
+	if err != nil && runtime.GOOS != "linux" {
+		t.Skipf("127.0.0.%d is not a local address here: %v", from, err)
+	}
+	require.NoError(t, err)
+	l.Close()
+}
+
 // limitsHarness runs one policy case: a mux and named client connections.
 type limitsHarness struct {
 	t     *testing.T
