@@ -19,7 +19,8 @@
 #      misses a goal, CPU profiles of it at that level.
 #   2. bench/tunnel (go run ./tunnel --markdown): tunnels and setup time.
 #   3. scripts/bench-mux: HTTP on the shared port vs direct, and the memory
-#      of 10,000 idle AMP connections.
+#      of 10,000 idle AMP connections; scripts/bench-limits: a new client under
+#      a flood of 10,000 idle sniffing connections, and serve's limits on vs off.
 #   4. bench/report assemble: BENCHMARKS.md from all of it.
 #
 # Installs what is missing when run as root: python3-twisted (for
@@ -133,6 +134,13 @@ if ! scripts/bench-mux ${quick_flag[@]+"${quick_flag[@]}"} >"$work/mux.md"; then
 	failed+=(bench-mux)
 fi
 
+# --- 3a. the flood, and limits on vs off (scripts/bench-limits) ---------------
+echo "== flood and limits (scripts/bench-limits ${quick_flag[*]-})" >&2
+if ! scripts/bench-limits ${quick_flag[@]+"${quick_flag[@]}"} >"$work/limits.md"; then
+	: >"$work/limits.md"
+	failed+=(bench-limits)
+fi
+
 # --- 3b. calls/s against a base commit (scripts/bench-compare) -----------------
 : >"$work/compare.md"
 if [ -n "$compare" ]; then
@@ -154,7 +162,7 @@ if rev=$(git rev-parse --short HEAD 2>/dev/null); then
 fi
 "$work/report" assemble -revision "$revision" -json "$work/rpc.json" -mux "$work/mux.md" -mux-note "$mux_note" \
 	-tunnel "$work/tunnel.md" -tunnel-note "$tunnel_note" -idle-profile scripts/bench-mux \
-	-compare "$work/compare.md" -command "bench/run.sh${quick:+ --quick}${compare:+ --compare $compare}" -started "$started" -out BENCHMARKS.md
+	-compare "$work/compare.md" -limits "$work/limits.md" -command "bench/run.sh${quick:+ --quick}${compare:+ --compare $compare}" -started "$started" -out BENCHMARKS.md
 echo "== wrote BENCHMARKS.md ($(($(date +%s) - started)) s)" >&2
 if [ ${#failed[@]} -gt 0 ]; then
 	echo "bench/run.sh: failed: ${failed[*]}" >&2

@@ -27,6 +27,7 @@ type assembleOptions struct {
 	MuxNote     string // why it is missing
 	Tunnel      string // bench/tunnel's stdout
 	Compare     string // scripts/bench-compare's stdout
+	Limits      string // scripts/bench-limits' stdout
 	TunnelNote  string // why it is missing
 	Out         string
 	Command     string
@@ -46,6 +47,7 @@ func assembleMain(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&o.Tunnel, "tunnel", "", "go run ./tunnel --markdown output")
 	fs.StringVar(&o.TunnelNote, "tunnel-note", "", "said instead when -tunnel is empty")
 	fs.StringVar(&o.Compare, "compare", "", "scripts/bench-compare output (Markdown): this build's calls/s against a base commit's")
+	fs.StringVar(&o.Limits, "limits", "", "scripts/bench-limits output (Markdown): the flood and limits on vs off")
 	fs.StringVar(&o.Out, "out", "", "file to write (default stdout)")
 	fs.StringVar(&o.Command, "command", "bench/run.sh", "the command that made it")
 	fs.StringVar(&o.Revision, "revision", "", "what ampmux was built from (commit, local changes)")
@@ -237,6 +239,13 @@ func assembleBody(ctx context.Context, w io.Writer, rep *Report, mux, tunnel str
 			note = "not run"
 		}
 		fmt.Fprintf(w, "## Port sharing and idle connections (scripts/bench-mux)\n\n%s\n", note)
+	}
+	if o.Limits != "" {
+		if lim, err := os.ReadFile(o.Limits); err != nil {
+			fmt.Fprintf(stderr, "report assemble: %v\n", err)
+		} else if lim := strings.TrimSpace(string(lim)); lim != "" {
+			fmt.Fprintf(w, "\n%s\n", demote(lim))
+		}
 	}
 	return nil
 }
