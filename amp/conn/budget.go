@@ -114,7 +114,7 @@ func (c *Conn) bufferResized(delta int) error {
 }
 
 // releaseBuffer gives back what the connection still holds of its budget,
-// once the reader has exited.
+// as the reader exits (the decoder is not used again).
 func (c *Conn) releaseBuffer() {
 	if c.rd.buf.charged > 0 {
 		c.cfg.Budget.give(c.rd.buf.charged)

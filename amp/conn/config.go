@@ -63,7 +63,9 @@ type Config struct {
 	BoxTimeout time.Duration
 	// WriteTimeout bounds how long a write to the network may go without
 	// progress; a peer that reads nothing for that long loses the
-	// connection (default 30 s; negative: no limit).
+	// connection with ErrWriteTimeout (default 30 s; negative: no limit,
+	// and then nothing bounds how long the reader, waiting for room for an
+	// answer past MaxWriteQueue, waits for such a peer).
 	WriteTimeout time.Duration
 	// Heartbeat, if positive, is how long this end waits between boxes
 	// without receiving a byte before it probes the peer with a call of

@@ -53,7 +53,7 @@ func (c *Conn) readIdle(r io.Reader, p []byte) (int, error) {
 	for {
 		n, err := r.Read(p)
 		if n > 0 {
-			if hb.probeAt != (time.Time{}) {
+			if !hb.probeAt.IsZero() {
 				hb.probeAt, hb.due = time.Time{}, time.Time{} // re-armed by the next read
 			}
 			if isTimeout(err) {

@@ -11,7 +11,9 @@ import (
 
 // Server serves AMP on listeners, like http.Server. Set Config (its
 // Handler finds the responders) before Serve; the zero Server answers every
-// command UNHANDLED.
+// command UNHANDLED. Its connections share one Budget for the boxes they
+// receive before they authenticate: Config.Budget, or one of DefaultBudget
+// made for this Server.
 type Server struct {
 	Config Config // per-connection settings, the responders among them
 	// ConnState, if set, is called with each connection when it starts
