@@ -336,7 +336,15 @@ func (d *Decoder) fill(pos *int, need int) error {
 // only when no byte of a box has been read.
 func (d *Decoder) eofErr(pos int) error {
 	err := d.err
-	if err == io.EOF && (d.start != d.end || pos != d.start) {
+	if err == io.EOF && d.start == d.end && pos == d.start {
+		// A clean end: the buffer is kept for a Reset, unless a large box
+		// left it large.
+		if len(d.buf) > maxReadAhead {
+			d.dropBuffer()
+		}
+		return err
+	}
+	if err == io.EOF {
 		err = fmt.Errorf("box: stream ended inside a box (%d bytes): %w", d.end-d.start, io.ErrUnexpectedEOF)
 		d.err = err
 	}
