@@ -286,11 +286,19 @@ func (s *server) connConfig(h amp.Locator, tlsCfg *tls.Config) conn.Config {
 		MaxQueuedCommands: l.MaxCallsPerConn,
 		MaxWriteQueue:     int(l.WriteBuffer),
 		MaxWriteBuffer:    max(int(l.WriteBuffer)/4, 64<<10),
-		WriteTimeout:      l.WriteTimeout,
+		WriteTimeout:      zeroIsNever(l.WriteTimeout),
 		Heartbeat:         l.Heartbeat,
 		HeartbeatTimeout:  l.HeartbeatTimeout,
 		OnError:           s.connEnded,
 	}
+}
+
+// zeroIsNever maps serve's "0: never" onto conn's "negative: no limit".
+func zeroIsNever(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // connLimits are the limits whose hit ends an AMP connection, by the
@@ -428,14 +436,18 @@ func (s *server) policy(r routeConfig) switching.Policy {
 			s.stats.tunnels.failed.Add(1)
 			return nil, err
 		}
-		slot := &tunnelSlot{release: release}
+		// The slot joins s.tunnels here, on the connection's reader, so
+		// that it is counted before m.Shutdown returns and the drain waits.
+		s.tunnels.Add(1)
+		var once sync.Once
+		slot := &tunnelSlot{release: func() { once.Do(func() { release(); s.tunnels.Done() }) }}
 		if r.Backend == "" {
 			return slot, nil
 		}
 		var d net.Dialer
 		bc, err := d.DialContext(ctx, "tcp", r.Backend)
 		if err != nil {
-			release()
+			slot.release()
 			s.stats.tunnels.failed.Add(1)
 			s.warn.warn("backend:"+r.Name, "tunnel refused: backend unavailable", "route", r.Name, "peer", info.RemoteAddr.String(), "backend", r.Backend, "err", err)
 			return nil, err
@@ -475,6 +487,20 @@ func clientKey(info switching.Info) string {
 	return "addr:" + info.RemoteAddr.String()
 }
 
+// tunnelOptions are the route's timeouts; serve's 0 is "never", tunnel's
+// is "the default".
+func (s *server) tunnelOptions(route string) tunnel.Options {
+	idle := s.cfg.Limits.TunnelIdleTimeout
+	if r := s.routeConfig(route); r != nil && r.IdleTimeout > 0 {
+		idle = r.IdleTimeout
+	}
+	half := s.cfg.Limits.HalfCloseTimeout
+	if half == 0 {
+		half = -1
+	}
+	return tunnel.Options{HalfCloseTimeout: half, IdleTimeout: idle}
+}
+
 func (s *server) routeConfig(name string) *routeConfig {
 	for i := range s.cfg.Routes {
 		if s.cfg.Routes[i].Name == name {
@@ -495,8 +521,6 @@ func (s *server) routeHandler(r routeConfig) switching.Handler {
 }
 
 func (s *server) pipe(route string, client, backend net.Conn, info switching.Info) {
-	s.tunnels.Add(1)
-	defer s.tunnels.Done()
 	s.mu.Lock()
 	s.open[client] = struct{}{}
 	if backend != nil {
@@ -521,12 +545,7 @@ func (s *server) pipe(route string, client, backend net.Conn, info switching.Inf
 	if backend == nil {
 		err = tunnel.Echo(client, st)
 	} else {
-		idle := s.cfg.Limits.TunnelIdleTimeout
-		if r := s.routeConfig(route); r != nil && r.IdleTimeout > 0 {
-			idle = r.IdleTimeout
-		}
-		err = tunnel.PipeWith(client, backend, st, tunnel.Options{
-			HalfCloseTimeout: s.cfg.Limits.HalfCloseTimeout, IdleTimeout: idle})
+		err = tunnel.PipeWith(client, backend, st, s.tunnelOptions(route))
 	}
 	s.stats.track(st, route, false)
 	up, down := st.AToB.Load(), st.BToA.Load()
