@@ -27,24 +27,38 @@
 // that send nothing. Each connection counts against its source (its IP
 // address; for IPv6, its /64) from Accept until this side closes it: the
 // server it was handed to (once or more), or the mux (a failed sniff, an
-// eviction, a class nobody accepts from, Shutdown).
-// Past a cap the mux closes the oldest idle connection, as HAProxy and
-// nginx do, rather than the new one:
+// eviction, a class nobody accepts from within SniffTimeout, Shutdown).
+// The mux holds a connection while it sniffs it and then, from the moment
+// a matcher matches, while it waits for its class's Accept; only those it
+// holds are ever evicted, never one a server has taken. Past a cap the
+// mux closes the oldest idle connection, as HAProxy and nginx do, rather
+// than the new one:
 //
 //   - a source with MaxSniffingPerSource connections still sniffing loses
-//     its oldest, preferring one that has sent nothing;
-//   - with MaxSniffing sniffing in all, or MaxConns open, the source with
-//     the most sniffing loses its oldest, so a flood from one source (or a
-//     few) evicts its own connections, not everyone else's;
+//     its oldest sniffing one, preferring one that has sent nothing;
+//   - with MaxSniffing sniffing in all, the source with the most sniffing
+//     loses its oldest sniffing one, likewise;
+//   - with MaxConns open, the source the mux holds most of (sniffing or
+//     waiting) loses its oldest that has sent nothing, else the one that
+//     has waited longest for an Accept (its class has no server, or one
+//     that does not keep up), else its oldest sniffing one;
 //   - a source with MaxConnsPerSource open, and any new connection when
-//     MaxConns are open and none of them sniffs, is refused: closed at
-//     once.
+//     MaxConns are open and the mux holds none of them, is refused: closed
+//     at once.
+//
+// So a flood from one source (or a few) evicts its own connections, not
+// everyone else's, whether it sends nothing, too little to match, or the
+// start of a protocol nobody here serves. A waiting connection counts
+// against MaxConns and MaxConnsPerSource, not against the sniffing caps or
+// the pressure below; Shutdown closes every connection the mux holds.
 //
 // Under pressure, when more than half of MaxSniffing are sniffing or more
 // than half of a source's MaxSniffingPerSource, new connections get
 // MinSniffTimeout to show their protocol instead of SniffTimeout. Each
 // decision is O(1). Server.Stats counts them; the Logger gets a warning of
-// each kind at most once a second, with a count of those it left out.
+// each kind (an eviction, a refusal, a shortened deadline, a connection
+// nobody accepted) at most once a second, with a count of those it left
+// out.
 //
 // An idle connection being sniffed costs about 4 KiB of the process's
 // memory (its goroutine's stack, the socket's and the mux's bookkeeping;

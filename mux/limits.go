@@ -9,37 +9,61 @@ import (
 	"time"
 )
 
-// The source table decides which connections the mux keeps while they are
-// sniffed, and which one goes when a cap is reached.
+// The source table decides which connections the mux keeps while it holds
+// them (sniffing, then matched and waiting for their class's Accept), and
+// which one goes when a cap is reached.
 //
 // Invariant: table.mu guards every field of table and of source (but
-// source.key, which never changes), and the elem, talking and state
-// fields of every sniffConn (whose src is set before anyone else sees it).
-// A sniffConn is counted in table.open and in its source's conns from
-// admit until its state becomes stateGone (release or an eviction), which
-// happens once. While its state is stateSniffing it is also counted in
-// table.sniffing and sits in exactly one of its source's lists (silent, by
-// accept time, or talking, by first byte), and a source with n > 0
-// connections sniffing sits in table.byCount[n]. A source with no
-// connections left is deleted. Every operation is O(1) but closeAll;
-// nothing under mu blocks or closes a socket (the caller closes evicted
-// connections after Unlock).
+// source.key, which never changes), and the elem, talking, class, gone and
+// state fields of every sniffConn (whose src is set before anyone else
+// sees it). A sniffConn is counted in table.open and in its source's conns
+// from admit until its state becomes stateGone (release, an eviction or
+// closeAll), which happens once. While its state is stateSniffing it is
+// also counted in table.sniffing and sits in exactly one of its source's
+// lists, silent (by accept time) or talking (by first byte); while it is
+// stateWaiting (cmux matched it, no Accept has taken it) it is counted in
+// table.waiting and sits in its source's waiting list (by match time). A
+// source with n > 0 connections sniffing sits in table.bySniffing at n,
+// and one with n > 0 held (sniffing or waiting) in table.byHeld at n. A
+// source with no connections left is deleted. Every operation is O(1) but
+// closeAll; nothing under mu blocks or closes a socket (the caller closes
+// evicted connections after Unlock).
 
 // source is one client for the per-source caps.
 type source struct {
 	key     netip.Prefix
-	silent  list.List // *sniffConn sniffing that have sent no byte, by accept time
-	talking list.List // *sniffConn sniffing that have, by their first byte's time
-	conns   int       // sniffing plus handed out and not yet closed
-	rank    *list.Element
+	silent  list.List     // *sniffConn sniffing that have sent no byte, by accept time
+	talking list.List     // *sniffConn sniffing that have, by their first byte's time
+	waiting list.List     // *sniffConn matched, not yet taken by an Accept, by match time
+	conns   int           // held (sniffing or waiting) plus handed out and not yet closed
+	rank    *list.Element // in table.bySniffing
+	heldAt  *list.Element // in table.byHeld
 }
 
 func (s *source) sniffing() int { return s.silent.Len() + s.talking.Len() }
+
+// held is how many of s's connections the mux holds: sniffing, or waiting
+// for their class's Accept.
+func (s *source) held() int { return s.sniffing() + s.waiting.Len() }
 
 // oldest is the sniffer to evict: the oldest silent one, else the talker
 // that started longest ago. Its caller knows that s has one.
 func (s *source) oldest() *sniffConn {
 	if e := s.silent.Front(); e != nil {
+		return e.Value.(*sniffConn)
+	}
+	return s.talking.Front().Value.(*sniffConn)
+}
+
+// idlest is the held connection to evict under MaxConns: the oldest silent
+// sniffer, else the connection that has waited longest for an Accept (its
+// class has no server, or one that does not keep up), else the oldest
+// talker. Its caller knows that s holds one.
+func (s *source) idlest() *sniffConn {
+	if e := s.silent.Front(); e != nil {
+		return e.Value.(*sniffConn)
+	}
+	if e := s.waiting.Front(); e != nil {
 		return e.Value.(*sniffConn)
 	}
 	return s.talking.Front().Value.(*sniffConn)
@@ -116,22 +140,30 @@ type Stats struct {
 	Sniffing int64
 	// Silent ones of those sniffing have sent no byte yet.
 	Silent int64
-	// Open connections count against MaxConns: those sniffing and those
-	// handed out to a class and not yet closed.
+	// Waiting connections have been matched to a class and wait for its
+	// listener's Accept (at most SniffTimeout); they are not sniffing.
+	Waiting int64
+	// Open connections count against MaxConns: those sniffing, those
+	// waiting, and those handed out to a class and not yet closed.
 	Open int64
 	// Sources have at least one connection open.
 	Sources int64
 	// EvictedPerSource sniffing connections were closed because their
 	// source reached MaxSniffingPerSource.
 	EvictedPerSource int64
-	// EvictedGlobal sniffing connections (of the source sniffing most)
-	// were closed to stay under MaxSniffing or MaxConns.
+	// EvictedGlobal connections of the source the mux held most of were
+	// closed: sniffing ones to stay under MaxSniffing, sniffing or waiting
+	// ones to stay under MaxConns.
 	EvictedGlobal int64
+	// EvictedWaiting are those of EvictedGlobal that were waiting for
+	// their class's Accept: a class nobody serves, or whose server does
+	// not keep up.
+	EvictedWaiting int64
 	// RefusedPerSource new connections were closed at once: their source
 	// had MaxConnsPerSource open.
 	RefusedPerSource int64
 	// RefusedTotal new connections were closed at once: MaxConns were
-	// open and none of them was sniffing.
+	// open and none of them was sniffing or waiting.
 	RefusedTotal int64
 	// DeadlinesShortened connections were given MinSniffTimeout instead
 	// of SniffTimeout, being accepted under pressure.
@@ -148,23 +180,54 @@ const (
 	admitted verdict = iota
 	evictedSource
 	evictedSniffing
-	evictedConns
+	evictedConns   // a sniffer
+	evictedWaiting // under MaxConns, one waiting for an Accept
 	refusedSource
 	refusedConns
 	refusedClosed
 )
 
+// ranking orders sources by a count (how many they have sniffing, or
+// held), so that one with the most is found in O(1).
+type ranking struct {
+	by   []*list.List // by[n]: *source with n, in the order they got there
+	most int          // the highest n with by[n] not empty; 0 if none has any
+}
+
+// move takes src, whose element in r is *at, from old to n, which differ
+// by one.
+func (r *ranking) move(src *source, at **list.Element, old, n int) {
+	if *at != nil {
+		r.by[old].Remove(*at)
+		*at = nil
+	}
+	if n > 0 {
+		for len(r.by) <= n {
+			r.by = append(r.by, list.New())
+		}
+		*at = r.by[n].PushBack(src)
+	}
+	r.most = max(r.most, n)
+	if r.most > 0 && r.by[r.most].Len() == 0 {
+		r.most-- // a count moved down by one, so the next one down has it
+	}
+}
+
+// top is a source with the most; some source has one.
+func (r *ranking) top() *source { return r.by[r.most].Front().Value.(*source) }
+
 type table struct {
-	lim      limits
-	mu       sync.Mutex
-	sources  map[netip.Prefix]*source
-	byCount  []*list.List // byCount[n]: *source with n sniffing, in the order they got there
-	most     int          // the highest n with byCount[n] not empty; 0 if none sniffs
-	sniffing int
-	silent   int // of sniffing
-	open     int
-	closed   bool // by closeAll: admit refuses
-	st       Stats
+	lim        limits
+	mu         sync.Mutex
+	sources    map[netip.Prefix]*source
+	bySniffing ranking // sources by how many they have sniffing
+	byHeld     ranking // sources by how many the mux holds (sniffing or waiting)
+	sniffing   int
+	silent     int // of sniffing
+	waiting    int
+	open       int
+	closed     bool // by closeAll: admit refuses
+	st         Stats
 }
 
 func newTable(lim limits) *table {
@@ -172,8 +235,8 @@ func newTable(lim limits) *table {
 }
 
 // admit counts nc in as sniffing from key, making room first if a cap is
-// reached. It returns nc's wrapper, nil if nc is refused, and the sniffer
-// evicted to make room, which the caller closes.
+// reached. It returns nc's wrapper, nil if nc is refused, and the
+// connection evicted to make room, which the caller closes.
 func (t *table) admit(nc net.Conn, key netip.Prefix, now time.Time) (sc, victim *sniffConn, v verdict) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -182,7 +245,8 @@ func (t *table) admit(nc net.Conn, key netip.Prefix, now time.Time) (sc, victim 
 	}
 	src := t.sources[key]
 	// One eviction makes room under every cap: it uncounts a connection
-	// that was sniffing, from the open total and from its source.
+	// that was sniffing (or, under MaxConns, waiting) from the open total
+	// and from its source.
 	switch {
 	case src != nil && src.conns >= t.lim.connsPerSource:
 		// Refused, not evicted: a source at its cap cannot churn its own.
@@ -192,15 +256,19 @@ func (t *table) admit(nc net.Conn, key netip.Prefix, now time.Time) (sc, victim 
 		victim, v = src.oldest(), evictedSource
 		t.st.EvictedPerSource++
 	case t.sniffing >= t.lim.sniffing:
-		victim, v = t.biggest().oldest(), evictedSniffing
+		victim, v = t.bySniffing.top().oldest(), evictedSniffing
 		t.st.EvictedGlobal++
 	case t.open >= t.lim.conns:
-		if t.sniffing == 0 {
+		if t.sniffing+t.waiting == 0 {
 			t.st.RefusedTotal++
 			return nil, nil, refusedConns
 		}
-		victim, v = t.biggest().oldest(), evictedConns
+		victim, v = t.byHeld.top().idlest(), evictedConns
 		t.st.EvictedGlobal++
+		if victim.state == stateWaiting {
+			v = evictedWaiting
+			t.st.EvictedWaiting++
+		}
 	}
 	if victim != nil {
 		t.drop(victim)
@@ -216,7 +284,8 @@ func (t *table) admit(nc net.Conn, key netip.Prefix, now time.Time) (sc, victim 
 	t.open++
 	t.sniffing++
 	t.silent++
-	t.rerank(src, src.sniffing()-1)
+	t.bySniffing.move(src, &src.rank, src.sniffing()-1, src.sniffing())
+	t.byHeld.move(src, &src.heldAt, src.held()-1, src.held())
 	timeout := t.lim.timeout
 	if t.lim.short < timeout && (t.sniffing > t.lim.sniffing/2 || src.sniffing() > t.lim.sniffingPerSource/2) {
 		timeout = t.lim.short
@@ -227,30 +296,8 @@ func (t *table) admit(nc net.Conn, key netip.Prefix, now time.Time) (sc, victim 
 	return sc, victim, v
 }
 
-// biggest is the source with the most sniffing; some connection sniffs.
-func (t *table) biggest() *source { return t.byCount[t.most].Front().Value.(*source) }
-
-// rerank moves src from byCount[old] to byCount[src.sniffing()], which
-// differ by one.
-func (t *table) rerank(src *source, old int) {
-	if src.rank != nil {
-		t.byCount[old].Remove(src.rank)
-		src.rank = nil
-	}
-	n := src.sniffing()
-	if n > 0 {
-		for len(t.byCount) <= n {
-			t.byCount = append(t.byCount, list.New())
-		}
-		src.rank = t.byCount[n].PushBack(src)
-	}
-	t.most = max(t.most, n)
-	if t.most > 0 && t.byCount[t.most].Len() == 0 {
-		t.most-- // a count moved down by one, so the next one down has it
-	}
-}
-
-// unsniff takes c, sniffing, out of the sniffing lists and counts.
+// unsniff takes c, sniffing, out of the sniffing lists and counts (not out
+// of byHeld: its caller moves it there, or not).
 func (t *table) unsniff(c *sniffConn) {
 	src := c.src
 	if c.talking {
@@ -261,7 +308,16 @@ func (t *table) unsniff(c *sniffConn) {
 	}
 	c.elem = nil
 	t.sniffing--
-	t.rerank(src, src.sniffing()+1)
+	t.bySniffing.move(src, &src.rank, src.sniffing()+1, src.sniffing())
+}
+
+// unwait takes c, waiting, out of its source's waiting list and byHeld.
+func (t *table) unwait(c *sniffConn) {
+	src := c.src
+	src.waiting.Remove(c.elem)
+	c.elem = nil
+	t.waiting--
+	t.byHeld.move(src, &src.heldAt, src.held()+1, src.held())
 }
 
 // drop uncounts c altogether; again is a no-op.
@@ -271,8 +327,14 @@ func (t *table) drop(c *sniffConn) {
 		return
 	case stateSniffing:
 		t.unsniff(c)
+		t.byHeld.move(c.src, &c.src.heldAt, c.src.held()+1, c.src.held())
+	case stateWaiting:
+		t.unwait(c)
 	}
 	c.state = stateGone
+	if c.gone != nil {
+		close(c.gone)
+	}
 	c.src.conns--
 	t.open--
 	if c.src.conns == 0 {
@@ -287,18 +349,57 @@ func (t *table) release(c *sniffConn) {
 	t.mu.Unlock()
 }
 
-// handOut marks c matched: it still counts as open, no longer as
-// sniffing. It reports false if c was evicted or closed meanwhile.
-func (t *table) handOut(c *sniffConn) bool {
+// matched moves c from sniffing to waiting for class's Accept: it still
+// counts as open, no longer as sniffing, and may be evicted only under
+// MaxConns. It reports false if c was evicted or closed meanwhile; again
+// is a no-op.
+func (t *table) matched(c *sniffConn, class Class) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if c.state != stateSniffing {
+	switch c.state {
+	case stateSniffing:
+	case stateGone:
+		return false
+	default:
+		return true
+	}
+	t.unsniff(c) // held stays: one sniffing less, one waiting more
+	c.state = stateWaiting
+	c.class = class
+	c.elem = c.src.waiting.PushBack(c)
+	t.waiting++
+	c.matched.Store(true)
+	return true
+}
+
+// take hands c, waiting, to its class's server: it still counts as open,
+// and the mux no longer holds it. It reports false if c was evicted or
+// closed meanwhile.
+func (t *table) take(c *sniffConn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.state != stateWaiting {
 		return false
 	}
-	t.unsniff(c)
+	t.unwait(c)
 	c.state = stateHanded
-	c.handed.Store(true)
 	return true
+}
+
+// closedChan is closed: what watch returns for a connection already gone.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// watch returns a channel closed when c, waiting, is evicted or closed.
+func (t *table) watch(c *sniffConn) <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case c.state == stateGone:
+		return closedChan
+	case c.gone == nil:
+		c.gone = make(chan struct{})
+	}
+	return c.gone
 }
 
 // spoke moves c, sniffing, from its source's silent list to the talkers.
@@ -314,19 +415,23 @@ func (t *table) spoke(c *sniffConn) {
 	t.silent--
 }
 
-// closeAll makes admit refuse from now on and returns the connections
-// still sniffing, for Shutdown to close.
+// closeAll makes admit refuse from now on, uncounts the connections the
+// mux still holds (sniffing or waiting, which no Accept will take now) and
+// returns them, for Shutdown to close.
 func (t *table) closeAll() []*sniffConn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.closed = true
-	conns := make([]*sniffConn, 0, t.sniffing)
+	conns := make([]*sniffConn, 0, t.sniffing+t.waiting)
 	for _, src := range t.sources {
-		for _, l := range []*list.List{&src.silent, &src.talking} {
+		for _, l := range []*list.List{&src.silent, &src.talking, &src.waiting} {
 			for e := l.Front(); e != nil; e = e.Next() {
 				conns = append(conns, e.Value.(*sniffConn))
 			}
 		}
+	}
+	for _, c := range conns {
+		t.drop(c)
 	}
 	return conns
 }
@@ -335,7 +440,7 @@ func (t *table) stats() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.st
-	st.Sniffing, st.Silent, st.Open = int64(t.sniffing), int64(t.silent), int64(t.open)
+	st.Sniffing, st.Silent, st.Waiting, st.Open = int64(t.sniffing), int64(t.silent), int64(t.waiting), int64(t.open)
 	st.Sources = int64(len(t.sources))
 	return st
 }

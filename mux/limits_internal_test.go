@@ -69,19 +69,34 @@ type fakeConn struct {
 }
 
 // The table against a model kept the slow way: after every random
-// admission, release, hand-out or first byte, its counts, its ranking of
-// sources and its choice of victims agree with a scan of everything.
+// admission, release, match, hand-out or first byte, its counts, its
+// rankings of sources and its choice of victims agree with a scan of
+// everything.
 func TestTableAgainstModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 13))
 	lim := limits{sniffing: 40, sniffingPerSource: 8, conns: 60, connsPerSource: 12, timeout: time.Hour, short: time.Minute}
 	tb := newTable(lim)
 	var live []*sniffConn // counted, in admission order
 	spokeAt := map[*sniffConn]int{}
+	matchedAt := map[*sniffConn]int{}
+	gone := map[*sniffConn]<-chan struct{}{} // watched while waiting
 	keys := make([]netip.Prefix, 7)
 	for i := range keys {
 		keys[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 32)
 	}
+	isClosed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
 	remove := func(c *sniffConn) {
+		if ch, ok := gone[c]; ok {
+			require.True(t, isClosed(ch), "a watched connection's channel is closed as it goes")
+			delete(gone, c)
+		}
 		for i, x := range live {
 			if x == c {
 				live = append(live[:i], live[i+1:]...)
@@ -90,76 +105,121 @@ func TestTableAgainstModel(t *testing.T) {
 		}
 		t.Fatalf("conn %d not live", c.Conn.(fakeConn).id)
 	}
-	sniffingOf := func(key netip.Prefix) (n int, oldestSilent, oldestTalking *sniffConn) {
+	// byKey scans key's connections: how many sniff, how many the table
+	// holds (sniffing or waiting), and the oldest of each list.
+	type scan struct {
+		sniffing, held                    int
+		oldestSilent, oldestTalking, wait *sniffConn
+	}
+	byKey := func(key netip.Prefix) (s scan) {
 		for _, c := range live {
-			if c.src.key == key && c.state == stateSniffing {
-				n++
-				if !c.talking && oldestSilent == nil {
-					oldestSilent = c
+			if c.src.key != key {
+				continue
+			}
+			switch c.state {
+			case stateSniffing:
+				s.sniffing++
+				s.held++
+				if !c.talking && s.oldestSilent == nil {
+					s.oldestSilent = c
 				}
-				if c.talking && (oldestTalking == nil || spokeAt[c] < spokeAt[oldestTalking]) {
-					oldestTalking = c // talkers go in the order they spoke
+				if c.talking && (s.oldestTalking == nil || spokeAt[c] < spokeAt[s.oldestTalking]) {
+					s.oldestTalking = c // talkers go in the order they spoke
+				}
+			case stateWaiting:
+				s.held++
+				if s.wait == nil || matchedAt[c] < matchedAt[s.wait] {
+					s.wait = c // waiters go in the order they matched
 				}
 			}
 		}
-		return n, oldestSilent, oldestTalking
+		return s
 	}
-	// Phases of different mixes of admissions, closes, hand-outs and
-	// bytes reach every cap: the first fills the sniffing caps, the second
-	// hands everything out.
-	mixes := [][4]int{{5, 2, 1, 2}, {1, 0, 6, 0}, {3, 3, 2, 2}}
-	for id := range 15000 {
+	// pick is mostly a live connection in state st, if any, sometimes any
+	// (for the no-ops).
+	pick := func(st connState) *sniffConn {
+		if rng.IntN(4) > 0 {
+			var in []*sniffConn
+			for _, c := range live {
+				if c.state == st {
+					in = append(in, c)
+				}
+			}
+			if len(in) > 0 {
+				return in[rng.IntN(len(in))]
+			}
+		}
+		return live[rng.IntN(len(live))]
+	}
+	// Phases of different mixes of admissions, closes, matches, hand-outs
+	// and bytes reach every cap: the first fills the sniffing caps, the
+	// second hands everything out, the fourth leaves matched connections
+	// waiting under MaxConns.
+	mixes := [][5]int{{5, 2, 1, 1, 2}, {1, 0, 4, 4, 0}, {3, 3, 2, 1, 2}, {4, 1, 4, 0, 1}}
+	for id := range 20000 {
 		w := mixes[id/1000%len(mixes)]
-		op := rng.IntN(w[0] + w[1] + w[2] + w[3])
+		op := rng.IntN(w[0] + w[1] + w[2] + w[3] + w[4])
 		switch {
 		case op < w[0]: // a new connection
 			key := keys[rng.IntN(len(keys))]
 			// What the model expects.
-			var sniffing, open, srcOpen int
-			counts := map[netip.Prefix]int{}
+			var sniffing, held, open, srcOpen int
 			for _, c := range live {
 				open++
 				if c.src.key == key {
 					srcOpen++
 				}
-				if c.state == stateSniffing {
+				switch c.state {
+				case stateSniffing:
 					sniffing++
-					counts[c.src.key]++
+					held++
+				case stateWaiting:
+					held++
 				}
 			}
-			most := 0
-			for _, n := range counts {
-				most = max(most, n)
-			}
-			srcSniffing, _, _ := sniffingOf(key)
-			oldest := map[netip.Prefix]*sniffConn{} // the one to evict: silent first
+			scans := map[netip.Prefix]scan{}
+			mostSniffing, mostHeld := 0, 0
 			for _, k := range keys {
-				if _, silent, talking := sniffingOf(k); silent != nil {
-					oldest[k] = silent
-				} else if talking != nil {
-					oldest[k] = talking
+				s := byKey(k)
+				scans[k] = s
+				mostSniffing, mostHeld = max(mostSniffing, s.sniffing), max(mostHeld, s.held)
+			}
+			sniffer := func(s scan) *sniffConn { // silent first, then talkers
+				if s.oldestSilent != nil {
+					return s.oldestSilent
 				}
+				return s.oldestTalking
 			}
 			sc, victim, v := tb.admit(fakeConn{id: id}, key, time.Now())
 			switch {
 			case srcOpen >= lim.connsPerSource:
 				require.Equal(t, refusedSource, v)
-			case srcSniffing >= lim.sniffingPerSource:
+			case scans[key].sniffing >= lim.sniffingPerSource:
 				require.Equal(t, evictedSource, v)
-				require.Equal(t, key, victim.src.key)
+				require.Same(t, sniffer(scans[key]), victim, "the oldest silent one goes, else the oldest talker")
 			case sniffing >= lim.sniffing:
 				require.Equal(t, evictedSniffing, v)
-				require.Equal(t, most, counts[victim.src.key], "the victim's source sniffs most")
-			case open >= lim.conns && sniffing == 0:
+				require.Equal(t, mostSniffing, scans[victim.src.key].sniffing, "the victim's source sniffs most")
+				require.Same(t, sniffer(scans[victim.src.key]), victim, "the oldest silent one goes, else the oldest talker")
+			case open >= lim.conns && held == 0:
 				require.Equal(t, refusedConns, v)
 			case open >= lim.conns:
-				require.Equal(t, evictedConns, v)
-				require.Equal(t, most, counts[victim.src.key], "the victim's source sniffs most")
+				s := scans[victim.src.key]
+				require.Equal(t, mostHeld, s.held, "the victim's source holds most")
+				want, wantV := s.oldestSilent, evictedConns
+				if want == nil && s.wait != nil {
+					want, wantV = s.wait, evictedWaiting
+				}
+				if want == nil {
+					want = s.oldestTalking
+				}
+				require.Equal(t, wantV, v)
+				require.Same(t, want, victim, "silent first, then the longest waiting, then the oldest talker")
 			default:
 				require.Equal(t, admitted, v)
 			}
 			if victim != nil {
-				require.Same(t, oldest[victim.src.key], victim, "the oldest silent one goes, else the oldest talker")
+				require.Equal(t, stateGone, victim.state)
 				remove(victim)
 			}
 			if sc != nil {
@@ -171,8 +231,30 @@ func TestTableAgainstModel(t *testing.T) {
 			tb.release(c) // again: a no-op
 			remove(c)
 		case op < w[0]+w[1]+w[2] && len(live) > 0: // matched
-			c := live[rng.IntN(len(live))]
-			require.Equal(t, c.state == stateSniffing, tb.handOut(c))
+			c := pick(stateSniffing)
+			was := c.state
+			require.True(t, tb.matched(c, ClassAMP), "a live connection can be matched (again: a no-op)")
+			if was == stateSniffing {
+				require.Equal(t, stateWaiting, c.state)
+				require.True(t, c.matched.Load())
+				matchedAt[c] = id
+				if rng.IntN(2) == 0 {
+					gone[c] = tb.watch(c)
+				}
+			} else {
+				require.Equal(t, was, c.state)
+			}
+		case op < w[0]+w[1]+w[2]+w[3] && len(live) > 0: // taken by an Accept
+			c := pick(stateWaiting)
+			was := c.state
+			require.Equal(t, was == stateWaiting, tb.take(c))
+			if was == stateWaiting {
+				require.Equal(t, stateHanded, c.state)
+				if ch, ok := gone[c]; ok {
+					require.False(t, isClosed(ch), "taken, not gone")
+					delete(gone, c)
+				}
+			}
 		case len(live) > 0: // a byte
 			c := live[rng.IntN(len(live))]
 			if _, ok := spokeAt[c]; !ok && c.state == stateSniffing {
@@ -181,34 +263,44 @@ func TestTableAgainstModel(t *testing.T) {
 			tb.spoke(c)
 		}
 		// Invariants.
-		var sniffing, silent int
-		perSrc := map[netip.Prefix][2]int{} // sniffing, open
+		var sniffing, silent, waiting int
+		type per struct{ sniffing, waiting, open int }
+		perSrc := map[netip.Prefix]per{}
 		for _, c := range live {
 			p := perSrc[c.src.key]
-			p[1]++
-			if c.state == stateSniffing {
+			p.open++
+			switch c.state {
+			case stateSniffing:
 				sniffing++
-				p[0]++
+				p.sniffing++
 				if !c.talking {
 					silent++
 				}
+			case stateWaiting:
+				waiting++
+				p.waiting++
 			}
 			perSrc[c.src.key] = p
 		}
 		require.Equal(t, len(live), tb.open)
 		require.Equal(t, sniffing, tb.sniffing)
 		require.Equal(t, silent, tb.silent)
+		require.Equal(t, waiting, tb.waiting)
 		require.Equal(t, len(perSrc), len(tb.sources))
-		most := 0
+		mostSniffing, mostHeld := 0, 0
 		for key, p := range perSrc {
 			src := tb.sources[key]
 			require.NotNil(t, src)
-			require.Equal(t, p[0], src.sniffing())
-			require.Equal(t, p[1], src.conns)
-			require.Equal(t, p[0] > 0, src.rank != nil)
-			most = max(most, p[0])
+			require.Equal(t, p.sniffing, src.sniffing())
+			require.Equal(t, p.waiting, src.waiting.Len())
+			require.Equal(t, p.open, src.conns)
+			require.Equal(t, p.sniffing > 0, src.rank != nil)
+			require.Equal(t, p.sniffing+p.waiting > 0, src.heldAt != nil)
+			mostSniffing = max(mostSniffing, p.sniffing)
+			mostHeld = max(mostHeld, p.sniffing+p.waiting)
 		}
-		require.Equal(t, most, tb.most)
+		require.Equal(t, mostSniffing, tb.bySniffing.most)
+		require.Equal(t, mostHeld, tb.byHeld.most)
 		require.LessOrEqual(t, tb.open, lim.conns)
 		require.LessOrEqual(t, tb.sniffing, lim.sniffing)
 	}
@@ -216,7 +308,25 @@ func TestTableAgainstModel(t *testing.T) {
 	t.Logf("%+v", st)
 	require.NotZero(t, st.EvictedPerSource)
 	require.NotZero(t, st.EvictedGlobal)
+	require.NotZero(t, st.EvictedWaiting)
 	require.NotZero(t, st.RefusedPerSource)
 	require.NotZero(t, st.RefusedTotal)
 	require.NotZero(t, st.DeadlinesShortened)
+
+	// closeAll uncounts everything the table holds and leaves the rest.
+	var handed int
+	for _, c := range live {
+		if c.state == stateHanded {
+			handed++
+		}
+	}
+	held := tb.closeAll()
+	require.Len(t, held, len(live)-handed)
+	for _, c := range held {
+		require.Equal(t, stateGone, c.state)
+	}
+	st = tb.stats()
+	require.Equal(t, Stats{Open: int64(handed)}, Stats{Sniffing: st.Sniffing, Silent: st.Silent, Waiting: st.Waiting, Open: st.Open})
+	_, _, v := tb.admit(fakeConn{}, keys[0], time.Now())
+	require.Equal(t, refusedClosed, v)
 }

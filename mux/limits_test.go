@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -305,6 +306,24 @@ func TestHandedOutConnReleasedOnce(t *testing.T) {
 		waitStats(t, s.m, "released", func(st mux.Stats) bool { return st == mux.Stats{} })
 	})
 
+	t.Run("closed by cmux when no class matches", func(t *testing.T) {
+		var unmatched atomic.Int32
+		s := startShared(t, mux.Config{OnMatch: func(c mux.Class) {
+			if c == -1 {
+				unmatched.Add(1)
+			}
+		}})
+		c := dialFrom(t, 2, s.addr)
+		_, err := c.Write([]byte("\x05\x05 not a protocol\r\n"))
+		require.NoError(t, err)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		require.ErrorIs(t, err, io.EOF)
+		waitStats(t, s.m, "released", func(st mux.Stats) bool { return st == mux.Stats{} })
+		require.Eventually(t, func() bool { return unmatched.Load() == 1 }, 20*time.Second, time.Millisecond,
+			"OnMatch(-1), after cmux closed it")
+	})
+
 	t.Run("HTTP keep-alive and close", func(t *testing.T) {
 		s := startShared(t, mux.Config{})
 		for range 3 {
@@ -360,3 +379,61 @@ func (h warnLog) Handle(_ context.Context, r slog.Record) error {
 }
 func (h warnLog) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h warnLog) WithGroup(string) slog.Handler      { return h }
+
+// A connection matched to a class nobody accepts from waits SniffTimeout,
+// counted as waiting (not sniffing), then is closed; the warning of that
+// is rate-limited like the caps'. Shutdown closes those still waiting.
+func TestUndeliveredWaitAndWarningsAreRateLimited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		logged := make(chan string, 100)
+		fl := &fakeListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+		s := mux.New(fl, mux.Config{Logger: slog.New(warnLog{logged}), SniffTimeout: time.Second})
+		done := make(chan error, 1)
+		go func() { done <- s.Serve() }()
+		var clients []net.Conn
+		tlsHello := func(n int) { // nobody accepts TLS
+			for range n {
+				client, server := net.Pipe()
+				t.Cleanup(func() { client.Close() })
+				clients = append(clients, client)
+				fl.conns <- server
+				go client.Write([]byte("\x16\x03\x01"))
+			}
+		}
+		tlsHello(20)
+		synctest.Wait()
+		st := s.Stats()
+		require.EqualValues(t, 20, st.Waiting, "%+v", st)
+		require.Zero(t, st.Sniffing, "%+v", st)
+		require.EqualValues(t, 20, st.Open, "%+v", st)
+		require.Empty(t, logged)
+
+		time.Sleep(time.Second) // of the bubble: every wait ends at once
+		synctest.Wait()
+		require.Equal(t, mux.Stats{}, s.Stats())
+		require.Len(t, logged, 1)
+		require.Contains(t, <-logged, "nobody accepted")
+
+		time.Sleep(time.Second)
+		tlsHello(1)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		require.Len(t, logged, 1)
+		require.Contains(t, <-logged, "suppressed=19")
+
+		tlsHello(3)
+		synctest.Wait()
+		require.EqualValues(t, 3, s.Stats().Waiting)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		require.NoError(t, s.Shutdown(ctx))
+		require.ErrorIs(t, <-done, mux.ErrServerClosed)
+		synctest.Wait()
+		require.Equal(t, mux.Stats{}, s.Stats(), "Shutdown closed the connections still waiting")
+		for _, c := range clients[len(clients)-3:] {
+			_, err := c.Read(make([]byte, 1))
+			require.ErrorIs(t, err, io.EOF)
+		}
+		require.Empty(t, logged, "closed by Shutdown, not by the wait")
+	})
+}

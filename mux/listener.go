@@ -12,9 +12,9 @@ import (
 )
 
 // rootListener wraps the shared listener: it counts every connection in
-// the source table (which may evict a sniffer or refuse the connection),
-// backs off on temporary Accept errors instead of letting cmux spin, and
-// lets Shutdown close the connections still being sniffed.
+// the source table (which may evict a connection the mux holds, or refuse
+// the new one), backs off on temporary Accept errors instead of letting
+// cmux spin, and lets Shutdown close the connections the mux still holds.
 type rootListener struct {
 	net.Listener
 	t      *table
@@ -90,13 +90,17 @@ func (r *rootListener) warn(v verdict, key netip.Prefix, victim *sniffConn) {
 		r.log.Warn("mux: sniffing cap reached; closed the oldest sniffing connection of the source sniffing most",
 			"max_sniffing", lim.sniffing, "closed", victim.RemoteAddr(), "suppressed", n)
 	case evictedConns:
-		r.log.Warn("mux: connection cap reached; closed the oldest sniffing connection of the source sniffing most",
+		r.log.Warn("mux: connection cap reached; closed the oldest sniffing connection of the source the mux holds most of",
 			"max_conns", lim.conns, "closed", victim.RemoteAddr(), "suppressed", n)
+	case evictedWaiting:
+		// victim.class was set under the table's lock before admit chose it.
+		r.log.Warn("mux: connection cap reached; closed the connection that had waited longest for its class's Accept, of the source the mux holds most of",
+			"max_conns", lim.conns, "class", victim.class.String(), "closed", victim.RemoteAddr(), "suppressed", n)
 	case refusedSource:
 		r.log.Warn("mux: a source reached its connection cap; refused a new connection",
 			"source", key, "max_conns_per_source", lim.connsPerSource, "suppressed", n)
 	case refusedConns:
-		r.log.Warn("mux: connection cap reached and none sniffing; refused a new connection",
+		r.log.Warn("mux: connection cap reached and none sniffing or waiting; refused a new connection",
 			"max_conns", lim.conns, "suppressed", n)
 	case warnShortened:
 		r.log.Warn("mux: many connections sniffing; new ones get the short sniffing deadline",
@@ -113,11 +117,11 @@ func (r *rootListener) Close() error {
 	return err
 }
 
-// closeSniffing closes the connections being sniffed, and any accepted
-// from now on.
-func (r *rootListener) closeSniffing() {
+// closeHeld closes the connections the mux still holds (being sniffed, or
+// matched and waiting for an Accept), and any accepted from now on.
+func (r *rootListener) closeHeld() {
 	for _, c := range r.t.closeAll() {
-		c.Close()
+		c.Conn.Close() // already uncounted
 	}
 }
 
@@ -125,7 +129,8 @@ type connState uint8
 
 const (
 	stateSniffing connState = iota
-	stateHanded             // to a class: still open
+	stateWaiting            // matched: for its class's Accept
+	stateHanded             // to a class's server: still open
 	stateGone               // closed or evicted, uncounted
 )
 
@@ -140,15 +145,17 @@ type sniffConn struct {
 	// pressure); set before Accept returns c.
 	deadline  time.Time
 	shortened bool
-	handed    atomic.Bool // a class has c: its deadlines are its server's
+	matched   atomic.Bool // cmux matched c: its deadlines are its server's
 	spoke     atomic.Bool // c has read a byte
 
 	src *source // set by admit, then read-only
 
 	// Guarded by t.mu.
-	elem    *list.Element // in src.silent or src.talking, while sniffing
+	elem    *list.Element // in src.silent or src.talking while sniffing, src.waiting while waiting
 	talking bool
 	state   connState
+	class   Class         // once waiting
+	gone    chan struct{} // if not nil, closed as c is uncounted (see watch)
 }
 
 func (c *sniffConn) Read(p []byte) (int, error) {
@@ -161,9 +168,9 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 
 // SetReadDeadline holds cmux's sniffing deadline (now+SniffTimeout, set
 // as it starts matching) to c's own, which may be shorter. Clearing it, as
-// cmux does on a match, and any deadline once handed out, pass through.
+// cmux does on a match, and any deadline once matched, pass through.
 func (c *sniffConn) SetReadDeadline(t time.Time) error {
-	if !c.handed.Load() && !t.IsZero() && t.After(c.deadline) {
+	if !c.matched.Load() && !t.IsZero() && t.After(c.deadline) {
 		t = c.deadline
 	}
 	return c.Conn.SetReadDeadline(t)
@@ -179,50 +186,68 @@ func (c *sniffConn) Close() error {
 type classListener struct {
 	s      *Server
 	class  Class
-	conns  chan net.Conn
+	conns  chan *Conn
 	closed chan struct{}
 	once   sync.Once
 	muxEnd chan struct{}
 }
 
 func newClassListener(s *Server, c Class) *classListener {
-	return &classListener{s: s, class: c, conns: make(chan net.Conn), closed: make(chan struct{}), muxEnd: s.done}
+	return &classListener{s: s, class: c, conns: make(chan *Conn), closed: make(chan struct{}), muxEnd: s.done}
 }
 
-// tryDeliver hands nc to an Accept already waiting, without blocking.
-func (l *classListener) tryDeliver(nc net.Conn) bool {
+// tryDeliver hands c to an Accept already waiting, without blocking.
+func (l *classListener) tryDeliver(c *Conn) bool {
 	select {
-	case l.conns <- nc:
+	case l.conns <- c:
 		return true
 	default:
 		return false
 	}
 }
 
-// deliver hands nc to Accept, or closes it if nobody accepts within wait.
-func (l *classListener) deliver(nc net.Conn, wait time.Duration) {
+// deliver hands c to Accept, or closes it if nobody accepts within wait.
+// Meanwhile c stays evictable (the table counts it as waiting), and
+// deliver gives up as soon as it is evicted.
+func (l *classListener) deliver(c *Conn, wait time.Duration) {
+	var gone <-chan struct{}
+	if c.sc != nil {
+		gone = c.sc.t.watch(c.sc)
+	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
-	case l.conns <- nc:
+	case l.conns <- c:
+	case <-gone: // evicted, or closed by Shutdown
+		c.Close()
 	case <-t.C:
-		l.s.cfg.Logger.Warn("mux: nobody accepted a connection; closed", "class", l.class.String(), "remote", nc.RemoteAddr())
-		nc.Close()
+		if n, ok := l.s.root.warns.allow(warnUndelivered, time.Now()); ok {
+			l.s.cfg.Logger.Warn("mux: nobody accepted a connection; closed",
+				"class", l.class.String(), "remote", c.RemoteAddr(), "waited", wait, "suppressed", n)
+		}
+		c.Close()
 	case <-l.closed:
-		nc.Close()
+		c.Close()
 	case <-l.muxEnd:
-		nc.Close()
+		c.Close()
 	}
 }
 
+// Accept returns the next connection of l's class. One evicted (or closed
+// by Shutdown) on its way here is closed and skipped.
 func (l *classListener) Accept() (net.Conn, error) {
-	select {
-	case nc := <-l.conns:
-		return nc, nil
-	case <-l.closed:
-		return nil, ErrListenerClosed
-	case <-l.muxEnd:
-		return nil, ErrServerClosed
+	for {
+		select {
+		case c := <-l.conns:
+			if c.sc == nil || c.sc.t.take(c.sc) {
+				return c, nil
+			}
+			c.Close()
+		case <-l.closed:
+			return nil, ErrListenerClosed
+		case <-l.muxEnd:
+			return nil, ErrServerClosed
+		}
 	}
 }
 

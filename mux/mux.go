@@ -3,6 +3,7 @@ package mux
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -78,20 +79,23 @@ type Config struct {
 	// Past it, that source's oldest sniffing connection is closed,
 	// preferring one that has sent nothing.
 	MaxSniffingPerSource int
-	// MaxConns bounds all connections: those sniffing and those handed
-	// out to a class and not yet closed. Past it, the oldest sniffing
-	// connection of the source with the most sniffing is closed, or the
-	// new connection if none sniffs. The default, on unix, is half the
-	// process's descriptor limit (RLIMIT_NOFILE at New): the cap must be
-	// reached before accept(2) fails with EMFILE, which evicts nobody and
-	// stops every new client, and a connection may need a descriptor of
-	// its own behind it (a tunnel's backend, a proxied request).
-	// Elsewhere, and if negative, there is no cap.
+	// MaxConns bounds all connections: those sniffing, those matched and
+	// waiting for their class's Accept, and those handed out to a class
+	// and not yet closed. Past it, the source with the most sniffing or
+	// waiting loses its oldest silent connection, else the one that has
+	// waited longest for an Accept, else its oldest talker; if none sniffs
+	// or waits, the new connection is closed. The default, on unix, is
+	// half the process's descriptor limit (RLIMIT_NOFILE at New): the cap
+	// must be reached before accept(2) fails with EMFILE, which evicts
+	// nobody and stops every new client, and a connection may need a
+	// descriptor of its own behind it (a tunnel's backend, a proxied
+	// request). Elsewhere, and if negative, there is no cap.
 	MaxConns int
-	// MaxConnsPerSource bounds one source's connections, sniffing and
-	// handed out; past it, its new connections are closed at once. The
-	// default (0) is no cap: the mux cannot know how many clients share an
-	// address behind a NAT or a proxy (cmd/ampmux sets one for a gateway).
+	// MaxConnsPerSource bounds one source's connections, sniffing,
+	// waiting and handed out; past it, its new connections are closed at
+	// once. The default (0) is no cap: the mux cannot know how many
+	// clients share an address behind a NAT or a proxy (cmd/ampmux sets
+	// one for a gateway).
 	MaxConnsPerSource int
 	// Other makes unmatched connections available on Other() instead of
 	// closing them.
@@ -114,12 +118,16 @@ type Config struct {
 	// directly, or that one keeps serving.
 	HTTP *http.Server
 	// Logger receives sniffing failures at debug level, Accept errors, and
-	// at warn level the caps' evictions and refusals, at most one line a
-	// second of each kind with the count of those not logged (default
+	// at warn level the caps' evictions and refusals and the connections
+	// no Accept took within SniffTimeout, at most one line a second of
+	// each kind with the count of those not logged (default
 	// slog.Default()).
 	Logger *slog.Logger
 	// OnMatch, if set, is called with each connection's class (for
-	// metrics); unmatched connections report -1.
+	// metrics) as it is matched, on the goroutine sniffing it: a slow
+	// OnMatch delays that connection only. Unmatched connections report
+	// -1; one evicted or closed by Shutdown while matching may report
+	// nothing.
 	OnMatch func(Class)
 }
 
@@ -232,8 +240,26 @@ func h2cFor(hs *http.Server) *http.Server {
 }
 
 // route makes cmux deliver connections that match m to class c.
+//
+// A connection leaves the sniffing state the moment m matches it, in
+// cmux's goroutine for that connection: cmux gives a MatchWriter the
+// connection its root listener accepted (our *sniffConn) as the writer.
+// OnMatch runs there too, so a slow OnMatch delays only that connection,
+// never the pump, and never while the connection counts as sniffing.
 func (s *Server) route(c Class, m cmux.Matcher) {
-	l := s.cm.Match(m)
+	l := s.cm.MatchWithWriters(func(w io.Writer, r io.Reader) bool {
+		if !m(r) {
+			return false
+		}
+		sc, _ := w.(*sniffConn)
+		if sc != nil && !sc.t.matched(sc, c) {
+			return true // evicted meanwhile: the pump closes it
+		}
+		if s.cfg.OnMatch != nil {
+			s.cfg.OnMatch(c)
+		}
+		return true
+	})
 	target := s.classes[c]
 	s.pumps.Add(1)
 	go func() {
@@ -243,20 +269,20 @@ func (s *Server) route(c Class, m cmux.Matcher) {
 			if err != nil {
 				return
 			}
+			hc := &Conn{Conn: nc, raw: nc}
 			if sc := sniffed(nc); sc != nil {
-				if !sc.t.handOut(sc) { // evicted (or the mux is closing)
+				// Matched already (a no-op) unless cmux stopped handing
+				// matchers the connection: then it leaves sniffing here.
+				if !sc.t.matched(sc, c) { // evicted (or the mux is closing)
 					nc.Close()
 					continue
 				}
-				nc = &Conn{Conn: nc, raw: sc.Conn}
-			}
-			if s.cfg.OnMatch != nil {
-				s.cfg.OnMatch(c)
+				hc.raw, hc.sc = sc.Conn, sc
 			}
 			// Never block the pump: a class nobody accepts must not hold
 			// up the others. Usually Accept is waiting already.
-			if !target.tryDeliver(nc) {
-				go target.deliver(nc, s.cfg.SniffTimeout)
+			if !target.tryDeliver(hc) {
+				go target.deliver(hc, s.cfg.SniffTimeout)
 			}
 		}
 	}()
@@ -269,6 +295,7 @@ func (s *Server) route(c Class, m cmux.Matcher) {
 type Conn struct {
 	net.Conn
 	raw net.Conn
+	sc  *sniffConn // counted in the source table; nil if not
 }
 
 // WriteConn returns the connection that Write writes to. Conn adds
@@ -358,7 +385,8 @@ func (s *Server) serveOwned(r run) {
 	}()
 }
 
-// Shutdown stops accepting, closes connections still being sniffed, then
+// Shutdown stops accepting, closes the connections the mux still holds
+// (being sniffed, or matched and not yet taken by an Accept), then
 // shuts the owned servers down gracefully (letting calls and requests in
 // flight finish) and returns when they are done or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -400,7 +428,7 @@ func (s *Server) stop() {
 		s.mu.Unlock()
 		s.root.Close()
 		s.cm.Close()
-		s.root.closeSniffing()
+		s.root.closeHeld()
 	})
 	s.pumps.Wait()
 }

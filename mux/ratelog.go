@@ -18,11 +18,12 @@ type rateLog struct {
 	suppressed [numWarnings]int64
 }
 
-// warnShortened is the warning kind after the verdicts': a deadline
-// shortened under pressure.
+// The warning kinds after the verdicts': a deadline shortened under
+// pressure, and a matched connection that no Accept took in time.
 const (
-	warnShortened = refusedClosed + 1
-	numWarnings   = warnShortened + 1
+	warnShortened = refusedClosed + 1 + iota
+	warnUndelivered
+	numWarnings
 )
 
 // allow reports whether a warning of kind k may be logged now, and how many
