@@ -368,10 +368,27 @@ func (c *Conn) Info() Info { return c.info }
 // NetConn returns the connection underneath, for CloseWrite and the like.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
-// CloseWrite half-closes the connection when the one underneath can.
+// CloseWrite half-closes the connection when the one underneath can: with
+// its CloseWrite or, where it has none or that says errors.ErrUnsupported,
+// with that of the connection under its NetConn method, and so on down
+// (the connection a switch hands over may wrap the TLS or TCP one, to
+// replay bytes read past the switch request). It returns
+// errors.ErrUnsupported if none can.
 func (c *Conn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
+	nc := c.Conn
+	for range 8 { // wrappers do not nest deeper than that
+		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+			if err := cw.CloseWrite(); !errors.Is(err, errors.ErrUnsupported) {
+				return err
+			}
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		if nc = u.NetConn(); nc == nil {
+			break
+		}
 	}
 	return errors.ErrUnsupported
 }
