@@ -543,7 +543,7 @@ func (s *server) pipe(route string, client, backend net.Conn, info switching.Inf
 	s.stats.track(st, route, true)
 	var err error
 	if backend == nil {
-		err = tunnel.Echo(client, st)
+		err = tunnel.EchoWith(client, st, s.tunnelOptions(route))
 	} else {
 		err = tunnel.PipeWith(client, backend, st, s.tunnelOptions(route))
 	}
