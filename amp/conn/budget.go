@@ -17,20 +17,40 @@ import (
 // that behave (within ReadAhead, 64 KiB, each) never touch it.
 const DefaultBudget = 64 << 20
 
+// Allowance is what a connection that has not authenticated may hold on
+// its own, without drawing on its Budget, in each of two places: the
+// requests its handlers hold (running or queued), and the bytes queued
+// for its peer. Its read buffer has box.ReadAhead (64 KiB) of its own.
+const Allowance = 256 << 10
+
 // ErrBufferBudget: a connection that has not authenticated needed more
-// memory for an incomplete box than its Budget had left; the connection is
-// closed, and nothing else is affected.
-var ErrBufferBudget = errors.New("conn: read buffer budget exhausted")
+// memory than its Budget had left, for an incomplete box or for an answer
+// that the bytes already queued for its peer left no room for; the
+// connection is closed, and nothing else is affected.
+var ErrBufferBudget = errors.New("conn: buffer budget exhausted")
 
 // Budget is memory shared by connections that have not authenticated (see
-// Config.Trusted), for the boxes they are receiving. Each connection may
-// buffer box.ReadAhead (64 KiB) on its own; past that its read buffer draws
-// on the budget, and gives the bytes back once the large box is consumed
-// or the connection ends. A Budget may be shared by several Servers and
-// connections; it is safe for concurrent use.
+// Config.Trusted). Each connection holds some on its own; past that it
+// draws on the budget, and gives the bytes back as it lets them go, or
+// when it ends:
+//
+//   - its read buffer past box.ReadAhead (64 KiB), for a large box being
+//     received; growth the budget cannot cover closes the connection with
+//     ErrBufferBudget;
+//   - the requests held by its handlers (running or queued) past
+//     Allowance; a command the budget cannot cover is answered
+//     CodeOverloaded at once;
+//   - the bytes queued for its peer past Allowance; an answer the budget
+//     cannot cover waits for the writer to send what is queued, like one
+//     past Config.MaxWriteQueue (see the package documentation).
+//
+// A Budget may be shared by several Servers and connections; it is safe
+// for concurrent use.
 type Budget struct {
 	limit int64
-	used  atomic.Int64
+	// own is the Allowance of each connection (a test may lower it).
+	own  int64
+	used atomic.Int64
 }
 
 // NewBudget returns a budget of bytes; bytes <= 0 means DefaultBudget.
@@ -38,7 +58,7 @@ func NewBudget(bytes int64) *Budget {
 	if bytes <= 0 {
 		bytes = DefaultBudget
 	}
-	return &Budget{limit: bytes}
+	return &Budget{limit: bytes, own: Allowance}
 }
 
 // Limit returns the budget's size in bytes.
@@ -56,6 +76,20 @@ func (b *Budget) take(n int64) bool {
 		}
 		if b.used.CompareAndSwap(cur, cur+n) {
 			return true
+		}
+	}
+}
+
+// takeUpTo draws what it can of n bytes, and returns it.
+func (b *Budget) takeUpTo(n int64) int64 {
+	for {
+		cur := b.used.Load()
+		got := min(n, b.limit-cur)
+		if got <= 0 {
+			return 0
+		}
+		if b.used.CompareAndSwap(cur, cur+got) {
+			return got
 		}
 	}
 }

@@ -23,26 +23,35 @@ type Config struct {
 	// close the connection with a *ProtocolError matching
 	// box.ErrTooManyFields.
 	MaxFields int
-	// Budget is the memory shared by connections that are not Trusted for
-	// the boxes they are receiving: each may buffer box.ReadAhead (64 KiB)
-	// on its own, and draws on the budget past that until the large box
-	// is consumed; one whose growth the budget cannot cover is closed with
-	// ErrBufferBudget. Several Servers may share one. nil: a Server makes
-	// one of DefaultBudget (64 MiB) for its connections; a connection made
-	// by New or Dial then has none, and MaxBoxSize alone bounds it.
+	// Budget is the memory shared by connections that are not Trusted:
+	// each may buffer box.ReadAhead (64 KiB) of an incoming box, hold
+	// Allowance (256 KiB) of requests in its handlers and queue Allowance
+	// for its peer on its own, and draws on the budget past that (see
+	// Budget for what happens when it cannot). Several Servers may share
+	// one. nil: a Server makes one of DefaultBudget (64 MiB) for its
+	// connections; a connection made by New or Dial then has none, and
+	// MaxBoxSize, MaxHandlers, MaxQueuedCommands and MaxWriteQueue alone
+	// bound it.
 	Budget *Budget
 	// Trusted reports whether the peer has authenticated, so that its
-	// connection no longer draws on Budget. It is called on the reader
-	// goroutine when the read buffer grows past box.ReadAhead, and must
-	// not block. nil: the peer completed StartTLS with a certificate this
-	// end verified (tls.ConnectionState.VerifiedChains is not empty).
+	// connection no longer draws on Budget. It is asked only when the
+	// connection would draw: on the reader goroutine when the read buffer
+	// grows past box.ReadAhead or a command finds its handlers holding
+	// Allowance of requests, and on whatever goroutine queues a box past
+	// Allowance for the peer. It must be safe for concurrent use and must
+	// not block; it may read c's state (ConnectionState, PeerCertificate,
+	// RemoteAddr), not send on it. nil: the peer completed StartTLS with
+	// a certificate this end verified (tls.ConnectionState.VerifiedChains
+	// is not empty).
 	Trusted func(c *Conn) bool
 	// MaxHandlers bounds the responders running on their own goroutine at
 	// once (default 1024).
 	MaxHandlers int
 	// MaxQueuedCommands bounds the commands waiting for a handler once
 	// MaxHandlers run; past it, commands are answered with CodeOverloaded
-	// (default MaxHandlers).
+	// (default MaxHandlers). Each holds a copy of its request: on a
+	// connection that is not Trusted, those past Allowance draw on Budget,
+	// and a command it cannot cover is answered CodeOverloaded too.
 	MaxQueuedCommands int
 	// MaxWriteBuffer is how many bytes of outgoing boxes (the batch being
 	// written included) may wait for the network before callers block
@@ -55,7 +64,10 @@ type Config struct {
 	// writer's WriteTimeout bounds that wait: a peer that reads nothing
 	// loses the connection with ErrWriteTimeout. Where the writer cannot
 	// write (a StartTLS request awaiting its answer), an answer past it
-	// closes the connection with ErrWriteQueueFull.
+	// closes the connection with ErrWriteQueueFull. On a connection that
+	// is not Trusted, the bytes queued past Allowance draw on Budget, and
+	// an answer it cannot cover waits as one past MaxWriteQueue does (see
+	// the package documentation).
 	MaxWriteQueue int
 	// BoxTimeout bounds how long a box may take to arrive once its first
 	// byte has: a peer that starts a box and stalls (slowloris) loses the

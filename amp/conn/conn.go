@@ -275,7 +275,8 @@ func (c *Conn) finish() {
 	if !c.rd.takenOver {
 		c.nc.Close()
 	}
-	c.hq.drop()
+	c.dropQueue()
+	c.releaseQueue()
 	c.releaseFDs()
 	if c.cfg.OnError != nil {
 		c.cfg.OnError(c, cleanErr(c.err))

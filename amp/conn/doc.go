@@ -12,8 +12,9 @@
 // run on the reader goroutine, as Twisted runs every responder; the others
 // run on goroutines of their own, at most Config.MaxHandlers at a time.
 // Commands beyond that wait in a queue of Config.MaxQueuedCommands; past
-// it they are answered with CodeOverloaded. The reader never waits for a
-// handler, so a responder may call the peer back.
+// it, or past what the Budget covers of their requests for a peer that
+// has not authenticated, they are answered with CodeOverloaded. The
+// reader never waits for a handler, so a responder may call the peer back.
 //
 // Server serves a net.Listener like http.Server, with Shutdown to drain.
 //
@@ -25,8 +26,8 @@
 //     runs inline responders and Go callbacks, and is the only goroutine
 //     that reads the socket and sets its read deadline. It also runs the
 //     StartTLS handshake, hands the connection over after a switch,
-//     accounts for its read buffer against the Budget, and sends the
-//     heartbeat probes.
+//     accounts for its read buffer and for the requests it hands to
+//     handlers against the Budget, and sends the heartbeat probes.
 //   - The writer (writeLoop) owns the socket's write side. It takes what is
 //     queued in one piece and writes it, with a write deadline.
 //   - Handler goroutines run responders that are not inline, one command
@@ -72,12 +73,48 @@
 // the reader must finish, an answer past MaxWriteQueue closes the
 // connection with ErrWriteQueueFull instead. On the read side the decoder
 // refuses boxes past MaxBoxSize or MaxFields, and reports each change of
-// its buffer to the reader (bufferResized): past box.ReadAhead (64 KiB) a
-// connection that is not Config.Trusted draws on the Budget shared by its
-// Server (64 MiB), gives it back when the large box has been consumed or
-// the reader exits, and is closed with ErrBufferBudget when the budget
-// cannot cover its growth. Pooled boxes and the reader's answer box are
-// not kept once they grew past 64 KiB.
+// its buffer to the reader (bufferResized). Pooled boxes and the reader's
+// answer box are not kept once they grew past 64 KiB.
+//
+// The Budget. A connection that is not Config.Trusted draws on the Budget
+// shared by its Server (64 MiB) for what it holds past its own share in
+// three places, and gives the bytes back as it lets them go, the rest
+// when it ends (finish):
+//
+//   - Its read buffer past box.ReadAhead (64 KiB), on the reader
+//     (bufferResized): given back once the large box has been consumed or
+//     the reader exits. Growth the budget cannot cover closes the
+//     connection with ErrBufferBudget.
+//   - The copies of the requests its handlers hold, running or queued,
+//     past Allowance (256 KiB), drawn by the reader before it copies a
+//     request (holdLocked, under hmu; hq.held, hq.charged) and given back
+//     as each handler finishes its task. A command the budget cannot cover
+//     is answered OVERLOADED at once, uncopied: the reader does not wait,
+//     and the connection goes on.
+//   - The bytes queued for its peer (len(w.buf)+w.inflight) past
+//     Allowance, drawn by whoever queues a box (enqueue, under wmu;
+//     w.charged) and given back as the writer or the fast path sends them
+//     (settleLocked). An answer (or probe) the budget cannot cover is
+//     taken out again and waits, as one past MaxWriteQueue does, for the
+//     writer to send some of what is queued, and tries again: the reader
+//     stops reading, and WriteTimeout bounds the wait. Nothing ever waits
+//     for the budget itself, which only other connections could give
+//     back: where there is nothing queued to wait for (one answer needs
+//     more than the allowance and what is left), or the reader finds the
+//     socket lent, the answer closes the connection with ErrBufferBudget
+//     (a probe is skipped). Calls made on this end (CallBox, Go, SendBox,
+//     StartTLS, Switch) are never refused nor held for the budget, so that
+//     a peer on another connection cannot stop them: they draw what the
+//     budget has left and go, MaxWriteBuffer alone bounding them; the
+//     answers queued behind them must then cover what they could not.
+//
+// Peers that do not authenticate thus pin their own shares (64 KiB + 2 ×
+// 256 KiB each, and the reader's few boxes) and together at most the
+// budget besides, however many connections they open and whatever they
+// send or fail to read; what this end calls them with is its own to
+// bound. The charges count bytes, not the spare capacity of the slices
+// that hold them. Budget is atomic, under no lock; Config.Trusted is
+// asked only where a connection would draw, with no lock held.
 //
 // Lock order: no two of pmu (pending calls), wmu (write queue), hmu
 // (handler queue) and tlsMu are ever held together, and none is held

@@ -14,7 +14,7 @@ import (
 // FuzzServerInput feeds arbitrary bytes to a server connection that serves
 // the demo commands, StartTLS and switching: whatever arrives, the
 // connection answers or closes, and never panics or hangs. Its limits are
-// small (fields, a budget past the allowance, the write queue) and the
+// small (fields, a budget and allowances, the write queue) and the
 // heartbeat is on, so that those paths see hostile input too; once it has
 // ended, the connection has given back all it drew from the budget.
 func FuzzServerInput(f *testing.F) {
@@ -43,7 +43,9 @@ func FuzzServerInput(f *testing.F) {
 	p := newPKIForFuzz(f)
 	f.Fuzz(func(t *testing.T, input []byte) {
 		a, b := net.Pipe()
-		budget := conn.NewBudget(1 << 10)
+		// A 1 KiB allowance: the handlers' requests and the write queue
+		// reach the budget too.
+		budget := conn.NewTestBudget(1<<10, 1<<10)
 		c := conn.New(b, &conn.Config{Handler: m, TLS: p, Logger: quietLogger(), HandshakeTimeout: 200 * time.Millisecond,
 			MaxFields: 8, Budget: budget, MaxWriteQueue: 4 << 10, Heartbeat: 5 * time.Millisecond})
 		go func() {

@@ -49,10 +49,15 @@ func (c *Conn) queueAnswer(b *box.Box, fromReader bool) error {
 }
 
 // queueFull closes the connection when an answer found the write queue
-// full and could not wait.
+// full and could not wait, or needed more of the Budget than it had left
+// with nothing queued to wait for.
 func (c *Conn) queueFull(err error) {
-	if errors.Is(err, ErrWriteQueueFull) {
+	switch {
+	case errors.Is(err, ErrWriteQueueFull):
 		c.cfg.Logger.Warn("amp: closing connection: write queue full", "remote", c.nc.RemoteAddr(), "err", err)
+		c.fail(err)
+	case errors.Is(err, ErrBufferBudget):
+		c.cfg.Logger.Warn("amp: closing connection: buffer budget exhausted", "remote", c.nc.RemoteAddr(), "err", err)
 		c.fail(err)
 	}
 }

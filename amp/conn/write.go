@@ -35,6 +35,13 @@ type writeState struct {
 	// not finished writing; it counts against the limits until then, so
 	// that the bytes held for the peer are len(buf)+inflight.
 	inflight int
+	// charged is what of the bytes held for the peer (len(buf)+inflight)
+	// past the Budget's allowance is drawn from Config.Budget, on a
+	// connection that is not Trusted. Invariant: 0 <= charged <=
+	// max(0, len(buf)+inflight-allowance), except that a call may hold
+	// less than its share (see enqueue); settleLocked gives back what the
+	// bytes still held no longer need, and finish all of it.
+	charged int64
 	// space, if not nil, is closed when room is made (a batch written, the
 	// queue closing): callers wait on it for room.
 	space   chan struct{}
@@ -95,11 +102,14 @@ type queueing struct {
 	lock bool
 	// noWait: refuse with ErrWriteQueueFull rather than wait (a probe).
 	noWait bool
+	// call: a request made on this end, which never waits for the Budget
+	// (it draws what the Budget has left; MaxWriteBuffer bounds it).
+	call bool
 }
 
 // forCall and forAnswer are the queueing of calls and answers.
 func (c *Conn) forCall(reader bool) queueing {
-	return queueing{limit: c.cfg.MaxWriteBuffer, reader: reader}
+	return queueing{limit: c.cfg.MaxWriteBuffer, reader: reader, call: true}
 }
 
 func (c *Conn) forAnswer(reader bool) queueing {
@@ -109,44 +119,151 @@ func (c *Conn) forAnswer(reader bool) queueing {
 // enqueue appends a box to the write queue, waiting for room as q says:
 // b encoded in place, or enc already encoded (when b is nil). The caller
 // then wakes the writer or flushes.
+//
+// On a connection with a Budget, the bytes held for the peer past the
+// allowance are drawn from it (coverLocked) once the box is appended; a
+// box the Budget cannot cover is taken out again, and enqueue waits for
+// the writer to send what is queued (waitBudget) and tries again. Config.
+// Trusted is asked, with wmu released, before the first box that would
+// draw is appended.
 func (c *Conn) enqueue(ctx context.Context, b *box.Box, enc []byte, q queueing) error {
 	paused, lock := q.paused, q.lock
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := c.waitSpace(ctx, q.limit, q.reader, q.noWait); err != nil {
-		return err
-	}
-	if c.w.locked != nil {
-		return c.w.locked
-	}
-	if paused != nil && c.w.special != nil {
-		return c.w.special
-	}
-	if paused != nil && !lock && c.w.wconn != c.nc {
-		// A StartTLS (the marked box that does not lock) after a
-		// handshake that ran while this one waited for room.
-		return ErrTLSActive
-	}
-	if b != nil {
-		var err error
-		if c.w.buf, err = box.Append(c.w.buf, b); err != nil {
+	trust := trustUnknown
+	for {
+		if err := c.waitSpace(ctx, q.limit, q.reader, q.noWait); err != nil {
 			return err
 		}
-	} else {
-		c.w.buf = append(c.w.buf, enc...)
+		if c.w.locked != nil {
+			return c.w.locked
+		}
+		if paused != nil && c.w.special != nil {
+			return c.w.special
+		}
+		if paused != nil && !lock && c.w.wconn != c.nc {
+			// A StartTLS (the marked box that does not lock) after a
+			// handshake that ran while this one waited for room.
+			return ErrTLSActive
+		}
+		if c.cfg.Budget != nil && trust == trustUnknown && c.uncoveredLocked()+int64(len(enc)+boxLen(b)) > 0 {
+			// The box would draw on the budget: is the peer trusted?
+			c.wmu.Unlock()
+			trust = trustNo
+			if c.cfg.Trusted(c) {
+				trust = trustYes
+			}
+			c.wmu.Lock()
+			continue
+		}
+		prev := len(c.w.buf)
+		if b != nil {
+			var err error
+			if c.w.buf, err = box.Append(c.w.buf, b); err != nil {
+				return err
+			}
+		} else {
+			c.w.buf = append(c.w.buf, enc...)
+		}
+		if trust == trustNo && c.uncoveredLocked() > 0 && !c.coverLocked(q.call) {
+			size := len(c.w.buf) - prev
+			c.w.buf = c.w.buf[:prev]
+			if err := c.waitBudget(ctx, q, size); err != nil {
+				return err
+			}
+			continue
+		}
+		c.wseq.Add(1)
+		c.wbytes.Store(int64(len(c.w.buf)))
+		if paused != nil {
+			c.w.mark = len(c.w.buf)
+			c.w.paused = paused
+			c.w.special = ErrTLSPending
+		}
+		if lock {
+			c.w.locked = ErrSwitchPending
+			c.w.special = ErrSwitchPending
+		}
+		return nil
 	}
-	c.wseq.Add(1)
-	c.wbytes.Store(int64(len(c.w.buf)))
-	if paused != nil {
-		c.w.mark = len(c.w.buf)
-		c.w.paused = paused
-		c.w.special = ErrTLSPending
+}
+
+const (
+	trustUnknown = iota // Config.Trusted not asked yet
+	trustNo
+	trustYes
+)
+
+func boxLen(b *box.Box) int {
+	if b == nil {
+		return 0
 	}
-	if lock {
-		c.w.locked = ErrSwitchPending
-		c.w.special = ErrSwitchPending
+	return b.EncodedLen()
+}
+
+// uncoveredLocked is how many of the bytes held for the peer past the
+// allowance are not drawn from the Budget.
+func (c *Conn) uncoveredLocked() int64 {
+	return int64(len(c.w.buf)+c.w.inflight) - c.cfg.Budget.own - c.w.charged
+}
+
+// coverLocked draws the uncovered bytes from the Budget. It reports false,
+// drawing nothing, if the Budget cannot cover them, except for a call,
+// which draws what is left and is admitted all the same.
+func (c *Conn) coverLocked(call bool) bool {
+	need := c.uncoveredLocked()
+	if call {
+		c.w.charged += c.cfg.Budget.takeUpTo(need)
+		return true
 	}
-	return nil
+	if !c.cfg.Budget.take(need) {
+		return false
+	}
+	c.w.charged += need
+	return true
+}
+
+// settleLocked gives back to the Budget what the bytes still held for the
+// peer no longer need, as the writer (or the fast path) lets some go.
+func (c *Conn) settleLocked() {
+	if c.w.charged == 0 {
+		return
+	}
+	if excess := c.w.charged - max(0, int64(len(c.w.buf)+c.w.inflight)-c.cfg.Budget.own); excess > 0 {
+		c.cfg.Budget.give(excess)
+		c.w.charged -= excess
+	}
+}
+
+// releaseQueue gives back all the write queue drew, once the writer is
+// gone (in finish): nothing is queued after closing.
+func (c *Conn) releaseQueue() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.w.charged > 0 {
+		c.cfg.Budget.give(c.w.charged)
+		c.w.charged = 0
+	}
+}
+
+// waitBudget waits, with wmu held, for the writer to send some of what is
+// queued, since the Budget could not cover a box of size bytes: as
+// waitSpace does for room under the limit, with the same rule for the
+// reader, so that the writer's deadline bounds the wait. The Budget itself
+// is never waited for: with nothing queued or being written, there is
+// nothing this connection can give back, and the answer is refused with
+// ErrBufferBudget (the connection closes, see queueFull).
+func (c *Conn) waitBudget(ctx context.Context, q queueing, size int) error {
+	queued := len(c.w.buf) + c.w.inflight
+	if queued == 0 || q.noWait || q.reader && c.w.owner == ownerLent {
+		if c.w.locked != nil {
+			return c.w.locked
+		}
+		budget := c.cfg.Budget
+		return fmt.Errorf("%w: a %d-byte box with %d bytes queued for the peer needs more than the %d the connection holds on its own, and %d of %d are in use",
+			ErrBufferBudget, size, queued, budget.own, budget.InUse(), budget.Limit())
+	}
+	return c.waitRoomLocked(ctx)
 }
 
 // waitSpace waits, with wmu held, until the write queue (queued and being
@@ -176,25 +293,32 @@ func (c *Conn) waitSpace(ctx context.Context, limit int, reader, noWait bool) er
 			}
 			return fmt.Errorf("%w: %d bytes queued for the peer, limit %d, and the writer cannot send them now", ErrWriteQueueFull, queued, limit)
 		}
-		if c.w.space == nil {
-			c.w.space = make(chan struct{})
-		}
-		// Whoever filled the queue may have left the write to the reader.
-		c.signalWriter()
-		ch := c.w.space
-		c.wmu.Unlock()
-		var err error
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-c.done:
-		}
-		c.wmu.Lock()
-		if err != nil {
+		if err := c.waitRoomLocked(ctx); err != nil {
 			return err
 		}
 	}
+}
+
+// waitRoomLocked waits, with wmu held (released meanwhile), until the
+// writer has made room (a batch written, the queue closing), ctx ends or
+// the connection is done.
+func (c *Conn) waitRoomLocked(ctx context.Context) error {
+	if c.w.space == nil {
+		c.w.space = make(chan struct{})
+	}
+	// Whoever filled the queue may have left the write to the reader.
+	c.signalWriter()
+	ch := c.w.space
+	c.wmu.Unlock()
+	var err error
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-c.done:
+	}
+	c.wmu.Lock()
+	return err
 }
 
 // flushNow sends what is queued: through the fast path when it is open,
@@ -244,6 +368,7 @@ func (c *Conn) tryFastWrite() bool {
 		c.wmu.Lock()
 		c.w.owner = ownerNone
 		c.w.inflight = 0
+		c.settleLocked()
 		c.wmu.Unlock()
 		c.fail(err)
 		return true
@@ -267,6 +392,7 @@ func (c *Conn) tryFastWrite() bool {
 	} else {
 		c.keepSpareLocked(out)
 	}
+	c.settleLocked()
 	c.wmu.Unlock()
 	if more {
 		c.signalWriter()
@@ -393,6 +519,7 @@ func (c *Conn) endBatch(b *batch) {
 	c.w.owner = ownerNone
 	c.w.inflight = 0
 	c.releaseSpaceLocked()
+	c.settleLocked()
 	if b.lend != nil && c.w.unlend {
 		c.w.unlend = false
 	} else if b.lend != nil {
