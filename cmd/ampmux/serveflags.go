@@ -32,7 +32,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig, routes *multiFlag, configFil
 	fs.IntVar(&l.MaxCallsPerConn, "max-calls-per-conn", l.MaxCallsPerConn, "AMP `calls` a connection may have in flight; past it calls are answered OVERLOADED")
 	fs.Var(&l.MaxBoxSize, "max-box-size", "`size` of the largest AMP box accepted (AMP values are at most 64KiB each)")
 	fs.IntVar(&l.MaxFields, "max-fields", l.MaxFields, "`fields` per AMP box; more is a protocol error that closes the connection")
-	fs.Var(&l.UnauthBuffer, "unauthenticated-buffer", "`size` of memory shared by all connections without a verified client certificate for boxes still arriving; a connection past it is closed")
+	fs.Var(&l.UnauthBuffer, "unauthenticated-buffer", "`size` of memory shared by all connections without a verified client certificate, past 256KiB each, for boxes arriving, requests waiting for a handler and answers waiting for the network; past it a box closes its connection, a request is answered OVERLOADED, an answer waits")
 	fs.Var(&l.WriteBuffer, "write-buffer", "`size` of boxes queued for a client, answers included; past it the connection reads no more until the client reads, and --write-timeout closes it")
 	fs.DurationVar(&l.WriteTimeout, "write-timeout", l.WriteTimeout, "how long a write to a client may make no progress before the connection is closed (0: never)")
 	fs.DurationVar(&l.Heartbeat, "heartbeat", l.Heartbeat, "probe an AMP connection idle this long (0: never)")
