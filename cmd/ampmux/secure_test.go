@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -283,5 +284,66 @@ func TestHTTPSideHostileInput(t *testing.T) {
 	}
 	if got := h.Get("X-Forwarded-For"); got != "127.0.0.1" {
 		t.Errorf("X-Forwarded-For %q, want the real peer 127.0.0.1", got)
+	}
+}
+
+// TestCertClient: cert --client adds a certificate signed by the CA in
+// --out, leaves the other files alone, and serve admits it by its name.
+func TestCertClient(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := ctRun("cert", "--out", dir); code != 0 {
+		t.Fatalf("cert: %s", stderr)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, pki.ClientFile))
+	code, stdout, stderr := ctRun("cert", "--out", dir, "--client", "alice")
+	if code != 0 || !strings.Contains(stdout, "alice.pem") {
+		t.Fatalf("cert --client: exit %d %s %s", code, stdout, stderr)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, pki.ClientFile)); !bytes.Equal(before, after) {
+		t.Fatal("cert --client rewrote client.pem")
+	}
+	if st, err := os.Stat(filepath.Join(dir, "alice-key.pem")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("alice-key.pem: %v %v", st, err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--client", "alice"}, "not replacing"},
+		{[]string{"--client", "../x"}, "a name is"},
+		{[]string{"--client", "ca"}, "would replace ca.pem"},
+		{[]string{"--client", "bob", "--host", "h"}, "not with --client"},
+	} {
+		if code, _, stderr := ctRun(append([]string{"cert", "--out", dir}, tt.args...)...); code == 0 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("cert %v: exit %d, %q; want %q", tt.args, code, stderr, tt.want)
+		}
+	}
+	if code, _, stderr := ctRun("cert", "--out", t.TempDir(), "--client", "bob"); code == 0 || !strings.Contains(stderr, "needs the CA") {
+		t.Errorf("cert --client without a CA: exit %d, %q", code, stderr)
+	}
+
+	cfg := fmt.Sprintf("tls_cert: %s\ntls_key: %s\nclient_ca: %s\nroutes:\n  - name: alices\n    backend: %s\n    allowed_names: [alice]\n",
+		filepath.Join(dir, pki.ServerFile), filepath.Join(dir, pki.ServerKeyFile), filepath.Join(dir, pki.CAFile), startEchoBackend(t))
+	path := filepath.Join(dir, "gw.yaml")
+	os.WriteFile(path, []byte(cfg), 0o644)
+	_, addr := startServe(t, "--config", path)
+	pool, _ := loadPool(filepath.Join(dir, pki.CAFile))
+	load := func(name string) *tls.Config {
+		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := switching.Dial(ctx, addr, "alices", load("alice"))
+	if err != nil {
+		t.Fatalf("alice on her route: %v", err)
+	}
+	ctEcho(t, c, 1000)
+	c.Close()
+	if _, err := switching.Dial(ctx, addr, "alices", load("client")); !errors.Is(err, switching.ErrForbidden) {
+		t.Fatalf("client on alice's route: %v, want FORBIDDEN", err)
 	}
 }

@@ -206,3 +206,62 @@ func (b *Bundle) Write(dir string) error {
 	}
 	return nil
 }
+
+// LoadCA reads a CA written by Bundle.Write from dir (ca.pem, ca-key.pem).
+func LoadCA(dir string) (*CA, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, CAFile))
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, CAKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w (the CA key is needed to sign)", err)
+	}
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("pki: %s holds no PEM certificate", CAFile)
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %s: %w", CAFile, err)
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("pki: %s is not a CA certificate", CAFile)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, fmt.Errorf("pki: %s holds no PEM key", CAKeyFile)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %s: %w", CAKeyFile, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("pki: %s is not a signing key", CAKeyFile)
+	}
+	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("pki: %s does not match %s", CAKeyFile, CAFile)
+	}
+	return &CA{Cert{Cert: cert, Key: signer, DER: cb.Bytes}}, nil
+}
+
+// WriteClient writes c as NAME.pem and NAME-key.pem (mode 0600) in dir.
+func WriteClient(dir, name string, c *Cert) error {
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{
+		{filepath.Join(dir, name+".pem"), c.CertPEM(), 0o644},
+		{filepath.Join(dir, name+"-key.pem"), c.KeyPEM(), keyPermissions},
+	} {
+		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {
+			return fmt.Errorf("pki: %w", err)
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			return fmt.Errorf("pki: %w", err)
+		}
+	}
+	return nil
+}
