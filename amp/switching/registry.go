@@ -69,6 +69,8 @@ type protocol struct {
 	name   string
 	policy Policy
 	serve  Handler
+	// exposure, for a route made by Expose, goes with it.
+	exposure *Exposure
 }
 
 // Registry holds the inner protocols a server offers. It is safe for
@@ -76,11 +78,12 @@ type protocol struct {
 type Registry struct {
 	mu        sync.RWMutex
 	protocols map[string]*protocol
+	exposures map[string]*Exposure
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{protocols: make(map[string]*protocol)}
+	return &Registry{protocols: make(map[string]*protocol), exposures: make(map[string]*Exposure)}
 }
 
 // Register offers protocol name, served by h under policy p, replacing any
@@ -89,16 +92,29 @@ func (r *Registry) Register(name string, h Handler, p Policy) {
 	if name == "" || h == nil {
 		panic("switching: Register needs a name and a handler")
 	}
+	r.register(&protocol{name: name, policy: p, serve: h})
+}
+
+func (r *Registry) register(p *protocol) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.protocols[name] = &protocol{name: name, policy: p, serve: h}
+	old := r.protocols[p.name]
+	r.protocols[p.name] = p
+	r.mu.Unlock()
+	if old != nil && old.exposure != nil && old.exposure != p.exposure {
+		old.exposure.Close()
+	}
 }
 
 // Unregister withdraws protocol name; connections already switched go on.
+// A route made by Expose takes its Exposure with it.
 func (r *Registry) Unregister(name string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	old := r.protocols[name]
 	delete(r.protocols, name)
+	r.mu.Unlock()
+	if old != nil && old.exposure != nil {
+		old.exposure.Close()
+	}
 }
 
 // Names returns the registered protocol names, sorted.
@@ -119,7 +135,8 @@ func (r *Registry) lookup(name string) *protocol {
 	return r.protocols[name]
 }
 
-// Install registers the ProtocolSwitch and ListProtocols responders on m.
+// Install registers the ProtocolSwitch and ListProtocols responders on m,
+// and those of publishing (_ampmux_publish, _ampmux_standby; see Expose).
 // The connections they run on need a conn.Config.TLS for clients to pass
 // TLS-requiring policies.
 func (r *Registry) Install(m *amp.Mux) {
@@ -141,6 +158,8 @@ func (r *Registry) Install(m *amp.Mux) {
 		}
 		return ProtocolsReply{Protocols: names}, nil
 	})
+	amp.HandleInline(m, publishCmd, r.servePublish)
+	amp.HandleInline(m, standbyCmd, r.serveStandby)
 }
 
 func infoFor(c *conn.Conn, name string) Info {
@@ -314,6 +333,9 @@ func (r *Registry) serveSwitch(ctx context.Context, req, _ *box.Box) error {
 		pctx, cancel := context.WithTimeout(ctx, timeout)
 		state, err := p.policy.Prepare(pctx, info)
 		cancel()
+		if errors.Is(err, ErrUnavailable) {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("%w: %q: %v", ErrUnavailable, name, err)
 		}
