@@ -9,6 +9,7 @@ package tunnel
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -17,7 +18,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/ampmux/ampmux/amp/switching"
 	"github.com/ampmux/ampmux/internal/pki"
 	"github.com/stretchr/testify/require"
 )
@@ -312,7 +312,7 @@ func TestReviewHalfCloseThroughSwitchingConnOverWrapper(t *testing.T) {
 	client, front := tcpPair(t)
 	back, backend := tcpPair(t)
 	boundTCP(t, client, front, back, backend)
-	a := &switching.Conn{Conn: wrapped{front}} // as over a prefixConn
+	a := unsupportedCloseWrite{wrapped{front}} // as switching.Conn over a prefixConn was
 	done := make(chan error, 1)
 	go func() { done <- PipeWith(a, back, nil, Options{}) }()
 	_, err := backend.Write([]byte("answer"))
@@ -331,6 +331,15 @@ func TestReviewHalfCloseThroughSwitchingConnOverWrapper(t *testing.T) {
 		"the backend's EOF closed the client's end instead of half-closing it (client write: %v, CloseWrite: %v)", werr, cwerr)
 	require.NoError(t, waitDone(t, done))
 }
+
+// unsupportedCloseWrite is switching.Conn as it was over a prefixConn: a
+// CloseWrite that says errors.ErrUnsupported over an inner connection
+// (reached through NetConn) that could half-close. (switching's own test
+// checks its side; importing it here would be a cycle.)
+type unsupportedCloseWrite struct{ net.Conn }
+
+func (unsupportedCloseWrite) CloseWrite() error   { return errors.ErrUnsupported }
+func (u unsupportedCloseWrite) NetConn() net.Conn { return u.Conn }
 
 // Held: *tls.Conn ends. A half-close either way is passed on as
 // close_notify (tls.Conn.CloseWrite), everything sent before it arrives,
