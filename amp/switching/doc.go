@@ -39,4 +39,83 @@
 // written, so that the caller's first bytes follow it in the same flight
 // (setup then costs about what a plain TLS dial does), and a refused switch
 // shows as a *DialError on the first Read.
+//
+// # Reverse tunnels
+//
+// A route can be served from behind NAT: an agent that can only dial out
+// publishes it through the gateway (frp's and ngrok's model, over the
+// gateway's one AMP port, the agent known by its certificate). On the
+// gateway, Registry.Expose(name, publishers, policy) offers route name to
+// clients under policy like any route, and tunnels each client to a
+// publisher: an agent whose verified certificate's PeerName is in
+// publishers. On the agent, ListenRemote (or a Publisher, for its
+// options) returns a net.Listener whose Accept yields those clients, so
+// that http.Serve and the like serve them unchanged.
+// Registry.AcceptPublishers is the gateway's publishing side alone, for
+// a route whose handler is the caller's and dials the publisher with
+// Exposure.Dial (as it would dial a backend).
+//
+// The wire, after StartTLS with the agent's client certificate on every
+// connection (all of it AMP: a Twisted gateway answers UNHANDLED, and
+// the agent gives up):
+//
+//	_ampmux_publish(name String, session String) -> {}      agent -> gateway
+//	    errors UNKNOWN_PROTOCOL, TLS_REQUIRED, FORBIDDEN, ALREADY_PUBLISHED
+//	_ampmux_standby(name String, session String)            agent -> gateway, no answer
+//	_ampmux_more(name String, n Integer)                    gateway -> agent, no answer
+//	ProtocolSwitch(protocol String) -> {}                   gateway -> agent, on a standby
+//
+// The agent's control connection calls _ampmux_publish. The gateway
+// checks TLS 1.2+, a verified certificate, and that its PeerName is a
+// publisher (else FORBIDDEN; UNKNOWN_PROTOCOL if name is not exposed) and
+// records the publisher until that connection ends. One publisher at a
+// time: while its control connection lives, another is refused with
+// ALREADY_PUBLISHED (ErrAlreadyPublished), as frp refuses a proxy name
+// already in use, unless it is the same identity with the same session
+// (random, drawn by the agent once and kept across its reconnections):
+// then the old control connection is stale (gone without a FIN, not yet
+// noticed) and is replaced. The agent also opens Publisher.Standby
+// (default 2) standby connections, each announcing itself with
+// _ampmux_standby; the gateway keeps those of the current publisher and
+// session (others it hangs up on) as AMP connections, still read, so
+// that their end is seen at once. When a client switches to the route,
+// the gateway takes a standby and sends it, itself, a ProtocolSwitch to
+// the route: the agent answers, both ends hand the connection over, the
+// agent's side goes to Accept, and the gateway pipes it to the client
+// (tunnel.PipeWith: half-closes pass through both ways), whose switch is
+// answered only then. With no standby ready, the gateway asks for one
+// more with _ampmux_more on the control connection and the client's
+// switch waits for it, up to the policy's PrepareTimeout. The agent
+// replaces each standby used, so that a client seldom waits for a
+// handshake. With no publisher, a switch to the route is refused at once
+// with UNAVAILABLE; so it is when the agent refuses (closing, or
+// Publisher.Backlog connections not accepted).
+//
+// States, on the gateway: unpublished ──publish──▶ published ──control
+// connection ends, Exposure.Disconnect, replaced──▶ unpublished (its
+// standbys closed, waiting clients refused); Exposure.Close (or
+// Unregister of an exposed route) ends it for good. On the agent:
+// connecting ──published──▶ serving ──control connection ends──▶
+// backing off ──▶ connecting ...; a refusal (FORBIDDEN, ALREADY_PUBLISHED,
+// UNKNOWN_PROTOCOL, TLS_REQUIRED, UNHANDLED) is final: Listen returns it
+// the first time, Accept afterwards, as a *PublishError naming route and
+// identity. The wait before reconnecting doubles from BackoffMin to
+// BackoffMax, jittered, and starts again after a publish; standby
+// connections that end unused back off the same way.
+//
+// Goroutines, and who owns what. Gateway: each publisher has one
+// goroutine waiting for its control connection's end; standbys have
+// none (the Exposure holds them, under its lock, pruned as they end);
+// a client's switch runs the claim in its Prepare, on its connection's
+// reader, and the pipe in its handler; closing dropped connections runs
+// on short goroutines of their own. Agent: one goroutine runs the
+// sessions one after another (control connection, reconnections, the
+// standby count), one per standby connection holds it until it is
+// switched or ends, and one per switched connection delivers it to
+// Accept. Close cancels them all, closes every connection the listener
+// holds and returns once they have exited; connections accepted belong
+// to the caller. The control connection has a heartbeat
+// (Publisher.Heartbeat, 30 s), so that a gateway gone silent is left
+// within Heartbeat + HeartbeatTimeout; the gateway notices an agent gone
+// by its own conn.Config.Heartbeat and TCP keep-alive.
 package switching

@@ -447,9 +447,16 @@ func (x *Exposure) Dial(ctx context.Context) (net.Conn, error) {
 			return nc, nil
 		}
 		go c.Close()
+		var re *amp.RemoteError
+		if errors.As(err, &re) {
+			// The agent refused (closing, or its backlog full): so would
+			// its other standbys.
+			return nil, fmt.Errorf("%w: %q: the publisher refused: %v", ErrUnavailable, x.name, err)
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %q: %v", ErrUnavailable, x.name, err)
 		}
+		// That standby was dead: try the next.
 	}
 }
 

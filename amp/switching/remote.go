@@ -93,7 +93,8 @@ type Publisher struct {
 	// OnPublish, if set, is called each time the gateway has accepted
 	// the publish (first in Listen, then after each reconnection), and
 	// OnDisconnect each time the control connection ended, with why. They
-	// run on the listener's goroutine and must not block.
+	// run on the listener's goroutine: the reconnection waits for
+	// OnDisconnect to return.
 	OnPublish    func()
 	OnDisconnect func(err error)
 }
@@ -225,6 +226,7 @@ type RemoteListener struct {
 	dataMux  *amp.Mux
 
 	accept chan net.Conn
+	queued atomic.Int32    // switches answered and not accepted yet
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	done   chan struct{} // closed by Close
@@ -502,7 +504,8 @@ func (l *RemoteListener) serveSwitch(ctx context.Context, req, _ *box.Box) error
 		return fmt.Errorf("%w: %q: listener closed", ErrUnavailable, l.name)
 	default:
 	}
-	if len(l.accept) >= cap(l.accept) {
+	if l.queued.Add(1) > int32(cap(l.accept)) {
+		l.queued.Add(-1)
 		return fmt.Errorf("%w: %q: too many connections not accepted", ErrUnavailable, l.name)
 	}
 	info := infoFor(c, l.name)
@@ -511,15 +514,18 @@ func (l *RemoteListener) serveSwitch(ctx context.Context, req, _ *box.Box) error
 	err := c.SwitchAfterAnswer(ctx, func(nc net.Conn) {
 		defer l.wg.Done()
 		if nc == nil {
+			l.queued.Add(-1)
 			return
 		}
 		select {
 		case l.accept <- &Conn{Conn: nc, info: info}:
 		case <-l.done:
+			l.queued.Add(-1)
 			nc.Close()
 		}
 	})
 	if err != nil {
+		l.queued.Add(-1)
 		l.wg.Done()
 	}
 	return err
@@ -530,12 +536,14 @@ func (l *RemoteListener) serveSwitch(ctx context.Context, req, _ *box.Box) error
 func (l *RemoteListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.accept:
+		l.queued.Add(-1)
 		return c, nil
 	case <-l.done:
 		return nil, net.ErrClosed
 	case <-l.failed:
 		select {
 		case c := <-l.accept:
+			l.queued.Add(-1)
 			return c, nil
 		default:
 		}

@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/ampmux/ampmux/amp"
+	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/amp/switching"
 	"github.com/ampmux/ampmux/internal/pki"
@@ -29,7 +31,9 @@ type gateway struct {
 	alice, agent, agent2, bad *tls.Config
 }
 
-func newGateway(t *testing.T) *gateway {
+func newGateway(t *testing.T) *gateway { return newGatewayWith(t, 0) }
+
+func newGatewayWith(t *testing.T, heartbeat time.Duration) *gateway {
 	ca, err := pki.NewCA("test CA")
 	require.NoError(t, err)
 	srvCert, err := ca.Server("localhost", "127.0.0.1")
@@ -46,7 +50,7 @@ func newGateway(t *testing.T) *gateway {
 	g.reg.Install(m)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	g.srv = &conn.Server{Config: conn.Config{Handler: m, Logger: quiet(), TLS: &tls.Config{
+	g.srv = &conn.Server{Config: conn.Config{Handler: m, Logger: quiet(), Heartbeat: heartbeat, HeartbeatTimeout: 5 * time.Second, TLS: &tls.Config{
 		Certificates: []tls.Certificate{srvCert.TLS()},
 		ClientCAs:    ca.Pool(),
 		ClientAuth:   tls.VerifyClientCertIfGiven,
@@ -79,17 +83,23 @@ func (g *gateway) waitUnpublished(t *testing.T) {
 type events struct {
 	published    chan struct{}
 	disconnected chan error
+	hold         atomic.Pointer[chan struct{}] // if set, OnDisconnect waits for it to close
 }
 
 func (g *gateway) publisher(tlsCfg *tls.Config) (*switching.Publisher, *events) {
 	ev := &events{published: make(chan struct{}, 1024), disconnected: make(chan error, 1024)}
 	return &switching.Publisher{
-		TLSConfig:    tlsCfg,
-		BackoffMin:   time.Millisecond,
-		BackoffMax:   5 * time.Millisecond,
-		Logger:       quiet(),
-		OnPublish:    func() { ev.published <- struct{}{} },
-		OnDisconnect: func(err error) { ev.disconnected <- err },
+		TLSConfig:  tlsCfg,
+		BackoffMin: time.Millisecond,
+		BackoffMax: 5 * time.Millisecond,
+		Logger:     quiet(),
+		OnPublish:  func() { ev.published <- struct{}{} },
+		OnDisconnect: func(err error) {
+			ev.disconnected <- err
+			if h := ev.hold.Load(); h != nil {
+				<-*h
+			}
+		},
 	}, ev
 }
 
@@ -208,22 +218,71 @@ func TestRemoteRefusals(t *testing.T) {
 func TestRemoteRefusedOnReconnect(t *testing.T) {
 	g := newGateway(t)
 	ln, ev := g.listen(t, g.agent)
-	// While the agent is disconnected, another takes the route.
-	p, _ := g.publisher(g.agent2)
-	p.OnPublish = nil
+	hold := make(chan struct{})
+	ev.hold.Store(&hold)
 	g.web.Disconnect()
 	<-ev.disconnected
-	ln2, err := p.Listen(ctxT(t), g.addr, "web")
-	if err != nil {
-		// The first agent was back first: then the second is refused.
-		require.ErrorIs(t, err, switching.ErrAlreadyPublished)
-		return
-	}
+	// While the agent is held, another takes the route.
+	ln2, _ := g.listen(t, g.agent2)
 	defer ln2.Close()
-	_, err = ln.Accept()
+	close(hold)
+	_, err := ln.Accept()
 	var pe *switching.PublishError
 	require.ErrorAs(t, err, &pe)
 	require.ErrorIs(t, err, switching.ErrAlreadyPublished)
+	require.Equal(t, "agent", pe.Identity)
+	_, err = ln.Accept()
+	require.ErrorIs(t, err, switching.ErrAlreadyPublished, "and again")
+}
+
+// The wire, by hand: a publish again with the same session replaces a
+// stale control connection; another session is refused; a standby of
+// someone else's session is hung up on.
+func TestPublishWire(t *testing.T) {
+	g := newGateway(t)
+	ctx := ctxT(t)
+	dial := func(cfg *tls.Config) *conn.Conn {
+		c, err := conn.Dial(ctx, "tcp", g.addr, &conn.Config{Logger: quiet()})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		cfg = cfg.Clone()
+		cfg.ServerName = "127.0.0.1"
+		require.NoError(t, c.StartTLS(ctx, cfg))
+		return c
+	}
+	publish := func(c *conn.Conn, session string) error {
+		var args box.Box
+		args.SetString("name", "web")
+		args.SetString("session", session)
+		_, err := c.Call(ctx, switching.CommandPublish, &args)
+		return err
+	}
+	first := dial(g.agent)
+	require.NoError(t, publish(first, "s1"))
+	require.NoError(t, publish(first, "s1"), "again on the same connection")
+	other := dial(g.agent)
+	err := publish(other, "s2")
+	var re *amp.RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, switching.CodeAlreadyPublished, re.Code)
+	second := dial(g.agent)
+	require.NoError(t, publish(second, "s1"))
+	<-first.Done() // replaced, and closed by the gateway
+
+	stray := dial(g.agent)
+	var args box.Box
+	args.SetString("name", "web")
+	args.SetString("session", "s2")
+	require.NoError(t, stray.SendBox(ctx, switching.CommandStandby, &args))
+	<-stray.Done()
+	require.Equal(t, 0, g.web.Standby())
+
+	plain, err := conn.Dial(ctx, "tcp", g.addr, &conn.Config{Logger: quiet()})
+	require.NoError(t, err)
+	defer plain.Close()
+	err = publish(plain, "s3")
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, switching.CodeTLSRequired, re.Code)
 }
 
 func TestRemoteReconnects(t *testing.T) {
@@ -236,11 +295,15 @@ func TestRemoteReconnects(t *testing.T) {
 		roundTrip(t, c, 100_000)
 		c.Close()
 
+		hold := make(chan struct{})
+		ev.hold.Store(&hold)
 		require.True(t, g.web.Disconnect())
-		// Unpublished at once: refused, whatever the agent is doing.
+		// Unpublished at once: refused, while the agent (held in
+		// OnDisconnect) cannot be back.
 		_, err = switching.Dial(ctxT(t), g.addr, "web", g.alice)
 		require.ErrorIs(t, err, switching.ErrUnavailable)
 		<-ev.disconnected
+		close(hold)
 		<-ev.published
 	}
 	c, err := switching.Dial(ctxT(t), g.addr, "web", g.alice)
@@ -312,6 +375,48 @@ func TestRemoteBurst(t *testing.T) {
 	}
 	ln.Close()
 	<-done
+}
+
+// Heartbeats on every connection, both ends, probing all the time: the
+// gateway's probes on standby connections never get in the way of its
+// switches.
+func TestRemoteHeartbeats(t *testing.T) {
+	g := newGatewayWith(t, time.Millisecond)
+	p, ev := g.publisher(g.agent)
+	p.Heartbeat, p.HeartbeatTimeout = time.Millisecond, 5*time.Second
+	ln, err := p.Listen(ctxT(t), g.addr, "web")
+	require.NoError(t, err)
+	defer ln.Close()
+	<-ev.published
+	done := echoOn(ln)
+	for range 50 {
+		c, err := switching.Dial(ctxT(t), g.addr, "web", g.alice)
+		require.NoError(t, err)
+		roundTrip(t, c, 1000)
+		c.Close()
+	}
+	ln.Close()
+	<-done
+}
+
+// A full backlog: the agent refuses, and the client is told UNAVAILABLE
+// rather than kept waiting.
+func TestRemoteBacklogFull(t *testing.T) {
+	g := newGateway(t)
+	p, ev := g.publisher(g.agent)
+	p.Backlog = 1
+	ln, err := p.Listen(ctxT(t), g.addr, "web")
+	require.NoError(t, err)
+	defer ln.Close()
+	<-ev.published
+	c, err := switching.Dial(ctxT(t), g.addr, "web", g.alice) // queued, not accepted
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = switching.Dial(ctxT(t), g.addr, "web", g.alice)
+	require.ErrorIs(t, err, switching.ErrUnavailable)
+	a, err := ln.Accept()
+	require.NoError(t, err)
+	a.Close()
 }
 
 // Close leaves nothing behind: the route is unpublished, and Accept says
