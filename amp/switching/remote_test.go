@@ -28,6 +28,7 @@ type gateway struct {
 	reg                       *switching.Registry
 	web                       *switching.Exposure
 	srv                       *conn.Server
+	tls                       *tls.Config // the server's
 	alice, agent, agent2, bad *tls.Config
 }
 
@@ -50,11 +51,12 @@ func newGatewayWith(t *testing.T, heartbeat time.Duration) *gateway {
 	g.reg.Install(m)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	g.srv = &conn.Server{Config: conn.Config{Handler: m, Logger: quiet(), Heartbeat: heartbeat, HeartbeatTimeout: 5 * time.Second, TLS: &tls.Config{
+	g.tls = &tls.Config{
 		Certificates: []tls.Certificate{srvCert.TLS()},
 		ClientCAs:    ca.Pool(),
 		ClientAuth:   tls.VerifyClientCertIfGiven,
-	}}}
+	}
+	g.srv = &conn.Server{Config: conn.Config{Handler: m, Logger: quiet(), Heartbeat: heartbeat, HeartbeatTimeout: 5 * time.Second, TLS: g.tls}}
 	served := make(chan struct{})
 	go func() { defer close(served); g.srv.Serve(l) }()
 	t.Cleanup(func() {
@@ -212,6 +214,58 @@ func TestRemoteRefusals(t *testing.T) {
 	c.Close()
 	first.Close()
 	<-done
+}
+
+// A gateway that knows nothing of publishing (Twisted, an older ampmux)
+// answers UNHANDLED: a refusal too, not something to retry.
+func TestRemoteGatewayWithoutPublishing(t *testing.T) {
+	g := newGateway(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &conn.Server{Config: conn.Config{Handler: amp.NewMux(), Logger: quiet(), TLS: g.tls}}
+	go srv.Serve(l)
+	defer srv.Close()
+	p, _ := g.publisher(g.agent)
+	_, err = p.Listen(ctxT(t), l.Addr().String(), "web")
+	var pe *switching.PublishError
+	require.ErrorAs(t, err, &pe)
+	require.ErrorIs(t, err, amp.ErrUnhandledCommand)
+}
+
+// AcceptPublishers and Dial: a route with a handler of its own, which
+// gets its connection to the publisher in Prepare, as from a backend.
+func TestRemoteAcceptPublishers(t *testing.T) {
+	g := newGateway(t)
+	x := g.reg.AcceptPublishers("svc", []string{"agent"})
+	handled := make(chan string, 1)
+	g.reg.Register("svc", func(c net.Conn, info switching.Info) {
+		back := info.State.(net.Conn)
+		defer back.Close()
+		defer c.Close()
+		io.WriteString(back, "framed by the gateway: ")
+		buf := make([]byte, 5)
+		io.ReadFull(c, buf)
+		back.Write(buf)
+		back.(interface{ CloseWrite() error }).CloseWrite()
+		b, _ := io.ReadAll(back)
+		handled <- string(b)
+	}, switching.Policy{Prepare: func(ctx context.Context, _ switching.Info) (any, error) { return x.Dial(ctx) }})
+	p, ev := g.publisher(g.agent)
+	ln, err := p.Listen(ctxT(t), g.addr, "svc")
+	require.NoError(t, err)
+	defer ln.Close()
+	<-ev.published
+	done := echoOn(ln)
+	c, err := switching.Dial(ctxT(t), g.addr, "svc", g.alice)
+	require.NoError(t, err)
+	io.WriteString(c, "hello")
+	require.Equal(t, "framed by the gateway: hello", <-handled)
+	c.Close()
+	ln.Close()
+	<-done
+	require.NoError(t, x.Close())
+	_, err = x.Dial(ctxT(t))
+	require.ErrorIs(t, err, switching.ErrUnavailable)
 }
 
 // A refusal after a reconnection ends the listener: Accept says why.
