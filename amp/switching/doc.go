@@ -64,6 +64,7 @@
 //	_ampmux_standby(name String, session String)            agent -> gateway, no answer
 //	_ampmux_more(name String, n Integer)                    gateway -> agent, no answer
 //	ProtocolSwitch(protocol String) -> {}                   gateway -> agent, on a standby
+//	    with peer String, peer_name String: the client's address and PeerName
 //
 // The agent's control connection calls _ampmux_publish. The gateway
 // checks TLS 1.2+, a verified certificate, and that its PeerName is a

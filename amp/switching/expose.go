@@ -119,7 +119,7 @@ func (r *Registry) Expose(name string, publishers []string, p Policy) *Exposure 
 				return nil, err
 			}
 		}
-		back, err := x.Dial(ctx)
+		back, err := x.DialFor(ctx, info)
 		if err != nil {
 			closeState(st)
 			return nil, err
@@ -407,7 +407,22 @@ func (x *Exposure) offerLocked(c *conn.Conn) bool {
 // standby connection, switched. With none ready it asks the agent for
 // more (_ampmux_more) and waits, until ctx ends. It fails at once, with
 // an error matching ErrUnavailable, while the route has no publisher.
-func (x *Exposure) Dial(ctx context.Context) (net.Conn, error) {
+func (x *Exposure) Dial(ctx context.Context) (net.Conn, error) { return x.dial(ctx, nil) }
+
+// DialFor is Dial for the client of info: the agent learns its address
+// and PeerName (Info.Relayed on the agent's connection).
+func (x *Exposure) DialFor(ctx context.Context, client Info) (net.Conn, error) {
+	r := &Relayed{}
+	if client.RemoteAddr != nil {
+		r.Addr = client.RemoteAddr.String()
+	}
+	if cert := client.PeerCertificate(); cert != nil {
+		r.Name, _ = PeerName(cert)
+	}
+	return x.dial(ctx, r)
+}
+
+func (x *Exposure) dial(ctx context.Context, client *Relayed) (net.Conn, error) {
 	for {
 		x.mu.Lock()
 		p := x.pub
@@ -442,7 +457,7 @@ func (x *Exposure) Dial(ctx context.Context) (net.Conn, error) {
 				return nil, fmt.Errorf("%w: %q: no standby connection from its publisher: %v", ErrUnavailable, x.name, ctx.Err())
 			}
 		}
-		nc, err := x.switchStandby(ctx, c)
+		nc, err := x.switchStandby(ctx, c, client)
 		if err == nil {
 			return nc, nil
 		}
@@ -478,11 +493,15 @@ func (x *Exposure) giveUp(w *waiter, p *publisher) {
 }
 
 // switchStandby asks the agent to switch standby c to the route.
-func (x *Exposure) switchStandby(ctx context.Context, c *conn.Conn) (net.Conn, error) {
+func (x *Exposure) switchStandby(ctx context.Context, c *conn.Conn, client *Relayed) (net.Conn, error) {
 	sctx, cancel := context.WithTimeout(ctx, standbySwitchTimeout)
 	defer cancel()
 	var args box.Box
 	args.SetString("protocol", x.name)
+	if client != nil {
+		args.SetString("peer", client.Addr)
+		args.SetString("peer_name", client.Name)
+	}
 	inner, err := c.Switch(sctx, CommandProtocolSwitch, &args)
 	if err != nil {
 		return nil, ProtocolSwitch.MapError(err)

@@ -29,6 +29,18 @@ type Info struct {
 	TLS *tls.ConnectionState
 	// State is what Policy.Prepare returned (a dialed backend, say).
 	State any
+	// Relayed, on a connection a RemoteListener accepted, is what the
+	// gateway says of the client it tunnels; nil elsewhere.
+	Relayed *Relayed
+}
+
+// Relayed is what a gateway says of the client whose connection it
+// tunnels to a publisher: the address the client connected from, and
+// its certificate's PeerName ("" without one). An agent can trust it as
+// far as it trusts the gateway whose certificate it verified.
+type Relayed struct {
+	Addr string
+	Name string
 }
 
 // PeerCertificate returns the client's verified leaf certificate, or nil.

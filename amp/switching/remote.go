@@ -213,8 +213,9 @@ func newSession() string {
 
 // RemoteListener is the net.Listener of a published route: Accept yields
 // the connections of the gateway's clients, switched (*Conn: CloseWrite
-// half-closes them through to the gateway's client). Its Info's
-// RemoteAddr is the gateway's.
+// half-closes them through to the gateway's client). Their RemoteAddr,
+// and their Info's, is the gateway's; Info.Relayed says which client it
+// relays, when the gateway says so (InfoOf).
 type RemoteListener struct {
 	p        Publisher
 	cfg      *tls.Config
@@ -509,6 +510,9 @@ func (l *RemoteListener) serveSwitch(ctx context.Context, req, _ *box.Box) error
 		return fmt.Errorf("%w: %q: too many connections not accepted", ErrUnavailable, l.name)
 	}
 	info := infoFor(c, l.name)
+	if req.Has("peer") {
+		info.Relayed = &Relayed{Addr: req.GetString("peer"), Name: req.GetString("peer_name")}
+	}
 	sb.switched.Store(true)
 	l.wg.Add(1)
 	err := c.SwitchAfterAnswer(ctx, func(nc net.Conn) {

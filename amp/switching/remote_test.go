@@ -3,6 +3,7 @@ package switching_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -373,7 +374,7 @@ func TestRemoteReconnects(t *testing.T) {
 func TestRemoteHalfClose(t *testing.T) {
 	g := newGateway(t)
 	ln, _ := g.listen(t, g.agent)
-	got := make(chan string, 1)
+	got, relayed := make(chan string, 1), make(chan string, 1)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -381,6 +382,12 @@ func TestRemoteHalfClose(t *testing.T) {
 			return
 		}
 		defer c.Close()
+		info, _ := switching.InfoOf(c)
+		if info.Relayed == nil || info.Relayed.Name != "alice" {
+			got <- fmt.Sprintf("relayed: %+v", info.Relayed)
+			return
+		}
+		relayed <- info.Relayed.Addr
 		b, err := io.ReadAll(c) // to the client's half-close
 		if err != nil {
 			got <- err.Error()
@@ -396,6 +403,12 @@ func TestRemoteHalfClose(t *testing.T) {
 	defer c.Close()
 	io.WriteString(c, "ping")
 	require.NoError(t, c.(interface{ CloseWrite() error }).CloseWrite())
+	select {
+	case addr := <-relayed: // the agent knows who it serves
+		require.Equal(t, c.LocalAddr().String(), addr)
+	case s := <-got:
+		t.Fatal(s)
+	}
 	require.Equal(t, "ping", <-got)
 	b, err := io.ReadAll(c)
 	require.NoError(t, err)
