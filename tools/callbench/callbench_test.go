@@ -110,9 +110,10 @@ func checkResult(t *testing.T, r Result, kind, api string, inflight int) {
 	if p.Calls <= 0 || p.Errors != 0 || p.CallsPerSec <= 0 || p.P50us <= 0 || p.P99us < p.P50us {
 		t.Fatalf("implausible result %+v", p)
 	}
-	// A timer never fires early, so the window is at least its length; a
-	// loaded machine may make it longer, which is no error of the tool.
-	if p.Seconds < testDuration.Seconds() {
+	// The window is about its length (the floor client times its own,
+	// from its first answer); a loaded machine may make it longer, which
+	// is no error of the tool, so there is no upper bound.
+	if p.Seconds < testDuration.Seconds()*0.9 {
 		t.Fatalf("measured %.3fs for a %v window", p.Seconds, testDuration)
 	}
 }
