@@ -22,8 +22,13 @@ import (
 // (any other context works too, with that hand-off). It ends with the
 // connection; do not keep it.
 //
-// ctx bounds only the wait for room in the write buffer. An error returned
-// by Go means the call was not sent, and done will not be called. args is
+// ctx bounds only the wait for room in the write buffer. With the ctx done
+// got (a call made on the reader) Go never waits for room, since a reader
+// that waits reads nothing, and a peer chaining calls the same way would
+// wait for it in turn: such a call may go past MaxWriteBuffer, up to
+// MaxWriteQueue as answers do, and past that Go fails at once with
+// ErrWriteQueueFull (the connection goes on). An error returned by Go
+// means the call was not sent, and done will not be called. args is
 // encoded before Go returns: the caller may reuse it at once.
 func (c *Conn) Go(ctx context.Context, command string, args *box.Box, done func(ctx context.Context, reply *box.Box, err error)) error {
 	cl := c.getCall()

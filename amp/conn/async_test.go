@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -155,7 +156,11 @@ func TestGoLostOnClose(t *testing.T) {
 }
 
 // A callback that sends more calls than the write buffer holds must not
-// wait forever for room that only the writer can make.
+// wait forever for room that only the writer can make. With the reader's
+// token (its ctx) its calls never wait: they go past MaxWriteBuffer up to
+// MaxWriteQueue (64 KiB here, which the burst fits), and past it fail at
+// once with ErrWriteQueueFull (TestGoFromCallbackPastWriteQueue); with
+// another context they wait for the writer, which makes room.
 func TestGoBurstFromCallbackBeyondWriteBuffer(t *testing.T) {
 	for _, readerCtx := range []bool{true, false} {
 		t.Run(map[bool]string{true: "reader context", false: "other context"}[readerCtx], func(t *testing.T) {
@@ -167,7 +172,7 @@ func TestGoBurstFromCallbackBeyondWriteBuffer(t *testing.T) {
 func burstFromCallback(t *testing.T, readerCtx bool) {
 	a, b := tcpPair(t)
 	server := conn.New(b, &conn.Config{Handler: demoMux(), Logger: quietLogger()})
-	client := conn.New(a, &conn.Config{MaxWriteBuffer: 1024, Logger: quietLogger()})
+	client := conn.New(a, &conn.Config{MaxWriteBuffer: 1024, MaxWriteQueue: 64 << 10, Logger: quietLogger()})
 	t.Cleanup(func() {
 		client.Close()
 		server.Close()
@@ -206,6 +211,58 @@ func burstFromCallback(t *testing.T, readerCtx bool) {
 		t.Fatal("calls sent from a callback stalled behind a full write buffer")
 	}
 	require.NoError(t, <-first)
+}
+
+// A callback's calls past MaxWriteQueue fail at once with
+// ErrWriteQueueFull, without a wait (the reader reads nothing while it
+// waits) and without closing the connection; those before it are sent
+// and answered, and calls go on afterwards.
+func TestGoFromCallbackPastWriteQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		server := conn.New(b, &conn.Config{Handler: demoMux(), Logger: quietLogger()})
+		client := conn.New(a, &conn.Config{MaxWriteBuffer: 1024, MaxWriteQueue: 4096, Logger: quietLogger()})
+		defer server.Close()
+		defer client.Close()
+		const n = 500
+		var answered, refused atomic.Int32
+		var wg sync.WaitGroup
+		wg.Add(1)
+		err := client.Go(context.Background(), "Sum", sumArgs(1, 2), func(ctx context.Context, _ *box.Box, err error) {
+			defer wg.Done()
+			start := time.Now()
+			for i := range n {
+				wg.Add(1)
+				err := client.Go(ctx, "Sum", sumArgs(i, i), func(_ context.Context, _ *box.Box, err error) {
+					if err != nil {
+						t.Errorf("a call sent from the callback: %v", err)
+					}
+					answered.Add(1)
+					wg.Done()
+				})
+				if err != nil {
+					if !errors.Is(err, conn.ErrWriteQueueFull) {
+						t.Errorf("Go %d: %v", i, err)
+					}
+					refused.Add(1)
+					wg.Done()
+				}
+			}
+			if d := time.Since(start); d != 0 {
+				t.Errorf("the callback's calls waited %v", d)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if refused.Load() == 0 || answered.Load() == 0 || answered.Load()+refused.Load() != n {
+			t.Errorf("%d answered, %d refused of %d", answered.Load(), refused.Load(), n)
+		}
+		if _, err := client.Call(context.Background(), "Sum", sumArgs(1, 2)); err != nil {
+			t.Errorf("a call afterwards: %v", err)
+		}
+	})
 }
 
 // Connections closing while other goroutines make Go calls on them (and

@@ -55,7 +55,9 @@ type Config struct {
 	MaxQueuedCommands int
 	// MaxWriteBuffer is how many bytes of outgoing boxes (the batch being
 	// written included) may wait for the network before callers block
-	// (default 1 MiB).
+	// (default 1 MiB). Calls made on the reader (from Go callbacks and
+	// inline responders, with their ctx) never block: they go up to
+	// MaxWriteQueue, and past it fail with ErrWriteQueueFull (see Go).
 	MaxWriteBuffer int
 	// MaxWriteQueue bounds the bytes waiting for the network, answers
 	// included: past it, answers wait for room too, and the reader stops
@@ -70,8 +72,9 @@ type Config struct {
 	// the package documentation).
 	MaxWriteQueue int
 	// BoxTimeout bounds how long a box may take to arrive once its first
-	// byte has: a peer that starts a box and stalls (slowloris) loses the
-	// connection. Idle time between boxes is not limited (default 30 s).
+	// byte has, each box of a pipelined stream its own: a peer that starts
+	// a box and stalls (slowloris) loses the connection. Idle time between
+	// boxes is not limited (default 30 s).
 	BoxTimeout time.Duration
 	// WriteTimeout bounds how long a write to the network may go without
 	// progress; a peer that reads nothing for that long loses the
@@ -83,18 +86,25 @@ type Config struct {
 	// without receiving a byte before it probes the peer with a call of
 	// HeartbeatCommand (which no one implements: any answer, an UNHANDLED
 	// error included, shows the peer alive, and so does any other byte).
-	// A peer that sends nothing for HeartbeatTimeout after the probe (gone
-	// without a FIN, frozen, partitioned away) loses the connection with
+	// A peer that sends nothing for HeartbeatTimeout after the probe has
+	// been written, and takes none of the bytes queued after it (gone
+	// without a FIN, frozen, partitioned away), loses the connection with
 	// ErrHeartbeatTimeout, within Heartbeat + HeartbeatTimeout of its last
-	// byte. Probes are only sent in the open state: not while a StartTLS
-	// or switch is pending, never after a switch. Default 0: off, since
+	// byte when nothing else waits to be sent. A probe queued behind a
+	// backlog is awaited only once written, and none is sent while the
+	// write queue is past MaxWriteQueue: a peer that takes nothing then is
+	// the writer's, which WriteTimeout bounds. Probes are only sent in the
+	// open state: not while a StartTLS or switch is pending, never after a
+	// switch. Default 0: off, since
 	// the kernel's TCP keepalive (on by default in Go) already finds
 	// vanished hosts, and every probe costs a box and a timer on each idle
 	// connection; a server that must also free the connections of peers
 	// that are alive but stuck turns it on (ampmux serve does).
 	Heartbeat time.Duration
-	// HeartbeatTimeout is how long after a probe any byte must arrive
-	// (default Heartbeat).
+	// HeartbeatTimeout is how long after a probe is written any byte must
+	// arrive (default Heartbeat). A probe left unanswered that long while
+	// other bytes came (a peer may drop one: it crossed the peer's switch
+	// request) is forgotten, and the next silence probes again.
 	HeartbeatTimeout time.Duration
 	// TLS, if set, lets the peer secure the connection with StartTLS, this
 	// end being the TLS server (certificates, ClientCAs, ClientAuth). With
@@ -104,7 +114,8 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// BaseContext is the parent of the context responders get (default
 	// context.Background()). Its end cancels their contexts; it does not
-	// close the connection.
+	// close the connection, and answers still wait for room as long as
+	// the connection lives.
 	BaseContext context.Context
 	// Logger receives protocol errors and responder failures that become
 	// UNKNOWN answers (default slog.Default()).

@@ -43,10 +43,14 @@ type Conn struct {
 	nextTag uint64
 	lost    error     // set once; after it no call is accepted
 	calls   sync.Pool // *call, recycled (safe for concurrent use)
-	// probes is 1 while a heartbeat probe is unanswered; probeDone is its
-	// callback (made once, so that probing does not allocate it).
-	probes    atomic.Int32
-	probeDone func(context.Context, *box.Box, error)
+	// wsent counts the bytes of the write stream the socket has taken
+	// (the writer's or the fast path's, see noteSent): the reader's
+	// heartbeat takes its progress for a sign of life. probeMark is the
+	// heartbeat probe's: > 0, the write stream's offset just past the
+	// probe awaiting its write (set by enqueue, under wmu); < 0, minus the
+	// UnixNano time its last byte was written (set by noteSent); 0, none.
+	wsent     atomic.Int64
+	probeMark atomic.Int64
 	// waking counts callers woken by an answer and not yet back: the
 	// reader adds, the caller takes away. While it is not zero, callers
 	// leave the write to the writer, which waits for them to batch.
@@ -98,9 +102,16 @@ type reader struct {
 	in         box.Box
 	inlineResp box.Box
 	errBox     box.Box
+	probeEnc   []byte // the heartbeat probe's wire form
+	// boxes counts the boxes decoded; boxAt is its value when the box
+	// deadline was last armed, boxArmedAt when, boxStart when the box
+	// being read began (first seen partly read).
+	boxes, boxAt         uint64
+	boxArmedAt, boxStart time.Time
 	// buf accounts for the decoder's buffer against Config.Budget.
 	buf readBuffer
-	// armed: the box deadline is set because a box is partly read.
+	// armed: the box deadline is set because a box is partly read (see
+	// kickReader.Read).
 	armed bool
 	// hb: the heartbeat's state, when Config.Heartbeat is on.
 	hb heartbeat
@@ -160,7 +171,6 @@ func newConn(nc net.Conn, cfg *Config, onDone func(*Conn)) *Conn {
 	c.rd.dec.SetMaxBoxSize(c.cfg.MaxBoxSize)
 	c.rd.dec.SetMaxFields(c.cfg.MaxFields)
 	c.rd.dec.SetGrowHook(c.bufferResized)
-	c.probeDone = c.probeAnswered
 	go c.readLoop()
 	go c.writeLoop()
 	return c

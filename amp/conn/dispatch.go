@@ -29,6 +29,10 @@ func (c *Conn) dispatch(b *box.Box) error {
 // answer with any other tag answers nothing we asked.
 func (c *Conn) answered(tagBytes []byte, b *box.Box, isErr bool) error {
 	tag, perr := strconv.ParseUint(string(tagBytes), 16, 64)
+	if perr == nil && tag&probeTag != 0 {
+		c.probeAnswered(tag)
+		return nil
+	}
 	c.pmu.Lock()
 	cl, ok := c.pending.lookup(tag)
 	if ok && perr == nil {

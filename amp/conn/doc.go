@@ -68,10 +68,17 @@
 // MaxWriteBuffer (1 MiB), answers under MaxWriteQueue (4 MiB): a peer
 // that reads nothing pins at most that plus one box, and the reader, once
 // an answer waits, stops reading, so the peer's own sends stall. The
-// reader waits for room only while the writer can write, so that the
-// write deadline bounds its wait; while the socket is lent for a StartTLS
-// the reader must finish, an answer past MaxWriteQueue closes the
-// connection with ErrWriteQueueFull instead. On the read side the decoder
+// reader waits for room only for answers, and only while the writer can
+// write, so that the write deadline bounds its wait; while the socket is
+// lent for a StartTLS the reader must finish, an answer past
+// MaxWriteQueue closes the connection with ErrWriteQueueFull instead. A
+// call made on the reader (with its token: from a Go callback or an
+// inline responder) never waits for room, since two peers chaining calls
+// from their callbacks would each wait for the other's reader: it may go
+// past MaxWriteBuffer up to MaxWriteQueue, as answers do, and past that
+// it fails at once with ErrWriteQueueFull (the connection goes on).
+// Answers wait as long as the connection lives (closing ends the wait),
+// whatever BaseContext does. On the read side the decoder
 // refuses boxes past MaxBoxSize or MaxFields, and reports each change of
 // its buffer to the reader (bufferResized). Pooled boxes and the reader's
 // answer box are not kept once they grew past 64 KiB.
@@ -105,8 +112,9 @@
 //     (a probe is skipped). Calls made on this end (CallBox, Go, SendBox,
 //     StartTLS, Switch) are never refused nor held for the budget, so that
 //     a peer on another connection cannot stop them: they draw what the
-//     budget has left and go, MaxWriteBuffer alone bounding them; the
-//     answers queued behind them must then cover what they could not.
+//     budget has left and go, MaxWriteBuffer alone bounding them
+//     (MaxWriteQueue those made on the reader); the answers queued
+//     behind them must then cover what they could not.
 //
 // Peers that do not authenticate thus pin their own shares (64 KiB + 2 ×
 // 256 KiB each, and the reader's few boxes) and together at most the
@@ -148,11 +156,23 @@
 //
 // Heartbeat (Config.Heartbeat, off by default). The reader alone runs it,
 // with the read deadline, only while it waits between boxes (inside a
-// box, BoxTimeout governs; while the reader runs code or waits for room,
-// nothing is measured): after Heartbeat without a byte it sends one probe
-// (HeartbeatCommand), never waiting for room, and then waits
-// HeartbeatTimeout for any byte before it fails the connection with
-// ErrHeartbeatTimeout. Probes go only in the open state: not while a
+// box, BoxTimeout governs, each box its own from when the reader first
+// finds it partly read; while the reader runs code or waits for room,
+// nothing is measured): after Heartbeat without a byte it queues one
+// probe (HeartbeatCommand), never waiting for room: with the queue past
+// MaxWriteQueue it sends none, and tries again after the next Heartbeat.
+// The countdown of HeartbeatTimeout starts once the probe has been
+// written (the writer and the fast path count the bytes the socket takes,
+// Conn.wsent, and time the probe's last one, Conn.probeMark): queued
+// behind a backlog it could not be answered sooner, and until then the
+// writer's deadline watches a peer that takes nothing. Any byte received,
+// or bytes queued after the probe taken by the peer, end the wait; none
+// by then fails the connection with ErrHeartbeatTimeout. One probe is out
+// at a time; it is no pending call (its tag has probeTag set, and the
+// reader takes its answer), so that one left unanswered while other bytes
+// came (dropped by the peer, as a Conn drops what crosses its switch
+// request) is forgotten HeartbeatTimeout after its write, and the next
+// silence probes again. Probes go only in the open state: not while a
 // StartTLS or switch is pending (the request's context bounds that wait),
 // not while closing; before a StartTLS handshake the deadline is cleared
 // and the heartbeat starts again over TLS; a switch stops the reader and

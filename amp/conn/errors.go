@@ -28,8 +28,9 @@ var (
 	ErrWriteTimeout = errors.New("conn: peer stopped reading (write timeout)")
 	// ErrWriteQueueFull: the write queue held Config.MaxWriteQueue bytes
 	// for the peer at a moment the writer could not send them (a StartTLS
-	// request awaiting its answer). An answer that finds it so closes the
-	// connection; a call gets it and is not sent.
+	// request awaiting its answer), or when a call made on the reader
+	// (which never waits for room, see Conn.Go) was queued. An answer that
+	// finds it so closes the connection; a call gets it and is not sent.
 	ErrWriteQueueFull = errors.New("conn: write queue full")
 )
 

@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"context"
 	"errors"
 	"io"
 	"time"
@@ -14,6 +15,7 @@ func (c *Conn) readLoop() {
 	for {
 		err := c.rd.dec.Next(&c.rd.in)
 		if err == nil {
+			c.rd.boxes++
 			err = c.dispatch(&c.rd.in)
 		}
 		if c.rd.takenOver {
@@ -34,9 +36,11 @@ func (c *Conn) readLoop() {
 
 // queueAnswer queues an answer or error box. From the reader it leaves the
 // write for when the input runs dry (kickReader), so that all answers to
-// one read leave in one write; from a handler it wakes the writer.
+// one read leave in one write; from a handler it wakes the writer. An
+// answer waits for room as long as the connection lives (closing ends the
+// wait), not as long as c.ctx: BaseContext's end does not close it.
 func (c *Conn) queueAnswer(b *box.Box, fromReader bool) error {
-	if err := c.enqueue(c.ctx, b, nil, c.forAnswer(fromReader)); err != nil {
+	if err := c.enqueue(context.Background(), b, nil, c.forAnswer(fromReader)); err != nil {
 		c.queueFull(err)
 		return err
 	}
@@ -70,7 +74,13 @@ type kickReader struct {
 }
 
 // Between boxes, with Config.Heartbeat on, readIdle arms the heartbeat
-// instead of clearing the deadline.
+// instead of clearing the deadline. Inside a box, each box gets
+// BoxTimeout from when it is first seen partly read: a box that begins in
+// the read that ended the one before (a pipelined stream) gets its own,
+// from when the reader comes back for it (c.rd.boxes has moved). To spare
+// a timer update per box, a deadline armed less than BoxTimeout/16 ago is
+// kept; if it expires before the box has had BoxTimeout, it is re-armed
+// for the rest.
 func (k *kickReader) Read(p []byte) (int, error) {
 	c := k.c
 	if c.kick.Load() {
@@ -78,20 +88,46 @@ func (k *kickReader) Read(p []byte) (int, error) {
 		c.flushNow()
 	}
 	midBox := len(c.rd.dec.Buffered()) > 0
-	if !midBox && c.cfg.Heartbeat > 0 {
-		c.rd.armed = false
-		return c.readIdle(k.r, p)
-	}
-	if midBox != c.rd.armed {
-		c.rd.armed = midBox
-		c.rd.hb.due = time.Time{} // the deadline is no longer the heartbeat's
-		if midBox {
-			c.nc.SetReadDeadline(time.Now().Add(c.cfg.BoxTimeout))
-		} else {
+	if !midBox {
+		if c.cfg.Heartbeat > 0 {
+			c.rd.armed = false
+			return c.readIdle(k.r, p)
+		}
+		if c.rd.armed {
+			c.rd.armed = false
 			c.nc.SetReadDeadline(time.Time{})
 		}
+		return k.r.Read(p)
 	}
-	return k.r.Read(p)
+	if !c.rd.armed || c.rd.boxAt != c.rd.boxes {
+		now := time.Now()
+		c.rd.boxStart, c.rd.boxAt = now, c.rd.boxes
+		if !c.rd.armed || now.Sub(c.rd.boxArmedAt) >= c.cfg.BoxTimeout/16 {
+			c.armBox(now, now)
+		}
+		c.rd.armed = true
+		c.rd.hb.due = time.Time{} // the deadline is no longer the heartbeat's
+	}
+	for {
+		n, err := k.r.Read(p)
+		if n > 0 || !isTimeout(err) {
+			if n > 0 && isTimeout(err) {
+				err = nil
+			}
+			return n, err
+		}
+		now := time.Now()
+		if now.Sub(c.rd.boxStart) >= c.cfg.BoxTimeout {
+			return n, err
+		}
+		c.armBox(now, c.rd.boxStart) // kept, and expired early: the rest
+	}
+}
+
+// armBox arms the box deadline, BoxTimeout after from, at now.
+func (c *Conn) armBox(now, from time.Time) {
+	c.rd.boxArmedAt = now
+	c.nc.SetReadDeadline(from.Add(c.cfg.BoxTimeout))
 }
 
 func (c *Conn) readFailed(err error) {

@@ -121,7 +121,7 @@ func (c *Conn) switchAfter(ask []byte, resp *box.Box, serve func(net.Conn)) erro
 	// lock: what others queue behind the answer would never be sent.
 	q := c.forAnswer(true)
 	q.paused, q.lock = paused, true
-	if err := c.enqueue(c.ctx, resp, nil, q); err != nil {
+	if err := c.enqueue(context.Background(), resp, nil, q); err != nil {
 		go serve(nil)
 		c.queueFull(err)
 		return crossed(err)

@@ -211,7 +211,7 @@ func (c *Conn) upgradeTLS(paused chan struct{}, cfg *tls.Config, server bool) er
 	// The handshake has its own timeout: no box or heartbeat deadline
 	// may cut it short.
 	c.nc.SetReadDeadline(time.Time{})
-	c.rd.armed, c.rd.hb = false, heartbeat{}
+	c.rd.armed, c.rd.hb = false, heartbeat{seq: c.rd.hb.seq} // probe tags stay unique
 	raw := newPrefixConn(c.nc, c.rd.dec.Buffered())
 	var tc *tls.Conn
 	if server {
@@ -265,7 +265,7 @@ func (c *Conn) serveStartTLS(ask []byte, hasAsk bool) error {
 	// the requests crossed.
 	q := c.forAnswer(true)
 	q.paused = paused
-	if err := c.enqueue(c.ctx, b, nil, q); err != nil {
+	if err := c.enqueue(context.Background(), b, nil, q); err != nil {
 		c.queueFull(err)
 		return crossed(err)
 	}

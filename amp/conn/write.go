@@ -54,6 +54,9 @@ type writeState struct {
 	fdsOut   []int
 	fdsClose []io.Closer
 	sentFDs  int
+	// total counts the bytes ever queued: the write stream's offset just
+	// past the last box queued (a probe's end, see Conn.probeMark).
+	total int64
 }
 
 type socketOwner uint8
@@ -100,16 +103,26 @@ type queueing struct {
 	paused chan struct{}
 	// lock refuses every later box until the switch is decided.
 	lock bool
-	// noWait: refuse with ErrWriteQueueFull rather than wait (a probe).
+	// noWait: refuse with ErrWriteQueueFull rather than wait (a probe, a
+	// call made on the reader).
 	noWait bool
 	// call: a request made on this end, which never waits for the Budget
 	// (it draws what the Budget has left; MaxWriteBuffer bounds it).
 	call bool
+	// probe: a heartbeat probe; enqueue marks where it ends (probeMark).
+	probe bool
 }
 
-// forCall and forAnswer are the queueing of calls and answers.
+// forCall and forAnswer are the queueing of calls and answers. A call made
+// on the reader (holding its token) never waits for room, since the reader
+// that waits reads nothing, and a peer doing the same would wait for it in
+// turn: like an answer it may go past MaxWriteBuffer, up to MaxWriteQueue,
+// and past that it fails at once with ErrWriteQueueFull.
 func (c *Conn) forCall(reader bool) queueing {
-	return queueing{limit: c.cfg.MaxWriteBuffer, reader: reader, call: true}
+	if reader {
+		return queueing{limit: c.cfg.MaxWriteQueue, reader: true, noWait: true, call: true}
+	}
+	return queueing{limit: c.cfg.MaxWriteBuffer, call: true}
 }
 
 func (c *Conn) forAnswer(reader bool) queueing {
@@ -175,6 +188,11 @@ func (c *Conn) enqueue(ctx context.Context, b *box.Box, enc []byte, q queueing) 
 		}
 		c.wseq.Add(1)
 		c.wbytes.Store(int64(len(c.w.buf)))
+		c.w.total += int64(len(c.w.buf) - prev)
+		if q.probe { // on the reader
+			c.rd.hb.end = c.w.total
+			c.probeMark.Store(c.w.total)
+		}
 		if paused != nil {
 			c.w.mark = len(c.w.buf)
 			c.w.paused = paused
@@ -363,6 +381,9 @@ func (c *Conn) tryFastWrite() bool {
 	c.wmu.Unlock()
 
 	n, err := c.fast.write(out)
+	if n > 0 {
+		c.noteSent(n)
+	}
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		// The stream is broken mid-box: nothing later may follow.
 		c.wmu.Lock()
@@ -542,7 +563,11 @@ func (c *Conn) endBatch(b *batch) {
 func (c *Conn) write(b *batch) error {
 	if len(b.fds) > 0 {
 		c.armDeadline(b, true)
-		return c.writeWithFDs(b.out, b.fds)
+		if err := c.writeWithFDs(b.out, b.fds); err != nil {
+			return err
+		}
+		c.noteSent(len(b.out))
+		return nil
 	}
 	for out := b.out; len(out) > 0; {
 		n := min(len(out), writeChunk)
@@ -550,9 +575,21 @@ func (c *Conn) write(b *batch) error {
 		if _, err := b.wc.Write(out[:n]); err != nil {
 			return err
 		}
+		c.noteSent(n)
 		out = out[n:]
 	}
 	return nil
+}
+
+// noteSent counts n more bytes of the write stream taken by the socket
+// (Conn.wsent, the heartbeat's sign of the peer's progress), and notes
+// when the probe awaiting its write has been written (Conn.probeMark).
+// The writer or the fast path calls it, as the socket's owner.
+func (c *Conn) noteSent(n int) {
+	sent := c.wsent.Add(int64(n))
+	if end := c.probeMark.Load(); end > 0 && sent >= end {
+		c.probeMark.CompareAndSwap(end, -time.Now().UnixNano())
+	}
 }
 
 // writeFailed names the error of a write that made no progress for
