@@ -16,22 +16,32 @@ import (
 
 // serveConfig is everything serve takes, from --config and flags.
 type serveConfig struct {
-	Listen         string        `yaml:"listen"`
-	TLSCert        string        `yaml:"tls_cert"`
-	TLSKey         string        `yaml:"tls_key"`
-	ClientCA       string        `yaml:"client_ca"`
-	AllowPlaintext bool          `yaml:"allow_plaintext"`
-	HTTPBackend    string        `yaml:"http_backend"`
-	HTTPDir        string        `yaml:"http_dir"`
-	Demo           bool          `yaml:"demo"`
-	LogFormat      string        `yaml:"log_format"`
-	Grace          time.Duration `yaml:"grace"`
-	SniffTimeout   time.Duration `yaml:"sniff_timeout"`
-	AllowAnonymous bool          `yaml:"allow_anonymous"`
-	Admin          string        `yaml:"admin"`
-	PublicStatus   bool          `yaml:"public_status"`
-	Limits         limitsConfig  `yaml:"limits"`
-	Routes         []routeConfig `yaml:"routes"`
+	Listen         string         `yaml:"listen"`
+	TLSCert        string         `yaml:"tls_cert"`
+	TLSKey         string         `yaml:"tls_key"`
+	ClientCA       string         `yaml:"client_ca"`
+	AllowPlaintext bool           `yaml:"allow_plaintext"`
+	HTTPBackend    string         `yaml:"http_backend"`
+	HTTPDir        string         `yaml:"http_dir"`
+	Demo           bool           `yaml:"demo"`
+	LogFormat      string         `yaml:"log_format"`
+	Grace          time.Duration  `yaml:"grace"`
+	SniffTimeout   time.Duration  `yaml:"sniff_timeout"`
+	AllowAnonymous bool           `yaml:"allow_anonymous"`
+	Admin          string         `yaml:"admin"`
+	PublicStatus   bool           `yaml:"public_status"`
+	Limits         limitsConfig   `yaml:"limits"`
+	Routes         []routeConfig  `yaml:"routes"`
+	Expose         []exposeConfig `yaml:"expose"`
+}
+
+// exposeConfig is a route published by agents (ampmux expose) rather than
+// dialled by the gateway.
+type exposeConfig struct {
+	Name         string        `yaml:"name"`
+	Publishers   []string      `yaml:"publishers"`    // certificate names that may publish it
+	AllowedNames []string      `yaml:"allowed_names"` // clients that may use it (empty: any verified)
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
 }
 
 // limitsConfig bounds what clients may take; each has a flag of the same
@@ -64,7 +74,10 @@ type routeConfig struct {
 	// IdleTimeout, if set, closes this route's tunnels after that long
 	// with no bytes either way (overrides limits.tunnel_idle_timeout).
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	line        int
+	// Publishers, for an exposed route, are who may publish it; it has no
+	// Backend then.
+	Publishers []string `yaml:"-"`
+	line       int
 }
 
 func defaultServeConfig() serveConfig {
@@ -176,6 +189,35 @@ func (r *routeConfig) validate() error {
 		return fmt.Errorf("route %q: backend %q is not HOST:PORT", r.Name, r.Backend)
 	}
 	return nil
+}
+
+// parseExposeFlag reads --expose NAME=PUBLISHER.
+func parseExposeFlag(s string) (exposeConfig, error) {
+	name, pub, ok := strings.Cut(s, "=")
+	if !ok || name == "" || pub == "" || strings.ContainsAny(name, " \t=") {
+		return exposeConfig{}, usagef("--expose %q: want NAME=PUBLISHER (the publisher's certificate name)", s)
+	}
+	return exposeConfig{Name: name, Publishers: []string{pub}}, nil
+}
+
+// exposedRoutes turns expose entries into routes, one per name (the
+// same name given twice gathers its publishers).
+func exposedRoutes(exps []exposeConfig) ([]routeConfig, error) {
+	var out []routeConfig
+	idx := map[string]int{}
+	for _, x := range exps {
+		if x.Name == "" || len(x.Publishers) == 0 {
+			return nil, fmt.Errorf("expose %q: needs a name and publishers", x.Name)
+		}
+		if i, ok := idx[x.Name]; ok {
+			out[i].Publishers = append(out[i].Publishers, x.Publishers...)
+			out[i].AllowedNames = append(out[i].AllowedNames, x.AllowedNames...)
+			continue
+		}
+		idx[x.Name] = len(out)
+		out = append(out, routeConfig{Name: x.Name, Publishers: x.Publishers, AllowedNames: x.AllowedNames, IdleTimeout: x.IdleTimeout})
+	}
+	return out, nil
 }
 
 // parseRouteFlag reads --route NAME=HOST:PORT.

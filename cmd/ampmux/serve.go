@@ -45,10 +45,10 @@ The default --listen is 127.0.0.1:7443 (this machine only); use 0.0.0.0:7443 or
 func runServe(e *env, args []string) error {
 	c := commands["serve"]
 	cfg := defaultServeConfig()
-	var routes multiFlag
+	var routes, exposes multiFlag
 	var configFile string
 	fs := c.newFlags(e)
-	serveFlags(fs, &cfg, &routes, &configFile)
+	serveFlags(fs, &cfg, &routes, &exposes, &configFile)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -57,12 +57,12 @@ func runServe(e *env, args []string) error {
 	}
 	if configFile != "" {
 		// The file over the defaults, then the command line over the file.
-		cfg, routes = defaultServeConfig(), nil
+		cfg, routes, exposes = defaultServeConfig(), nil, nil
 		if err := loadConfigFile(configFile, &cfg); err != nil {
 			return err
 		}
 		fs = c.newFlags(e)
-		serveFlags(fs, &cfg, &routes, &configFile)
+		serveFlags(fs, &cfg, &routes, &exposes, &configFile)
 		if err := parse(fs, args); err != nil {
 			return err
 		}
@@ -74,6 +74,21 @@ func runServe(e *env, args []string) error {
 		}
 		cfg.Routes = append(cfg.Routes, rc)
 	}
+	for _, x := range exposes {
+		xc, err := parseExposeFlag(x)
+		if err != nil {
+			return err
+		}
+		cfg.Expose = append(cfg.Expose, xc)
+	}
+	exposed, err := exposedRoutes(cfg.Expose)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if len(exposed) > 0 && cfg.ClientCA == "" {
+		return usagef("--expose needs --client-ca: publishers are known by their certificates")
+	}
+	cfg.Routes = append(cfg.Routes, exposed...)
 	if err := checkServeConfig(&cfg); err != nil {
 		return err
 	}
@@ -171,6 +186,8 @@ type server struct {
 	open    map[net.Conn]struct{} // tunnel ends to close when the grace period is over
 	// adminAddr is where --admin listens, once it does.
 	adminAddr string
+	// exposures are the routes agents publish, by name.
+	exposures map[string]*switching.Exposure
 }
 
 func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Writer) error {
@@ -183,8 +200,18 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	reg := switching.NewRegistry()
+	s.exposures = map[string]*switching.Exposure{}
 	for _, r := range cfg.Routes {
+		if len(r.Publishers) > 0 {
+			s.exposures[r.Name] = reg.AcceptPublishers(r.Name, r.Publishers)
+		}
 		reg.Register(r.Name, s.routeHandler(r), s.policy(r))
+	}
+	s.stats.publisher = func(route string) (string, bool) {
+		if x := s.exposures[route]; x != nil {
+			return x.Publisher()
+		}
+		return "", false
 	}
 	ampMux := amp.NewMux()
 	if cfg.Demo {
@@ -231,6 +258,11 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		r["max_conns"] = ms.RefusedTotal
 		r["sniff_deadline_shortened"] = ms.DeadlinesShortened
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	for _, x := range s.exposures {
+		go s.watchPublisher(watchCtx, x)
+	}
 	served := make(chan error, 1)
 	go func() { served <- m.Serve() }()
 	log.Info("ampmux serving", "listen", listen, "version", versionString(), "tls", tlsCfg != nil,
@@ -270,6 +302,28 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// watchPublisher logs each change of an exposed route's publisher.
+func (s *server) watchPublisher(ctx context.Context, x *switching.Exposure) {
+	was := ""
+	for {
+		ch := x.Changed()
+		name, ok := x.Publisher()
+		switch {
+		case ok && name != was:
+			s.log.Info("route published", "route", x.Name(), "publisher", name)
+			s.stats.publishes.Add(1)
+		case !ok && was != "":
+			s.log.Warn("publisher gone: route unavailable until it reconnects", "route", x.Name(), "publisher", was)
+		}
+		was = name
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // connConfig is the AMP side of the shared port, with serve's limits.
@@ -441,6 +495,17 @@ func (s *server) policy(r routeConfig) switching.Policy {
 		s.tunnels.Add(1)
 		var once sync.Once
 		slot := &tunnelSlot{release: func() { once.Do(func() { release(); s.tunnels.Done() }) }}
+		if x := s.exposures[r.Name]; x != nil {
+			bc, err := x.Dial(ctx)
+			if err != nil {
+				slot.release()
+				s.stats.tunnels.failed.Add(1)
+				s.warn.warn("publisher:"+r.Name, "tunnel refused: no publisher", "route", r.Name, "peer", info.RemoteAddr.String(), "err", err)
+				return nil, err
+			}
+			slot.backend = bc
+			return slot, nil
+		}
 		if r.Backend == "" {
 			return slot, nil
 		}

@@ -5,13 +5,14 @@ import "flag"
 // serveFlags binds serve's flags to cfg and routes. runServe binds them
 // twice: once to find --config, then over what the file set, so that the
 // command line wins.
-func serveFlags(fs *flag.FlagSet, cfg *serveConfig, routes *multiFlag, configFile *string) {
+func serveFlags(fs *flag.FlagSet, cfg *serveConfig, routes, exposes *multiFlag, configFile *string) {
 	fs.StringVar(configFile, "config", "", "YAML `file` with any of the settings below (flags override it; limits go under limits:), plus per-route allowed_names and idle_timeout")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "`address` to listen on; 0.0.0.0:7443 for all interfaces")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM `file` of the server certificate: enables StartTLS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM `file` of its private key")
 	fs.StringVar(&cfg.ClientCA, "client-ca", cfg.ClientCA, "PEM `file` of a CA: clients need a certificate it signed to switch to any route (required for routes, unless --allow-anonymous)")
 	fs.Var(routes, "route", "inner protocol `NAME=HOST:PORT` piped to a TCP backend (repeatable)")
+	fs.Var(exposes, "expose", "route `NAME=PUBLISHER` published by an agent (ampmux expose) whose certificate is named PUBLISHER (repeatable; needs --client-ca)")
 	fs.BoolVar(&cfg.AllowAnonymous, "allow-anonymous", cfg.AllowAnonymous, "let clients without a certificate use the routes (insecure: anyone who reaches the port reaches the backends)")
 	fs.BoolVar(&cfg.AllowPlaintext, "allow-plaintext", cfg.AllowPlaintext, "let clients switch to routes without TLS (insecure: tunnel traffic in the clear)")
 	fs.StringVar(&cfg.HTTPBackend, "http-backend", cfg.HTTPBackend, "`URL` of an HTTP server to reverse-proxy browsers to")

@@ -21,7 +21,11 @@ type stats struct {
 	started time.Time
 	conns   [6]atomic.Int64 // by mux.Class, the last for unmatched
 	calls   atomic.Int64
-	tunnels struct {
+	// publishes counts routes published by agents, reconnections included.
+	publishes atomic.Int64
+	// publisher, if set, says who publishes an exposed route now.
+	publisher func(route string) (string, bool)
+	tunnels   struct {
 		open, total, failed atomic.Int64
 		up, down            atomic.Int64 // bytes client→backend, backend→client
 	}
@@ -112,6 +116,8 @@ type statusJSON struct {
 	AMPCalls      int64            `json:"amp_calls"`
 	Tunnels       tunnelJSON       `json:"tunnels"`
 	Routes        []routeJSON      `json:"routes"`
+	// Publishes counts agents' publications (reconnections included).
+	Publishes int64 `json:"publishes"`
 	// Refused counts work refused or dropped by a limit, by limit.
 	Refused map[string]int64 `json:"refused"`
 }
@@ -129,6 +135,8 @@ type routeJSON struct {
 	Backend      string   `json:"backend"`
 	TLSRequired  bool     `json:"tls_required"`
 	AllowedNames []string `json:"allowed_names,omitempty"`
+	Publishers   []string `json:"publishers,omitempty"`
+	PublishedBy  string   `json:"published_by,omitempty"`
 	Open         int64    `json:"open"`
 	Total        int64    `json:"total"`
 	BytesUp      int64    `json:"bytes_up"`
@@ -150,9 +158,14 @@ func (s *stats) snapshot(cfg *serveConfig, listen string) statusJSON {
 		st.Connections[c.String()] = s.conns[c].Load()
 	}
 	st.Connections["unmatched"] = s.conns[len(s.conns)-1].Load()
+	st.Publishes = s.publishes.Load()
 	for _, r := range cfg.Routes {
 		rs := s.route(r.Name)
-		st.Routes = append(st.Routes, routeJSON{Name: r.Name, Backend: r.Backend,
+		var by string
+		if s.publisher != nil && len(r.Publishers) > 0 {
+			by, _ = s.publisher(r.Name)
+		}
+		st.Routes = append(st.Routes, routeJSON{Name: r.Name, Backend: r.Backend, Publishers: r.Publishers, PublishedBy: by,
 			TLSRequired: !(cfg.AllowPlaintext || r.AllowPlaintext), AllowedNames: r.AllowedNames,
 			Open: rs.open.Load(), Total: rs.total.Load(),
 			BytesUp: rs.up.Load() + liveRoute[r.Name][0], BytesDown: rs.down.Load() + liveRoute[r.Name][1]})
