@@ -381,7 +381,7 @@ func (x *Exposure) addStandby(c *conn.Conn, session string) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	p := x.pub
-	if x.closed || p == nil || p.name != name || p.session != session {
+	if x.closed || p == nil || p.name != name || p.session != session || p.c == c {
 		return false
 	}
 	return x.offerLocked(c)
