@@ -78,7 +78,10 @@
 // past MaxWriteBuffer up to MaxWriteQueue, as answers do, and past that
 // it fails at once with ErrWriteQueueFull (the connection goes on).
 // Answers wait as long as the connection lives (closing ends the wait),
-// whatever BaseContext does. On the read side the decoder
+// whatever BaseContext does. Because answers wait, two peers that both
+// answer more than the other's MaxWriteQueue at once can stall each other
+// until WriteTimeout (each reader waits for room, neither reads): give a
+// peer room for what it may have in flight (the defaults hold 4 MiB). On the read side the decoder
 // refuses boxes past MaxBoxSize or MaxFields, and reports each change of
 // its buffer to the reader (bufferResized). Pooled boxes and the reader's
 // answer box are not kept once they grew past 64 KiB.
