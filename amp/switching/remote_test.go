@@ -517,6 +517,30 @@ func TestRemoteUnregister(t *testing.T) {
 	require.ErrorIs(t, err, switching.ErrUnknownProtocol)
 }
 
+// Registering another handler over an exposed route withdraws the
+// exposure too; Expose again takes publishers again.
+func TestRemoteRegisterOverExpose(t *testing.T) {
+	g := newGateway(t)
+	ln, _ := g.listen(t, g.agent)
+	g.reg.Register("web", echo, switching.Policy{})
+	_, err := ln.Accept()
+	require.ErrorIs(t, err, switching.ErrUnknownProtocol)
+	c, err := switching.Dial(ctxT(t), g.addr, "web", g.alice) // the new handler
+	require.NoError(t, err)
+	roundTrip(t, c, 100)
+	c.Close()
+
+	g.web = g.reg.Expose("web", []string{"agent"}, switching.Policy{})
+	ln2, _ := g.listen(t, g.agent)
+	done := echoOn(ln2)
+	c, err = switching.Dial(ctxT(t), g.addr, "web", g.alice)
+	require.NoError(t, err)
+	roundTrip(t, c, 100)
+	c.Close()
+	ln2.Close()
+	<-done
+}
+
 func openFDs(t *testing.T) int {
 	if runtime.GOOS != "linux" {
 		return 0
