@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/box"
@@ -191,9 +192,14 @@ func client(ctx context.Context, nc net.Conn, protocol string, cfg *tls.Config, 
 	}
 	sc := &Conn{Conn: inner, info: info}
 	if optimistic {
+		// Read and Write may both meet the refusal at once: MapError sets
+		// the shared RemoteError's Err, so one at a time.
+		var mu sync.Mutex
 		sc.refused = func(err error) error {
 			var re *amp.RemoteError
 			if errors.As(err, &re) {
+				mu.Lock()
+				defer mu.Unlock()
 				return &DialError{Step: StepSwitch, Protocol: protocol, Err: ProtocolSwitch.MapError(err)}
 			}
 			return err
