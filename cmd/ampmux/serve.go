@@ -496,7 +496,7 @@ func (s *server) policy(r routeConfig) switching.Policy {
 		var once sync.Once
 		slot := &tunnelSlot{release: func() { once.Do(func() { release(); s.tunnels.Done() }) }}
 		if x := s.exposures[r.Name]; x != nil {
-			bc, err := x.Dial(ctx)
+			bc, err := x.DialFor(ctx, info)
 			if err != nil {
 				slot.release()
 				s.stats.tunnels.failed.Add(1)
