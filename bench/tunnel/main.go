@@ -109,7 +109,7 @@ func parseFlags(args []string) (config, error) {
 	levels := fs.String("bench-levels", "1,16,256", "calls in flight for ampmux bench, comma-separated")
 	sslh := fs.String("sslh", "select", "sslh flavour: select (sslh-select), fork (sslh, i.e. sslh-fork) or none")
 	keep := fs.Bool("keep", false, "keep the temporary directory with the processes' logs")
-	paths := fs.String("paths", "a,b,c,d", "paths to measure: a (forward → serve), b (TLS proxy), c (sslh), d (direct)")
+	paths := fs.String("paths", "a,b,c,d,e,f", "paths to measure: a (forward → serve), b (TLS proxy), c (sslh), d (direct), e (reverse: forward → serve → expose), f (ssh -N -R)")
 	parts := fs.String("parts", strings.Join(allParts, ","), "measurements to take")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -133,7 +133,7 @@ func parseFlags(args []string) (config, error) {
 		}
 	}
 	var err error
-	if cfg.paths, err = keySet("--paths", *paths, []string{"a", "b", "c", "d"}); err != nil {
+	if cfg.paths, err = keySet("--paths", *paths, []string{"a", "b", "c", "d", "e", "f"}); err != nil {
 		return config{}, err
 	}
 	if cfg.parts, err = keySet("--parts", *parts, allParts); err != nil {

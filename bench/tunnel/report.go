@@ -110,6 +110,17 @@ func buildReport(cfg *config, b *bed, res *results) report {
 			}
 			bulk.table.rows = append(bulk.table.rows, row)
 		}
+		if hasPath(b, "e") && hasPath(b, "f") {
+			row := []string{"e / f (reverse tunnels; goal ≥ 150% on MB/s)"}
+			for _, c := range cols {
+				if c.cpu {
+					row = append(row, ratioCell(pairRatios(c.vals["e"], c.vals["f"]), true))
+				} else {
+					row = append(row, goalCell(pairRatios(c.vals["e"], c.vals["f"]), false, 1.5))
+				}
+			}
+			bulk.table.rows = append(bulk.table.rows, row)
+		}
 		bulk.notes = []string{
 			"MB/s is 10^6 bytes per second, timed from before the client's connect until the sink's report (upload: the client sends the bytes, the backend counts and checks them and reports the count) or until the last byte (download: the client sends a 9-byte request, the backend streams the bytes and ends its side). Every byte is checked against the pattern sent. " +
 				spreadNote(cfg.runs) + " a / b is the median of the per-run ratios.",
@@ -134,7 +145,15 @@ func buildReport(cfg *config, b *bed, res *results) report {
 				ratioCell(pairRatios(durs(res.setupP50["a"]), durs(res.setupP50["b"])), true),
 				ratioCell(pairRatios(durs(res.setupP99["a"]), durs(res.setupP99["b"])), true)})
 		}
+		if hasPath(b, "e") && hasPath(b, "f") {
+			setup.table.rows = append(setup.table.rows, []string{"e / f",
+				ratioCell(pairRatios(durs(res.setupP50["e"]), durs(res.setupP50["f"])), true),
+				ratioCell(pairRatios(durs(res.setupP99["e"]), durs(res.setupP99["f"])), true)})
+		}
 		note := ""
+		if hasPath(b, "e") {
+			note += "Path e: the client's forward goes to serve, which switches one of the agent's standby connections (TLS already done) to the route; the agent dials the backend. Path f: ssh -N -R to a loopback sshd publishes the backend on a port of sshd's; its CPU counts ssh and the listening sshd, not sshd's per-session child. "
+		}
 		if hasPath(b, "a") {
 			note += "Path a: the client's connect to `ampmux forward` returns at once; forward then connects to `ampmux serve`, StartTLS, ProtocolSwitch (serve dials the backend before answering), and the byte goes through. "
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,9 @@ import (
 
 var (
 	listeningRe  = regexp.MustCompile(`^listening on (\S+)$`)
+	exposingRe   = regexp.MustCompile(`^exposing (\d+) route`)
+	sshdRe       = regexp.MustCompile(`Server listening on 127\.0\.0\.1 port (\d+)`)
+	sshRemoteRe  = regexp.MustCompile(`Allocated port (\d+) for remote forward`)
 	forwardingRe = regexp.MustCompile(`^forwarding (\S+) -> `)
 )
 
@@ -44,7 +48,10 @@ type bed struct {
 	clTLS   *tls.Config
 }
 
-const routeName = "bench"
+const (
+	routeName   = "bench"
+	reverseName = "bench-reverse" // published by ampmux expose (path e)
+)
 
 func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 	start := time.Now()
@@ -223,7 +230,8 @@ func setUp(ctx context.Context, cfg *config, tmp string, ps *procs) (*bed, error
 		return nil, err
 	}
 	if b.serve, err = amp("serve", listeningRe, "serve", "--listen", "127.0.0.1:0",
-		"--tls-cert", srvCert, "--tls-key", srvKey, "--client-ca", ca, "--route", routeName+"="+b.backend); err != nil {
+		"--tls-cert", srvCert, "--tls-key", srvKey, "--client-ca", ca, "--route", routeName+"="+b.backend,
+		"--expose", reverseName+"=client"); err != nil {
 		return nil, err
 	}
 	fwd, err := amp("forward", forwardingRe, "forward", "--server", b.serve, "--protocol", routeName,
@@ -255,6 +263,29 @@ func setUp(ctx context.Context, cfg *config, tmp string, ps *procs) (*bed, error
 		b.cmds = append(b.cmds, filepath.Base(sslhBin)+" -f -n -p "+addr+" --anyprot "+b.backend)
 		b.paths = append(b.paths, path{"c", b.sslhVer + " (plain TCP, no TLS: reference)", addr, []*proc{p}})
 	}
+	if cfg.paths["e"] {
+		// The agent publishes the backend "from behind NAT" (the same
+		// machine here); clients reach it through forward and the gateway.
+		if _, err := amp("expose", exposingRe, "expose", "--server", b.serve, "--route", reverseName+"="+b.backend,
+			"--ca", ca, "--cert", cliCert, "--key", cliKey); err != nil {
+			return nil, err
+		}
+		fwdRev, err := amp("forward-rev", forwardingRe, "forward", "--server", b.serve, "--protocol", reverseName,
+			"--listen", "127.0.0.1:0", "--ca", ca, "--cert", cliCert, "--key", cliKey)
+		if err != nil {
+			return nil, err
+		}
+		b.paths = append(b.paths, path{"e", "reverse: ampmux forward → serve → ampmux expose → backend (TLS, client certs)", fwdRev,
+			[]*proc{procOf["forward-rev"], procOf["serve"], procOf["expose"]}})
+	}
+	if cfg.paths["f"] {
+		addr, ps2, err := startSSHReverse(ctx, ps, tmp, b.backend)
+		if err != nil {
+			return nil, fmt.Errorf("ssh -R (path f; --paths without f skips it): %w", err)
+		}
+		b.cmds = append(b.cmds, "sshd -D -e -f sshd_config (loopback, generated keys)", "ssh -N -R 127.0.0.1:0:"+b.backend+" root@127.0.0.1")
+		b.paths = append(b.paths, path{"f", "reverse: OpenSSH remote forwarding, ssh -N -R (reference contender)", addr, ps2})
+	}
 	b.paths = append(b.paths, path{"d", "direct to the backend (ceiling)", b.backend, nil})
 	b.paths = slices.DeleteFunc(b.paths, func(p path) bool { return !cfg.paths[p.key] })
 	if len(b.paths) == 0 {
@@ -264,6 +295,52 @@ func setUp(ctx context.Context, cfg *config, tmp string, ps *procs) (*bed, error
 		return nil, err
 	}
 	return b, nil
+}
+
+// startSSHReverse runs a loopback sshd with generated keys and an ssh -N
+// -R that publishes backend on a port sshd picks; it returns that address
+// and the processes that carry the bytes (sshd's session child is not
+// among them: its CPU is not counted).
+func startSSHReverse(ctx context.Context, ps *procs, tmp, backend string) (string, []*proc, error) {
+	dir := filepath.Join(tmp, "ssh")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, err
+	}
+	os.MkdirAll("/run/sshd", 0o755)
+	for _, k := range []string{"host", "id"} {
+		if _, err := runCmd(ctx, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)); err != nil {
+			return "", nil, err
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, "id.pub"))
+	if err != nil {
+		return "", nil, err
+	}
+	os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600)
+	conf := fmt.Sprintf("Port 0\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPidFile %s\nUsePAM no\nStrictModes no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\nAllowTcpForwarding yes\n",
+		filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd.pid"))
+	// Port 0 is refused by sshd: take a free port, as for sslh.
+	port, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	_, p, _ := net.SplitHostPort(port)
+	conf = strings.Replace(conf, "Port 0", "Port "+p, 1)
+	cfgPath := filepath.Join(dir, "sshd_config")
+	if err := os.WriteFile(cfgPath, []byte(conf), 0o600); err != nil {
+		return "", nil, err
+	}
+	sshd, _, err := ps.start(ctx, "sshd", sshdRe, nil, "sh", "-c", "exec /usr/sbin/sshd -D -e -f "+cfgPath+" 2>&1")
+	if err != nil {
+		return "", nil, err
+	}
+	ssh, rport, err := ps.start(ctx, "ssh-R", sshRemoteRe, nil, "sh", "-c", "exec ssh -N -p "+p+" -i "+filepath.Join(dir, "id")+
+		" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ExitOnForwardFailure=yes"+
+		" -R 127.0.0.1:0:"+backend+" root@127.0.0.1 2>&1")
+	if err != nil {
+		return "", nil, err
+	}
+	return "127.0.0.1:" + rport, []*proc{ssh, sshd}, nil
 }
 
 // startSSLH runs sslh in the foreground (-f), numeric (-n), forwarding
