@@ -278,7 +278,9 @@ func setUp(ctx context.Context, cfg *config, tmp string, ps *procs) (*bed, error
 		b.paths = append(b.paths, path{"e", "reverse: ampmux forward → serve → ampmux expose → backend (TLS, client certs)", fwdRev,
 			[]*proc{procOf["forward-rev"], procOf["serve"], procOf["expose"]}})
 	}
-	if cfg.paths["f"] {
+	if _, err := os.Stat("/usr/sbin/sshd"); cfg.paths["f"] && err != nil {
+		cfg.logf("path f skipped: no /usr/sbin/sshd (apt-get install -y openssh-server)")
+	} else if cfg.paths["f"] {
 		addr, ps2, err := startSSHReverse(ctx, ps, tmp, b.backend)
 		if err != nil {
 			return nil, fmt.Errorf("ssh -R (path f; --paths without f skips it): %w", err)
