@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,6 +33,8 @@ type results struct {
 	up, down             map[string][]float64 // MB/s, by path key
 	upCPU, downCPU       map[string][]float64 // CPU seconds per GB of the processes in between
 	setupP50, setupP99   map[string][]time.Duration
+	rate                 map[string][]float64       // new connections per second, rateWorkers at once
+	rateFailed           map[string]int64           // connections that failed during those
 	libDial50, libDial99 map[string][]time.Duration // by libSwitch, libTLS
 	libEcho50, libEcho99 map[string][]time.Duration
 	libState             map[string]tls.ConnectionState
@@ -43,7 +47,7 @@ func newResults() *results {
 	return &results{
 		up: map[string][]float64{}, down: map[string][]float64{},
 		upCPU: map[string][]float64{}, downCPU: map[string][]float64{},
-		setupP50: map[string][]time.Duration{}, setupP99: map[string][]time.Duration{},
+		setupP50: map[string][]time.Duration{}, setupP99: map[string][]time.Duration{}, rate: map[string][]float64{}, rateFailed: map[string]int64{},
 		libDial50: map[string][]time.Duration{}, libDial99: map[string][]time.Duration{},
 		libEcho50: map[string][]time.Duration{}, libEcho99: map[string][]time.Duration{},
 		libState: map[string]tls.ConnectionState{}, bench: map[int][]benchResult{},
@@ -128,6 +132,14 @@ func measure(ctx context.Context, cfg *config, b *bed, ps *procs) (*results, err
 		if cfg.parts["setup"] {
 			if err := setupRun(ctx, cfg, run, order, res); err != nil {
 				return nil, fmt.Errorf("run %d, %w", run, err)
+			}
+		}
+		if cfg.parts["rate"] {
+			for _, p := range rotate(order, r) {
+				cps, failed, err := rateRun(ctx, p.addr, rateDuration(cfg))
+				res.rate[p.key] = append(res.rate[p.key], cps)
+				res.rateFailed[p.key] += failed
+				cfg.logf("run %d/%d: rate     %s %.0f connections/s (%d workers), %d failed (first: %v)", run, cfg.runs, p.key, cps, rateWorkers, failed, err)
 			}
 		}
 		if cfg.parts["library"] {
@@ -255,4 +267,43 @@ func runBench(ctx context.Context, b *bed, inFlight int, d time.Duration) (bench
 		}
 	}
 	return r, nil
+}
+
+// rateWorkers connect at once in rateRun.
+const rateWorkers = 32
+
+func rateDuration(cfg *config) time.Duration {
+	if cfg.quick {
+		return time.Second
+	}
+	return 3 * time.Second
+}
+
+// rateRun has rateWorkers each connect, echo one byte and close, again
+// and again for d, and returns the connections completed per second, how
+// many failed, and the first failure.
+func rateRun(ctx context.Context, addr string, d time.Duration) (float64, int64, error) {
+	var n, failed atomic.Int64
+	var firstErr atomic.Pointer[error]
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for range rateWorkers {
+		wg.Go(func() {
+			for time.Now().Before(stop) && ctx.Err() == nil {
+				if _, err := echoOnce(ctx, addr); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, &err)
+					continue
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	var err error
+	if p := firstErr.Load(); p != nil {
+		err = *p
+	}
+	return float64(n.Load()) / time.Since(t0).Seconds(), failed.Load(), err
 }

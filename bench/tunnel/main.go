@@ -166,7 +166,7 @@ func parseFlags(args []string) (config, error) {
 }
 
 // The measurements --parts chooses from.
-var allParts = []string{"upload", "download", "setup", "library", "calls"}
+var allParts = []string{"upload", "download", "setup", "rate", "library", "calls"}
 
 // keySet parses a comma-separated subset of known.
 func keySet(flagName, list string, known []string) (map[string]bool, error) {

@@ -164,6 +164,24 @@ func buildReport(cfg *config, b *bed, res *results) report {
 		rp.sections = append(rp.sections, setup)
 	}
 
+	// Connections per second.
+	if cfg.parts["rate"] {
+		rate := section{title: fmt.Sprintf("New connections per second: %d workers, each connect, 1 byte echoed, close", rateWorkers)}
+		rate.table.head = []string{"path", "connections/s", "failed"}
+		rate.table.right = []bool{false, true, true}
+		for _, p := range b.paths {
+			rate.table.rows = append(rate.table.rows, []string{p.key + ". " + p.name, rateCell(res.rate[p.key]), thousands(float64(res.rateFailed[p.key]))})
+		}
+		if ab {
+			rate.table.rows = append(rate.table.rows, []string{"a / b", ratioCell(pairRatios(res.rate["a"], res.rate["b"]), false), ""})
+		}
+		if hasPath(b, "e") && hasPath(b, "f") {
+			rate.table.rows = append(rate.table.rows, []string{"e / f (goal ≥ 2×)", goalCell(pairRatios(res.rate["e"], res.rate["f"]), false, 2), ""})
+		}
+		rate.notes = []string{spreadNote(cfg.runs)}
+		rp.sections = append(rp.sections, rate)
+	}
+
 	// The library path.
 	if cfg.parts["library"] {
 		lib := section{title: "Connection setup, library path alone (same certificates, same client, alternating)"}
@@ -356,6 +374,9 @@ func spread(xs []float64, f func(float64) string) string {
 }
 
 func mbCell(xs []float64) string { return spread(xs, func(v float64) string { return thousands(v) }) }
+
+// rateCell is connections per second, median and spread.
+func rateCell(xs []float64) string { return mbCell(xs) }
 
 func cpuCell(xs []float64) string {
 	return spread(xs, func(v float64) string { return fmt.Sprintf("%.2f", v) })
