@@ -479,7 +479,8 @@ func (l *RemoteListener) serveMore(ctx context.Context, a MoreArgs) (struct{}, e
 		return struct{}{}, nil
 	}
 	s.mu.Lock()
-	s.extra = min(s.extra+a.N, l.p.MaxStandby)
+	// Clamp before adding: a hostile N near MaxInt must not wrap.
+	s.extra = min(s.extra+min(a.N, l.p.MaxStandby), l.p.MaxStandby)
 	s.mu.Unlock()
 	s.poke()
 	return struct{}{}, nil
