@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"regexp"
 	"sync"
 	"testing"
@@ -33,45 +34,16 @@ func (s *logBuf) String() string {
 	return s.b.String()
 }
 
-// waitMatch waits until the text written so far matches re, for at most
-// 30 s (a bound on a broken test, not an ordering).
-func (s *logBuf) waitMatch(t *testing.T, re *regexp.Regexp) string {
-	t.Helper()
-	timeout := time.NewTimer(30 * time.Second)
+// waitUntil waits until ok holds for the text written so far, woken by
+// each write, for at most limit (a bound on a broken test, not an
+// ordering); what describes the wait in the failure.
+func (s *logBuf) waitUntil(tb testing.TB, limit time.Duration, what string, ok func(text []byte) bool) {
+	tb.Helper()
+	timeout := time.NewTimer(limit)
 	defer timeout.Stop()
 	for {
 		s.mu.Lock()
-		if m := re.FindString(s.b.String()); m != "" {
-			s.mu.Unlock()
-			return m
-		}
-		if s.changed == nil {
-			s.changed = make(chan struct{})
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-timeout.C:
-			t.Fatalf("waited 30 s for %q in:\n%s", re, s.String())
-		}
-	}
-}
-
-// waitFor waits until the text written so far holds substr.
-func (s *logBuf) waitFor(t *testing.T, substr string) {
-	t.Helper()
-	s.waitMatch(t, regexp.MustCompile(regexp.QuoteMeta(substr)))
-}
-
-// waitCount waits until substr has been written n times.
-func (s *logBuf) waitCount(t *testing.T, substr string, n int) {
-	t.Helper()
-	timeout := time.NewTimer(60 * time.Second)
-	defer timeout.Stop()
-	for {
-		s.mu.Lock()
-		if bytes.Count(s.b.Bytes(), []byte(substr)) >= n {
+		if ok(s.b.Bytes()) {
 			s.mu.Unlock()
 			return
 		}
@@ -83,31 +55,41 @@ func (s *logBuf) waitCount(t *testing.T, substr string, n int) {
 		select {
 		case <-ch:
 		case <-timeout.C:
-			t.Fatalf("waited 60 s for %d × %q; have %d", n, substr, bytes.Count([]byte(s.String()), []byte(substr)))
+			tb.Fatalf("waited %v for %s in:\n%s", limit, what, s.String())
 		}
 	}
+}
+
+// waitMatch waits until the text written so far matches re, and returns
+// the match.
+func (s *logBuf) waitMatch(t *testing.T, re *regexp.Regexp) string {
+	t.Helper()
+	var m string
+	s.waitUntil(t, 30*time.Second, fmt.Sprintf("%q", re), func(b []byte) bool { m = string(re.Find(b)); return m != "" })
+	return m
+}
+
+// waitFor waits until the text written so far holds substr.
+func (s *logBuf) waitFor(t *testing.T, substr string) {
+	t.Helper()
+	s.waitMatch(t, regexp.MustCompile(regexp.QuoteMeta(substr)))
+}
+
+// waitCount waits until substr has been written n times.
+func (s *logBuf) waitCount(t *testing.T, substr string, n int) {
+	t.Helper()
+	s.waitUntil(t, 60*time.Second, fmt.Sprintf("%d × %q", n, substr), func(b []byte) bool { return bytes.Count(b, []byte(substr)) >= n })
 }
 
 // waitMatchB is waitMatch for benchmarks: the first submatch of re.
 func (s *logBuf) waitMatchB(b *testing.B, re *regexp.Regexp) string {
 	b.Helper()
-	timeout := time.NewTimer(30 * time.Second)
-	defer timeout.Stop()
-	for {
-		s.mu.Lock()
-		if m := re.FindStringSubmatch(s.b.String()); m != nil {
-			s.mu.Unlock()
-			return m[1]
+	var m [][]byte
+	s.waitUntil(b, 30*time.Second, fmt.Sprintf("%q", re), func(text []byte) bool {
+		if m = re.FindSubmatch(text); m != nil {
+			m[1] = bytes.Clone(m[1]) // text is the buffer, which goes on growing
 		}
-		if s.changed == nil {
-			s.changed = make(chan struct{})
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-timeout.C:
-			b.Fatalf("waited 30 s for %q in:\n%s", re, s.String())
-		}
-	}
+		return m != nil
+	})
+	return string(m[1])
 }
