@@ -5,11 +5,11 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/ampmux/ampmux/internal/proctest"
 	"io"
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -42,26 +42,6 @@ func TestFloodServerProcess(t *testing.T) {
 	fmt.Println(l.Addr())
 	io.Copy(io.Discard, os.Stdin)
 	srv.Close()
-}
-
-// statusKB reads a field of /proc/PID/status (VmRSS, VmHWM) in KiB.
-func statusKB(t *testing.T, pid int, field string) int64 {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(data)) {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
-			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
 }
 
 // floodBox writes the start of a box of 64 KiB values that never ends,
@@ -120,7 +100,7 @@ func TestHugeBoxFloodRSS(t *testing.T) {
 	}
 	addr := strings.TrimSpace(line)
 	pid := cmd.Process.Pid
-	before := statusKB(t, pid, "VmRSS")
+	before := proctest.StatusKB(t, pid, "VmRSS")
 
 	var wg sync.WaitGroup
 	for range 40 {
@@ -144,7 +124,7 @@ func TestHugeBoxFloodRSS(t *testing.T) {
 	if err != nil || reply.GetString("a") != "b" {
 		t.Fatalf("a new call during the flood: %v %v", reply, err)
 	}
-	peak := statusKB(t, pid, "VmHWM")
+	peak := proctest.StatusKB(t, pid, "VmHWM")
 	t.Logf("server RSS %d MiB before, peak %d MiB during the flood of 40 × 15 MB boxes", before>>10, peak>>10)
 	if peak > 300<<10 {
 		t.Fatalf("the server peaked at %d MiB RSS, want under 300 MiB", peak>>10)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/amp/switching"
 	"github.com/ampmux/ampmux/internal/pki"
+	"github.com/ampmux/ampmux/internal/proctest"
 )
 
 // gateway serves a Registry exposing "web" (clients: alice; publishers:
@@ -545,9 +545,7 @@ func openFDs(t *testing.T) int {
 	if runtime.GOOS != "linux" {
 		return 0
 	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	return len(ents)
+	return proctest.OpenFDs(t, proctest.Self)
 }
 
 // Hundreds of control connections dropped by the gateway: the agent

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,27 +16,8 @@ import (
 	"time"
 
 	"github.com/ampmux/ampmux/amp/switching"
+	"github.com/ampmux/ampmux/internal/proctest"
 )
-
-// procStatus reads a field of /proc/PID/status in KiB (VmRSS, VmHWM).
-func procStatus(t *testing.T, pid int, field string) int64 {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(data)) {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
-			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
-}
 
 // endlessBox writes the start of an AMP box of 64 KiB values that never
 // ends, up to n bytes, and returns when the server stops reading.
@@ -78,7 +57,7 @@ func TestHugeBoxFlood(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p, addr := startServe(t, append([]string{"--demo"}, tt.args...)...)
 			pid := p.cmd.Process.Pid
-			before := procStatus(t, pid, "VmRSS")
+			before := proctest.StatusKB(t, pid, "VmRSS")
 			var wg sync.WaitGroup
 			conns := make([]net.Conn, 40)
 			for i := range conns {
@@ -97,22 +76,13 @@ func TestHugeBoxFlood(t *testing.T) {
 			if err != nil || strings.TrimSpace(string(out)) != `{"total":"3"}` {
 				t.Fatalf("a new call during the flood: %q %v", out, err)
 			}
-			peak := procStatus(t, pid, "VmHWM")
+			peak := proctest.StatusKB(t, pid, "VmHWM")
 			t.Logf("serve RSS %d MiB before, peak %d MiB during the flood of 40 × 15 MB boxes", before>>10, peak>>10)
 			if peak > 300<<10 {
 				t.Fatalf("serve peaked at %d MiB RSS, want under 300 MiB", peak>>10)
 			}
 		})
 	}
-}
-
-func openFDs(t *testing.T, pid int) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 // TestHalfClosedTunnelsEnd: 2,000 clients each send 1 KB and half-close,
@@ -145,7 +115,7 @@ func TestHalfClosedTunnelsEnd(t *testing.T) {
 		"--half-close-timeout", "300ms", "--max-conns-per-source", "4096", "--max-tunnels-per-client", "4096",
 		"--max-tunnels-per-route", "4096")
 	pid := p.cmd.Process.Pid
-	baseline := openFDs(t, pid)
+	baseline := proctest.OpenFDs(t, pid)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -171,7 +141,7 @@ func TestHalfClosedTunnelsEnd(t *testing.T) {
 		}
 	}
 	p.stderr.waitCount(t, "tunnel closed", tunnels)
-	if n := openFDs(t, pid); n > baseline+4 {
+	if n := proctest.OpenFDs(t, pid); n > baseline+4 {
 		t.Fatalf("serve has %d descriptors open after %d half-closed tunnels ended, %d before", n, tunnels, baseline)
 	}
 }

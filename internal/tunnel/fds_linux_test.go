@@ -3,8 +3,8 @@
 package tunnel
 
 import (
+	"github.com/ampmux/ampmux/internal/proctest"
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -13,9 +13,7 @@ import (
 
 func openFDs(t *testing.T) int {
 	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	return len(fds)
+	return proctest.OpenFDs(t, proctest.Self)
 }
 
 // The case: tunnels whose client sent a request and a FIN, to a
