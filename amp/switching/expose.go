@@ -91,6 +91,10 @@ type publisher struct {
 	session string
 	c       *conn.Conn
 	gone    chan struct{} // closed when it no longer publishes
+	// held are its standby connections idle or being switched, under
+	// Exposure.mu: an agent announcing one twice must not park it twice
+	// (two clients would then share it).
+	held map[*conn.Conn]struct{}
 }
 
 type waiter struct{ ch chan *conn.Conn } // buffered 1
@@ -274,7 +278,36 @@ func (x *Exposure) dropLocked(p *publisher) {
 }
 
 func (x *Exposure) pruneLocked() {
-	x.idle = slices.DeleteFunc(x.idle, ended)
+	x.idle = slices.DeleteFunc(x.idle, func(c *conn.Conn) bool {
+		if !ended(c) {
+			return false
+		}
+		if x.pub != nil {
+			delete(x.pub.held, c)
+		}
+		return true
+	})
+}
+
+// release forgets c, a standby of p taken for good (switched, or closed).
+func (x *Exposure) release(p *publisher, c *conn.Conn) {
+	x.mu.Lock()
+	delete(p.held, c)
+	x.mu.Unlock()
+}
+
+// requeue puts back c, a standby of p whose switch the agent refused
+// (its backlog full): the connection is sound, and closing it would make
+// the agent back off as if standbys were dying. It reports whether c was
+// kept.
+func (x *Exposure) requeue(p *publisher, c *conn.Conn) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.pub == p && !ended(c) && x.offerLocked(c) {
+		return true
+	}
+	delete(p.held, c)
+	return false
 }
 
 func ended(c *conn.Conn) bool {
@@ -341,7 +374,7 @@ func (x *Exposure) publish(c *conn.Conn, name, session string) error {
 		// (gone without a FIN, not yet noticed here).
 		x.dropLocked(old)
 	}
-	p := &publisher{name: name, session: session, c: c, gone: make(chan struct{})}
+	p := &publisher{name: name, session: session, c: c, gone: make(chan struct{}), held: map[*conn.Conn]struct{}{}}
 	x.pub = p
 	x.changedLocked()
 	go x.watch(p)
@@ -384,7 +417,14 @@ func (x *Exposure) addStandby(c *conn.Conn, session string) bool {
 	if x.closed || p == nil || p.name != name || p.session != session || p.c == c {
 		return false
 	}
-	return x.offerLocked(c)
+	if _, dup := p.held[c]; dup {
+		return true // announced again: it is parked already
+	}
+	if !x.offerLocked(c) {
+		return false
+	}
+	p.held[c] = struct{}{}
+	return true
 }
 
 // offerLocked gives c to the oldest waiting Dial, or keeps it idle.
@@ -459,15 +499,20 @@ func (x *Exposure) dial(ctx context.Context, client *Relayed) (net.Conn, error) 
 		}
 		nc, err := x.switchStandby(ctx, c, client)
 		if err == nil {
+			x.release(p, c)
 			return nc, nil
 		}
-		go c.Close()
 		var re *amp.RemoteError
 		if errors.As(err, &re) {
 			// The agent refused (closing, or its backlog full): so would
 			// its other standbys.
+			if !x.requeue(p, c) {
+				go c.Close()
+			}
 			return nil, fmt.Errorf("%w: %q: the publisher refused: %v", ErrUnavailable, x.name, err)
 		}
+		x.release(p, c)
+		go c.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %q: %v", ErrUnavailable, x.name, err)
 		}
@@ -486,6 +531,7 @@ func (x *Exposure) giveUp(w *waiter, p *publisher) {
 	select {
 	case c := <-w.ch:
 		if x.pub != p || !x.offerLocked(c) {
+			delete(p.held, c)
 			go c.Close()
 		}
 	default:

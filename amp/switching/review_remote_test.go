@@ -581,6 +581,12 @@ func TestReviewRemoteBacklogFullThenRecoversShortBackoff(t *testing.T) {
 	rvBacklogRecovers(t, time.Millisecond)
 }
 
+// The same with a backoff longer than the test: the refused standby must
+// stay a standby, not be closed and counted as a failure.
+func TestReviewRemoteBacklogFullThenRecovers(t *testing.T) {
+	rvBacklogRecovers(t, time.Hour)
+}
+
 func rvBacklogRecovers(t *testing.T, backoff time.Duration) {
 	g := newGateway(t)
 	p, ev := g.publisher(g.agent)
@@ -672,6 +678,10 @@ func TestReviewRemoteCloseWithSilentGateway(t *testing.T) {
 // One standby and two clients at once: one gets a working tunnel, the
 // other UNAVAILABLE (rvTwoClients announces the standby announce times).
 func TestReviewRemoteOneStandbyTwoClients(t *testing.T) { rvTwoClients(t, 1) }
+
+// The same standby announced twice is parked once: two clients must not
+// both be handed it.
+func TestReviewRemoteStandbyAnnouncedTwice(t *testing.T) { rvTwoClients(t, 2) }
 
 func rvTwoClients(t *testing.T, announce int) {
 	g := newGateway(t)
