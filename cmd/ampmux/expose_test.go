@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,7 +38,31 @@ func TestExposeThroughGateway(t *testing.T) {
 	echo := startEchoBackend(t)
 
 	gw, addr := startServe(t, "--tls-cert", filepath.Join(dir, pki.ServerFile), "--tls-key", filepath.Join(dir, pki.ServerKeyFile),
-		"--client-ca", filepath.Join(dir, pki.CAFile), "--expose", "web=agent-1", "--expose", "echo2=agent-1")
+		"--client-ca", filepath.Join(dir, pki.CAFile), "--expose", "web=agent-1", "--expose", "echo2=agent-1", "--admin", "127.0.0.1:0")
+	admin, ok := strings.CutPrefix(gw.line(t), "admin on ")
+	if !ok {
+		t.Fatalf("no admin address; stderr:\n%s", gw.stderr.String())
+	}
+	// webStatus is route web as the admin endpoint shows it.
+	webStatus := func() routeJSON {
+		var st statusJSON
+		if err := json.Unmarshal(curlBody(t, "http://"+admin+"/status.json"), &st); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range st.Routes {
+			if r.Name == "web" {
+				return r
+			}
+		}
+		t.Fatalf("no route web in %+v", st.Routes)
+		return routeJSON{}
+	}
+	if r := webStatus(); r.PublishedBy != "" || r.Publishes != 0 || !slices.Equal(r.Publishers, []string{"agent-1"}) {
+		t.Fatalf("before any agent, status says %+v", r)
+	}
+	if page := string(curlBody(t, "http://"+admin+"/")); !strings.Contains(page, "no publisher") {
+		t.Fatalf("the status page does not say web has no publisher:\n%s", page)
+	}
 	pool, _ := loadPool(filepath.Join(dir, pki.CAFile))
 	client := func(name string) *tls.Config {
 		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem"))
@@ -68,7 +94,7 @@ func TestExposeThroughGateway(t *testing.T) {
 		return p
 	}
 	agent := startAgent()
-	gw.stderr.waitFor(t, "route published")
+	gw.stderr.waitCount(t, "route published", 2)
 	get := func() string {
 		c, err := switching.Dial(ctx, addr, "web", client("client"))
 		if err != nil {
@@ -81,6 +107,12 @@ func TestExposeThroughGateway(t *testing.T) {
 	}
 	if got := get(); !strings.Contains(got, "hello from behind the NAT") {
 		t.Fatalf("through the reverse tunnel: %q", got)
+	}
+	if r := webStatus(); r.PublishedBy != "agent-1" || r.Publishes != 1 || r.Total != 1 {
+		t.Fatalf("published, one tunnel done, status says %+v", r)
+	}
+	if page := string(curlBody(t, "http://"+admin+"/")); !strings.Contains(page, "published by <code>agent-1</code>") {
+		t.Fatalf("the status page does not name web's publisher:\n%s", page)
 	}
 	c, err := switching.Dial(ctx, addr, "echo2", client("client"))
 	if err != nil {
@@ -100,12 +132,19 @@ func TestExposeThroughGateway(t *testing.T) {
 
 	agent.cmd.Process.Signal(syscall.SIGKILL)
 	agent.done <- <-agent.done             // the cleanup waits on it too
-	gw.stderr.waitFor(t, "publisher gone") // the gateway saw it go
+	gw.stderr.waitCount(t, "publisher gone", 2) // the gateway saw it go
+	if r := webStatus(); r.PublishedBy != "" || r.Disconnects != 1 {
+		t.Fatalf("agent killed, status says %+v", r)
+	}
 	if _, err := switching.Dial(ctx, addr, "web", client("client")); !errors.Is(err, switching.ErrUnavailable) {
 		t.Fatalf("after kill -9 of the agent: %v, want UNAVAILABLE", err)
 	}
 	startAgent()
+	gw.stderr.waitCount(t, "route published", 4)
 	if got := get(); !strings.Contains(got, "hello from behind the NAT") {
 		t.Fatalf("after the agent's restart: %q", got)
+	}
+	if r := webStatus(); r.PublishedBy != "agent-1" || r.Publishes != 2 || r.Disconnects != 1 || r.Total != 2 {
+		t.Fatalf("reconnected, status says %+v", r)
 	}
 }

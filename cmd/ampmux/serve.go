@@ -207,11 +207,13 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		}
 		reg.Register(r.Name, s.routeHandler(r), s.policy(r))
 	}
-	s.stats.publisher = func(route string) (string, bool) {
-		if x := s.exposures[route]; x != nil {
-			return x.Publisher()
+	s.stats.exposure = func(route string) (string, int) {
+		x := s.exposures[route]
+		if x == nil {
+			return "", 0
 		}
-		return "", false
+		name, _ := x.Publisher()
+		return name, x.Standby()
 	}
 	ampMux := amp.NewMux()
 	if cfg.Demo {
@@ -314,8 +316,10 @@ func (s *server) watchPublisher(ctx context.Context, x *switching.Exposure) {
 		case ok && name != was:
 			s.log.Info("route published", "route", x.Name(), "publisher", name)
 			s.stats.publishes.Add(1)
+			s.stats.route(x.Name()).publishes.Add(1)
 		case !ok && was != "":
 			s.log.Warn("publisher gone: route unavailable until it reconnects", "route", x.Name(), "publisher", was)
+			s.stats.route(x.Name()).losses.Add(1)
 		}
 		was = name
 		select {

@@ -23,8 +23,9 @@ type stats struct {
 	calls   atomic.Int64
 	// publishes counts routes published by agents, reconnections included.
 	publishes atomic.Int64
-	// publisher, if set, says who publishes an exposed route now.
-	publisher func(route string) (string, bool)
+	// exposure, if set, says who publishes an exposed route now and how
+	// many standby connections the agent has ready.
+	exposure func(route string) (publisher string, standby int)
 	tunnels   struct {
 		open, total, failed atomic.Int64
 		up, down            atomic.Int64 // bytes client→backend, backend→client
@@ -68,6 +69,9 @@ func (s *stats) liveBytes() (up, down int64, byRoute map[string][2]int64) {
 
 type routeStats struct {
 	open, total, up, down atomic.Int64
+	// publishes and losses count an exposed route's publications and
+	// its publisher's disconnections (so its reconnections).
+	publishes, losses atomic.Int64
 }
 
 func newStats() *stats {
@@ -137,6 +141,11 @@ type routeJSON struct {
 	AllowedNames []string `json:"allowed_names,omitempty"`
 	Publishers   []string `json:"publishers,omitempty"`
 	PublishedBy  string   `json:"published_by,omitempty"`
+	// Exposed routes: standby connections ready, publications, and
+	// publishers lost (each reconnection is a loss then a publication).
+	Standby     int   `json:"standby,omitempty"`
+	Publishes   int64 `json:"publishes,omitempty"`
+	Disconnects int64 `json:"disconnects,omitempty"`
 	Open         int64    `json:"open"`
 	Total        int64    `json:"total"`
 	BytesUp      int64    `json:"bytes_up"`
@@ -162,10 +171,12 @@ func (s *stats) snapshot(cfg *serveConfig, listen string) statusJSON {
 	for _, r := range cfg.Routes {
 		rs := s.route(r.Name)
 		var by string
-		if s.publisher != nil && len(r.Publishers) > 0 {
-			by, _ = s.publisher(r.Name)
+		var standby int
+		if s.exposure != nil && len(r.Publishers) > 0 {
+			by, standby = s.exposure(r.Name)
 		}
 		st.Routes = append(st.Routes, routeJSON{Name: r.Name, Backend: r.Backend, Publishers: r.Publishers, PublishedBy: by,
+			Standby: standby, Publishes: rs.publishes.Load(), Disconnects: rs.losses.Load(),
 			TLSRequired: !(cfg.AllowPlaintext || r.AllowPlaintext), AllowedNames: r.AllowedNames,
 			Open: rs.open.Load(), Total: rs.total.Load(),
 			BytesUp: rs.up.Load() + liveRoute[r.Name][0], BytesDown: rs.down.Load() + liveRoute[r.Name][1]})
