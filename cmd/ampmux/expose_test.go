@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -131,7 +131,7 @@ func TestExposeThroughGateway(t *testing.T) {
 	c.Close()
 
 	agent.cmd.Process.Signal(syscall.SIGKILL)
-	agent.done <- <-agent.done             // the cleanup waits on it too
+	agent.done <- <-agent.done                  // the cleanup waits on it too
 	gw.stderr.waitCount(t, "publisher gone", 2) // the gateway saw it go
 	if r := webStatus(); r.PublishedBy != "" || r.Disconnects != 1 {
 		t.Fatalf("agent killed, status says %+v", r)

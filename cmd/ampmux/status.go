@@ -26,7 +26,7 @@ type stats struct {
 	// exposure, if set, says who publishes an exposed route now and how
 	// many standby connections the agent has ready.
 	exposure func(route string) (publisher string, standby int)
-	tunnels   struct {
+	tunnels  struct {
 		open, total, failed atomic.Int64
 		up, down            atomic.Int64 // bytes client→backend, backend→client
 	}
@@ -146,10 +146,10 @@ type routeJSON struct {
 	Standby     int   `json:"standby,omitempty"`
 	Publishes   int64 `json:"publishes,omitempty"`
 	Disconnects int64 `json:"disconnects,omitempty"`
-	Open         int64    `json:"open"`
-	Total        int64    `json:"total"`
-	BytesUp      int64    `json:"bytes_up"`
-	BytesDown    int64    `json:"bytes_down"`
+	Open        int64 `json:"open"`
+	Total       int64 `json:"total"`
+	BytesUp     int64 `json:"bytes_up"`
+	BytesDown   int64 `json:"bytes_down"`
 }
 
 func (s *stats) snapshot(cfg *serveConfig, listen string) statusJSON {
