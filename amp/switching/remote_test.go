@@ -590,3 +590,24 @@ func TestRemoteChurnLeaksNothing(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Standby connections resume the control connection's TLS session, and
+// the gateway still knows the publisher by its certificate (it parks
+// only standbys whose verified certificate names a publisher).
+func TestRemoteStandbysResumeTLS(t *testing.T) {
+	g := newGateway(t)
+	ln, _ := g.listen(t, g.agent)
+	ctx := ctxT(t)
+	for i := range 4 {
+		c, err := g.web.Dial(ctx)
+		require.NoError(t, err, "dial %d", i)
+		a, err := ln.Accept()
+		require.NoError(t, err)
+		info, ok := switching.InfoOf(a)
+		require.True(t, ok)
+		require.NotNil(t, info.TLS)
+		require.True(t, info.TLS.DidResume, "standby %d did a full handshake", i)
+		a.Close()
+		c.Close()
+	}
+}

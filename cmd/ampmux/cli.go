@@ -120,7 +120,9 @@ func (t *tlsFlags) given() bool {
 
 // config builds the client TLS config for server (HOST:PORT).
 func (t *tlsFlags) config(server string) (*tls.Config, error) {
-	cfg := &tls.Config{ServerName: t.serverName, InsecureSkipVerify: t.insecureSkipVerify, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{ServerName: t.serverName, InsecureSkipVerify: t.insecureSkipVerify, MinVersion: tls.VersionTLS12,
+		// forward's tunnels, and expose's standbys, resume the session.
+		ClientSessionCache: tls.NewLRUClientSessionCache(16)}
 	if t.ca != "" {
 		pool, err := loadPool(t.ca)
 		if err != nil {
