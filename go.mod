@@ -3,6 +3,7 @@ module github.com/ampmux/ampmux
 go 1.26.0
 
 require (
+	github.com/pires/go-proxyproto v0.15.0
 	github.com/soheilhy/cmux v0.1.5
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0

@@ -60,6 +60,22 @@
 // nobody accepted) at most once a second, with a count of those it left
 // out.
 //
+// # PROXY protocol
+//
+// Behind a load balancer, Config.ProxyFrom names the balancers. A
+// connection from one may start with a PROXY protocol header (v1 or v2,
+// as HAProxy's send-proxy and send-proxy-v2 send it), read before
+// sniffing: the client address it carries is then the connection's
+// RemoteAddr, everywhere (servers, logs, authorisation) and in the
+// per-source caps above, which a balancer's connections skip until their
+// header moves them to their client's source. A connection from anyone
+// else that starts with a header is closed, as is one with a malformed
+// header or a second one (Stats.ProxyRefused): nobody else may choose the
+// address they are known by. A header's bytes later in a stream (inside
+// AMP, TLS or HTTP) are that stream's data. A v1 header must arrive in one
+// read, as github.com/pires/go-proxyproto (which parses them) requires
+// and the protocol's spec allows.
+//
 // An idle connection being sniffed costs about 4 KiB of the process's
 // memory (its goroutine's stack, the socket's and the mux's bookkeeping;
 // TestFlood measures it), plus the kernel's for the socket: the default

@@ -14,9 +14,10 @@ import (
 // which one goes when a cap is reached.
 //
 // Invariant: table.mu guards every field of table and of source (but
-// source.key, which never changes), and the elem, talking, class, gone and
-// state fields of every sniffConn (whose src is set before anyone else
-// sees it). A sniffConn is counted in table.open and in its source's conns
+// source.key, which never changes, and the atomic proxy counters), and the
+// src, elem, talking, class, gone and state fields of every sniffConn (src
+// is set before anyone else sees it, and changes at most once after, in
+// rekey, while it sniffs). A sniffConn is counted in table.open and in its source's conns
 // from admit until its state becomes stateGone (release, an eviction or
 // closeAll), which happens once. While its state is stateSniffing it is
 // also counted in table.sniffing and sits in exactly one of its source's
@@ -168,6 +169,12 @@ type Stats struct {
 	// DeadlinesShortened connections were given MinSniffTimeout instead
 	// of SniffTimeout, being accepted under pressure.
 	DeadlinesShortened int64
+	// ProxyHeaders connections from Config.ProxyFrom sent a PROXY header
+	// that named their client.
+	ProxyHeaders int64
+	// ProxyRefused connections were closed for a PROXY header: from a
+	// source not in ProxyFrom, a second one, or malformed.
+	ProxyRefused int64
 }
 
 // Stats returns the connection limits' counters.
@@ -185,6 +192,7 @@ const (
 	refusedSource
 	refusedConns
 	refusedClosed
+	warnProxyRefused // not admit's: a key for the rate-limited warning
 )
 
 // ranking orders sources by a count (how many they have sniffing, or
@@ -217,7 +225,13 @@ func (r *ranking) move(src *source, at **list.Element, old, n int) {
 func (r *ranking) top() *source { return r.by[r.most].Front().Value.(*source) }
 
 type table struct {
-	lim        limits
+	lim   limits
+	proxy proxyCounters
+	// warn and warnProxy log what a PROXY header's rekey did, and a
+	// refused header (set by newRootListener, read-only after).
+	warn      func(v verdict, key netip.Prefix, victim *sniffConn)
+	warnProxy func(*ProxyError)
+
 	mu         sync.Mutex
 	sources    map[netip.Prefix]*source
 	bySniffing ranking // sources by how many they have sniffing
@@ -237,22 +251,27 @@ func newTable(lim limits) *table {
 // admit counts nc in as sniffing from key, making room first if a cap is
 // reached. It returns nc's wrapper, nil if nc is refused, and the
 // connection evicted to make room, which the caller closes.
-func (t *table) admit(nc net.Conn, key netip.Prefix, now time.Time) (sc, victim *sniffConn, v verdict) {
+//
+// A balancer's connections (balancer set: a source in Config.ProxyFrom)
+// are not held to the per-source caps until their PROXY header names
+// their client (rekey): they are everyone's.
+func (t *table) admit(nc net.Conn, key netip.Prefix, now time.Time, balancer bool) (sc, victim *sniffConn, v verdict) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, nil, refusedClosed
 	}
 	src := t.sources[key]
+	perSource := src != nil && !balancer
 	// One eviction makes room under every cap: it uncounts a connection
 	// that was sniffing (or, under MaxConns, waiting) from the open total
 	// and from its source.
 	switch {
-	case src != nil && src.conns >= t.lim.connsPerSource:
+	case perSource && src.conns >= t.lim.connsPerSource:
 		// Refused, not evicted: a source at its cap cannot churn its own.
 		t.st.RefusedPerSource++
 		return nil, nil, refusedSource
-	case src != nil && src.sniffing() >= t.lim.sniffingPerSource:
+	case perSource && src.sniffing() >= t.lim.sniffingPerSource:
 		victim, v = src.oldest(), evictedSource
 		t.st.EvictedPerSource++
 	case t.sniffing >= t.lim.sniffing:
@@ -287,13 +306,64 @@ func (t *table) admit(nc net.Conn, key netip.Prefix, now time.Time) (sc, victim 
 	t.bySniffing.move(src, &src.rank, src.sniffing()-1, src.sniffing())
 	t.byHeld.move(src, &src.heldAt, src.held()-1, src.held())
 	timeout := t.lim.timeout
-	if t.lim.short < timeout && (t.sniffing > t.lim.sniffing/2 || src.sniffing() > t.lim.sniffingPerSource/2) {
+	if t.lim.short < timeout && (t.sniffing > t.lim.sniffing/2 || !balancer && src.sniffing() > t.lim.sniffingPerSource/2) {
 		timeout = t.lim.short
 		sc.shortened = true
 		t.st.DeadlinesShortened++
 	}
 	sc.deadline = now.Add(timeout)
 	return sc, victim, v
+}
+
+// rekey moves c, sniffing, from its balancer's source to key, its
+// client's, as its PROXY header says: there it is held to the per-source
+// caps as if it had just been accepted (refusedSource: its caller closes
+// it; or the client's oldest sniffer is evicted, returned for its caller
+// to close). c has sent nothing of its own yet (its header is read before
+// any byte goes to sniffing), so it joins the client's silent connections
+// last, as if just accepted.
+func (t *table) rekey(c *sniffConn, key netip.Prefix) (victim *sniffConn, v verdict) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.state != stateSniffing || c.src.key == key {
+		return nil, admitted
+	}
+	dst := t.sources[key]
+	switch {
+	case dst != nil && dst.conns >= t.lim.connsPerSource:
+		t.st.RefusedPerSource++
+		return nil, refusedSource
+	case dst != nil && dst.sniffing() >= t.lim.sniffingPerSource:
+		victim, v = dst.oldest(), evictedSource
+		t.st.EvictedPerSource++
+		t.drop(victim)
+		dst = t.sources[key]
+	}
+	old := c.src
+	if c.talking {
+		old.talking.Remove(c.elem)
+	} else {
+		old.silent.Remove(c.elem)
+	}
+	t.bySniffing.move(old, &old.rank, old.sniffing()+1, old.sniffing())
+	t.byHeld.move(old, &old.heldAt, old.held()+1, old.held())
+	if old.conns--; old.conns == 0 {
+		delete(t.sources, old.key)
+	}
+	if dst == nil {
+		dst = &source{key: key}
+		t.sources[key] = dst
+	}
+	c.src = dst
+	if c.talking {
+		c.elem = dst.talking.PushBack(c)
+	} else {
+		c.elem = dst.silent.PushBack(c)
+	}
+	dst.conns++
+	t.bySniffing.move(dst, &dst.rank, dst.sniffing()-1, dst.sniffing())
+	t.byHeld.move(dst, &dst.heldAt, dst.held()-1, dst.held())
+	return victim, v
 }
 
 // unsniff takes c, sniffing, out of the sniffing lists and counts (not out
@@ -442,5 +512,6 @@ func (t *table) stats() Stats {
 	st := t.st
 	st.Sniffing, st.Silent, st.Waiting, st.Open = int64(t.sniffing), int64(t.silent), int64(t.waiting), int64(t.open)
 	st.Sources = int64(len(t.sources))
+	st.ProxyHeaders, st.ProxyRefused = t.proxy.headers.Load(), t.proxy.refused.Load()
 	return st
 }

@@ -156,12 +156,67 @@ func TestTableAgainstModel(t *testing.T) {
 	// second hands everything out, the fourth leaves matched connections
 	// waiting under MaxConns.
 	mixes := [][5]int{{5, 2, 1, 1, 2}, {1, 0, 4, 4, 0}, {3, 3, 2, 1, 2}, {4, 1, 4, 0, 1}}
+	// keys[6] is a load balancer's (Config.ProxyFrom): its connections
+	// skip the per-source caps until a PROXY header rekeys them.
+	balancerKey := keys[6]
+	var rekeyed [3]int // admitted, refused, evicted
 	for id := range 20000 {
 		w := mixes[id/1000%len(mixes)]
 		op := rng.IntN(w[0] + w[1] + w[2] + w[3] + w[4])
+		if op < w[0] && rng.IntN(5) == 0 {
+			// A balancer's silent connection gets its header: moved to
+			// its client's source, under that source's caps.
+			var from []*sniffConn
+			for _, c := range live {
+				if c.src.key == balancerKey && c.state == stateSniffing && !c.talking {
+					from = append(from, c)
+				}
+			}
+			if len(from) > 0 {
+				c := from[rng.IntN(len(from))]
+				key := keys[rng.IntN(6)]
+				s := byKey(key)
+				var srcOpen int
+				for _, x := range live {
+					if x.src.key == key {
+						srcOpen++
+					}
+				}
+				victim, v := tb.rekey(c, key)
+				switch {
+				case srcOpen >= lim.connsPerSource:
+					rekeyed[1]++
+					require.Equal(t, refusedSource, v)
+					require.Equal(t, balancerKey, c.src.key, "refused: its caller closes it")
+					tb.release(c)
+					remove(c)
+				case s.sniffing >= lim.sniffingPerSource:
+					rekeyed[2]++
+					require.Equal(t, evictedSource, v)
+					want := s.oldestSilent
+					if want == nil {
+						want = s.oldestTalking
+					}
+					require.Same(t, want, victim)
+					remove(victim)
+				default:
+					rekeyed[0]++
+					require.Equal(t, admitted, v)
+				}
+				if v != refusedSource {
+					require.Equal(t, key, c.src.key)
+					// It joins its client's silent list last, as if just
+					// accepted: so it goes last in the model's order too.
+					remove(c)
+					live = append(live, c)
+				}
+				goto invariants
+			}
+		}
 		switch {
 		case op < w[0]: // a new connection
 			key := keys[rng.IntN(len(keys))]
+			balancer := key == balancerKey
 			// What the model expects.
 			var sniffing, held, open, srcOpen int
 			for _, c := range live {
@@ -190,11 +245,11 @@ func TestTableAgainstModel(t *testing.T) {
 				}
 				return s.oldestTalking
 			}
-			sc, victim, v := tb.admit(fakeConn{id: id}, key, time.Now())
+			sc, victim, v := tb.admit(fakeConn{id: id}, key, time.Now(), balancer)
 			switch {
-			case srcOpen >= lim.connsPerSource:
+			case !balancer && srcOpen >= lim.connsPerSource:
 				require.Equal(t, refusedSource, v)
-			case scans[key].sniffing >= lim.sniffingPerSource:
+			case !balancer && scans[key].sniffing >= lim.sniffingPerSource:
 				require.Equal(t, evictedSource, v)
 				require.Same(t, sniffer(scans[key]), victim, "the oldest silent one goes, else the oldest talker")
 			case sniffing >= lim.sniffing:
@@ -262,7 +317,7 @@ func TestTableAgainstModel(t *testing.T) {
 			}
 			tb.spoke(c)
 		}
-		// Invariants.
+	invariants:
 		var sniffing, silent, waiting int
 		type per struct{ sniffing, waiting, open int }
 		perSrc := map[netip.Prefix]per{}
@@ -312,6 +367,8 @@ func TestTableAgainstModel(t *testing.T) {
 	require.NotZero(t, st.RefusedPerSource)
 	require.NotZero(t, st.RefusedTotal)
 	require.NotZero(t, st.DeadlinesShortened)
+	t.Logf("rekeys admitted, refused, evicting: %v", rekeyed)
+	require.NotContains(t, rekeyed, 0, "every outcome of a rekey is exercised")
 
 	// closeAll uncounts everything the table holds and leaves the rest.
 	var handed int
@@ -327,6 +384,6 @@ func TestTableAgainstModel(t *testing.T) {
 	}
 	st = tb.stats()
 	require.Equal(t, Stats{Open: int64(handed)}, Stats{Sniffing: st.Sniffing, Silent: st.Silent, Waiting: st.Waiting, Open: st.Open})
-	_, _, v := tb.admit(fakeConn{}, keys[0], time.Now())
+	_, _, v := tb.admit(fakeConn{}, keys[0], time.Now(), false)
 	require.Equal(t, refusedClosed, v)
 }

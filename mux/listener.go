@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bufio"
 	"container/list"
 	"errors"
 	"log/slog"
@@ -17,15 +18,26 @@ import (
 // cmux spin, and lets Shutdown close the connections the mux still holds.
 type rootListener struct {
 	net.Listener
-	t      *table
-	log    *slog.Logger
-	warns  rateLog
-	closed chan struct{}
-	once   sync.Once
+	t         *table
+	proxyFrom []netip.Prefix // sources whose PROXY headers are read
+	log       *slog.Logger
+	warns     rateLog
+	closed    chan struct{}
+	once      sync.Once
 }
 
-func newRootListener(l net.Listener, lim limits, log *slog.Logger) *rootListener {
-	return &rootListener{Listener: l, t: newTable(lim), log: log, closed: make(chan struct{})}
+func newRootListener(l net.Listener, lim limits, proxyFrom []netip.Prefix, log *slog.Logger) *rootListener {
+	r := &rootListener{Listener: l, t: newTable(lim), proxyFrom: proxyFrom, log: log, closed: make(chan struct{})}
+	r.t.warn = r.warn
+	r.t.warnProxy = r.warnProxy
+	return r
+}
+
+// warnProxy logs a refused PROXY header, at most once a second.
+func (r *rootListener) warnProxy(e *ProxyError) {
+	if n, ok := r.warns.allow(warnProxyRefused, time.Now()); ok {
+		r.log.Warn("mux: PROXY protocol header refused; connection closed", "from", e.From, "reason", e.Reason, "err", e.Err, "suppressed", n)
+	}
 }
 
 // source is the key of nc in the source table.
@@ -52,7 +64,8 @@ func (r *rootListener) Accept() (net.Conn, error) {
 		}
 		delay = 0
 		key := r.source(nc)
-		sc, victim, v := r.t.admit(nc, key, time.Now())
+		balancer := trusted(r.proxyFrom, nc.RemoteAddr())
+		sc, victim, v := r.t.admit(nc, key, time.Now(), balancer)
 		if victim != nil {
 			victim.Conn.Close() // already uncounted: not victim.Close
 		}
@@ -64,6 +77,7 @@ func (r *rootListener) Accept() (net.Conn, error) {
 			r.warn(v, key, nil)
 			continue
 		}
+		sc.needHeader = balancer
 		r.warn(v, key, victim)
 		if sc.shortened {
 			r.warn(warnShortened, key, nil)
@@ -148,6 +162,16 @@ type sniffConn struct {
 	matched   atomic.Bool // cmux matched c: its deadlines are its server's
 	spoke     atomic.Bool // c has read a byte
 
+	// PROXY protocol, for a connection from Config.ProxyFrom: needHeader
+	// is set before Accept returns c; the first Read (cmux's, sniffing)
+	// clears it and reads the header; br then holds what was read past
+	// it, until drained. Only the reading goroutine touches these three;
+	// proxy, once stored, never changes.
+	needHeader bool
+	headerErr  error
+	br         *bufio.Reader
+	proxy      atomic.Pointer[proxied]
+
 	src *source // set by admit, then read-only
 
 	// Guarded by t.mu.
@@ -159,7 +183,26 @@ type sniffConn struct {
 }
 
 func (c *sniffConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	if c.needHeader {
+		c.needHeader = false
+		c.headerErr = c.readProxyHeader()
+		if c.br != nil && c.br.Buffered() == 0 {
+			c.br = nil
+		}
+	}
+	if c.headerErr != nil {
+		return 0, c.headerErr
+	}
+	var n int
+	var err error
+	if c.br != nil {
+		n, err = c.br.Read(p) // only what is buffered: no read of its own
+		if c.br.Buffered() == 0 {
+			c.br = nil
+		}
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	if n > 0 && !c.spoke.Load() && c.spoke.CompareAndSwap(false, true) {
 		c.t.spoke(c)
 	}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"testing"
+
+	"github.com/pires/go-proxyproto"
 )
 
 // replay gives each matcher what cmux's bufferedReader gives it: first
@@ -64,6 +66,7 @@ var matchers = []struct {
 }{
 	{ClassAMP, matchAMP, firstRead},
 	{ClassTLS, matchTLS, 2},
+	{classProxy, matchProxyHeader, 12},
 	{ClassHTTP2, matchHTTP2, len(http2Preface)},
 	{ClassHTTP1, matchHTTP1, maxMethod + 2},
 	{ClassOther, matchTimedOut, sniffCap},
@@ -88,6 +91,9 @@ func sniff(t *testing.T, data []byte, chunk int, end error) (Class, int) {
 	return -1, src.read
 }
 
+// classProxy stands for the refusal of a PROXY header in the sniffed bytes.
+const classProxy Class = -2
+
 // expected is the class by the rules in match.go's comments, read off the
 // whole input: what the matchers see is a prefix of it. ClassOther stands
 // for the OnTimeout route.
@@ -97,6 +103,8 @@ func expected(b []byte, timedOut bool) (c Class, sure bool) {
 		return ClassAMP, true
 	case len(b) >= 2 && b[0] == 0x16 && b[1] == 0x03:
 		return ClassTLS, true
+	case bytes.HasPrefix(b, proxyproto.SIGV1) || bytes.HasPrefix(b, proxyproto.SIGV2):
+		return classProxy, true
 	case bytes.HasPrefix(b, []byte(http2Preface)):
 		return ClassHTTP2, true
 	case isRequestLine(b):
@@ -141,6 +149,7 @@ func FuzzSniff(f *testing.F) {
 		"get / HTTP/1.1\r\n", "GET\t/", "GET  /",
 		"\x00\x00\x00\x08\x04\xd2\x16\x2f", "\x7fELF", "SSH-2.0-OpenSSH_9.6\r\n",
 		"\x00\xff" + string(bytes.Repeat([]byte("k"), 300)),
+		"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", "PROXY", "PROX", "PUT / HTTP/1.1\r\n", string(proxyproto.SIGV2), string(proxyproto.SIGV2[:11]),
 	}
 	for _, s := range seeds {
 		for _, chunk := range []uint16{0, 1, 7} {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -129,6 +130,16 @@ type Config struct {
 	// -1; one evicted or closed by Shutdown while matching may report
 	// nothing.
 	OnMatch func(Class)
+	// ProxyFrom lists the sources allowed to send a PROXY protocol header
+	// (v1 or v2: HAProxy's send-proxy, send-proxy-v2) before the
+	// connection's first byte: load balancers. Their connections are
+	// known by the client address the header carries (RemoteAddr, the
+	// per-source caps) and, until it is read, are held to no per-source
+	// cap. A connection from them without a header keeps its own address;
+	// one with a malformed header is closed. From any other source, a
+	// connection that starts with a PROXY header is closed (ErrProxyHeader
+	// is logged): nobody else may choose the address they are known by.
+	ProxyFrom []netip.Prefix
 }
 
 // Server shares one listener between classes of connections.
@@ -161,7 +172,7 @@ func New(l net.Listener, cfg Config) *Server {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, done: make(chan struct{})}
-	s.root = newRootListener(l, cfg.limits(), cfg.Logger)
+	s.root = newRootListener(l, cfg.limits(), cfg.ProxyFrom, cfg.Logger)
 	s.cm = cmux.New(s.root)
 	// cmux sets this deadline as it starts matching; the rootListener's
 	// connections hold it to their own (shorter under pressure).
@@ -183,6 +194,7 @@ func New(l net.Listener, cfg Config) *Server {
 	// before HTTP/1 (whose matcher would take "PRI *" as a method).
 	s.route(ClassAMP, matchAMP)
 	s.route(ClassTLS, matchTLS)
+	s.refuseProxyHeaders()
 	s.route(ClassHTTP2, matchHTTP2)
 	s.route(ClassHTTP1, matchHTTP1)
 	if cfg.Other {
@@ -237,6 +249,30 @@ func h2cFor(hs *http.Server) *http.Server {
 		HTTP2:                        hs.HTTP2,
 		Protocols:                    p,
 	}
+}
+
+// refuseProxyHeaders closes connections whose sniffed bytes start with a
+// PROXY header: a trusted source's was read before sniffing, so this one
+// is an untrusted source's, or a second.
+func (s *Server) refuseProxyHeaders() {
+	l := s.cm.Match(matchProxyHeader)
+	s.pumps.Add(1)
+	go func() {
+		defer s.pumps.Done()
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			reason := "not from a trusted source (Config.ProxyFrom)"
+			if sc := sniffed(nc); sc != nil && sc.proxy.Load() != nil {
+				reason = "a second header"
+			}
+			s.root.t.proxy.refused.Add(1)
+			s.root.warnProxy(&ProxyError{From: nc.RemoteAddr(), Reason: reason})
+			nc.Close()
+		}
+	}()
 }
 
 // route makes cmux deliver connections that match m to class c.
