@@ -16,23 +16,29 @@ import (
 
 // serveConfig is everything serve takes, from --config and flags.
 type serveConfig struct {
-	Listen         string         `yaml:"listen"`
-	TLSCert        string         `yaml:"tls_cert"`
-	TLSKey         string         `yaml:"tls_key"`
-	ClientCA       string         `yaml:"client_ca"`
-	AllowPlaintext bool           `yaml:"allow_plaintext"`
-	HTTPBackend    string         `yaml:"http_backend"`
-	HTTPDir        string         `yaml:"http_dir"`
-	Demo           bool           `yaml:"demo"`
-	LogFormat      string         `yaml:"log_format"`
-	Grace          time.Duration  `yaml:"grace"`
-	SniffTimeout   time.Duration  `yaml:"sniff_timeout"`
-	AllowAnonymous bool           `yaml:"allow_anonymous"`
-	Admin          string         `yaml:"admin"`
-	PublicStatus   bool           `yaml:"public_status"`
-	Limits         limitsConfig   `yaml:"limits"`
-	Routes         []routeConfig  `yaml:"routes"`
-	Expose         []exposeConfig `yaml:"expose"`
+	Listen         string        `yaml:"listen"`
+	TLSCert        string        `yaml:"tls_cert"`
+	TLSKey         string        `yaml:"tls_key"`
+	ClientCA       string        `yaml:"client_ca"`
+	AllowPlaintext bool          `yaml:"allow_plaintext"`
+	HTTPBackend    string        `yaml:"http_backend"`
+	HTTPDir        string        `yaml:"http_dir"`
+	Demo           bool          `yaml:"demo"`
+	LogFormat      string        `yaml:"log_format"`
+	Grace          time.Duration `yaml:"grace"`
+	SniffTimeout   time.Duration `yaml:"sniff_timeout"`
+	AllowAnonymous bool          `yaml:"allow_anonymous"`
+	Admin          string        `yaml:"admin"`
+	PublicStatus   bool          `yaml:"public_status"`
+	// ProxyFrom are the load balancers (CIDRs or addresses) whose PROXY
+	// protocol headers name the client.
+	ProxyFrom []string `yaml:"proxy_from"`
+	// SendProxy names the routes whose backends get a PROXY v2 header
+	// (the flags' way of setting routes' send_proxy).
+	SendProxy []string       `yaml:"-"`
+	Limits    limitsConfig   `yaml:"limits"`
+	Routes    []routeConfig  `yaml:"routes"`
+	Expose    []exposeConfig `yaml:"expose"`
 }
 
 // exposeConfig is a route published by agents (ampmux expose) rather than
@@ -74,6 +80,9 @@ type routeConfig struct {
 	// IdleTimeout, if set, closes this route's tunnels after that long
 	// with no bytes either way (overrides limits.tunnel_idle_timeout).
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// SendProxy, "v1" or "v2", starts each connection to the backend with
+	// a PROXY protocol header naming the client ("": none).
+	SendProxy string `yaml:"send_proxy"`
 	// Publishers, for an exposed route, are who may publish it; it has no
 	// Backend then.
 	Publishers []string `yaml:"-"`

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/ampmux/ampmux/internal/demo"
 	"github.com/ampmux/ampmux/internal/tunnel"
 	"github.com/ampmux/ampmux/mux"
+	"github.com/pires/go-proxyproto"
 )
 
 func init() {
@@ -89,6 +91,13 @@ func runServe(e *env, args []string) error {
 		return usagef("--expose needs --client-ca: publishers are known by their certificates")
 	}
 	cfg.Routes = append(cfg.Routes, exposed...)
+	for _, name := range cfg.SendProxy {
+		i := slices.IndexFunc(cfg.Routes, func(r routeConfig) bool { return r.Name == name })
+		if i < 0 {
+			return usagef("--send-proxy %q: no such route", name)
+		}
+		cfg.Routes[i].SendProxy = "v2"
+	}
 	if err := checkServeConfig(&cfg); err != nil {
 		return err
 	}
@@ -141,8 +150,34 @@ func checkServeConfig(cfg *serveConfig) error {
 		if r.IdleTimeout < 0 {
 			return usagef("route %q: idle_timeout may not be negative", r.Name)
 		}
+		switch {
+		case r.SendProxy != "" && r.SendProxy != "v1" && r.SendProxy != "v2":
+			return usagef("route %q: send_proxy must be v1 or v2, not %q", r.Name, r.SendProxy)
+		case r.SendProxy != "" && r.Backend == "":
+			return usagef("route %q: send_proxy needs a backend the gateway dials (an exposed route's agent dials its own)", r.Name)
+		}
+	}
+	if _, err := proxyPrefixes(cfg.ProxyFrom); err != nil {
+		return err
 	}
 	return checkLimits(&cfg.Limits)
+}
+
+// proxyPrefixes parses --proxy-from: CIDRs, or single addresses.
+func proxyPrefixes(from []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range from {
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, usagef("--proxy-from %q is not a CIDR (10.0.0.0/8) or an address", f)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // checkLimits refuses negative limits; zero means the default.
@@ -242,7 +277,9 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 	defer admin.Close()
 	hs := httpfallback.Server(handler)
 	hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	proxyFrom, _ := proxyPrefixes(cfg.ProxyFrom) // checked by checkServeConfig
 	m := mux.New(l, mux.Config{
+		ProxyFrom:            proxyFrom,
 		SniffTimeout:         cfg.SniffTimeout,
 		MaxConns:             cfg.Limits.MaxConns,
 		MaxConnsPerSource:    cfg.Limits.MaxConnsPerSource,
@@ -259,6 +296,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		r["max_conns_per_source"] = ms.RefusedPerSource
 		r["max_conns"] = ms.RefusedTotal
 		r["sniff_deadline_shortened"] = ms.DeadlinesShortened
+		r["proxy_header"] = ms.ProxyRefused
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -513,8 +551,7 @@ func (s *server) policy(r routeConfig) switching.Policy {
 		if r.Backend == "" {
 			return slot, nil
 		}
-		var d net.Dialer
-		bc, err := d.DialContext(ctx, "tcp", r.Backend)
+		bc, err := dialBackend(ctx, r, info)
 		if err != nil {
 			slot.release()
 			s.stats.tunnels.failed.Add(1)
@@ -525,6 +562,31 @@ func (s *server) policy(r routeConfig) switching.Policy {
 		return slot, nil
 	}
 	return p
+}
+
+// dialBackend connects to r's backend and, if the route says so, sends
+// the PROXY header that names the client (the address the mux reports:
+// a load balancer's PROXY header's, if it sent one).
+func dialBackend(ctx context.Context, r routeConfig, info switching.Info) (net.Conn, error) {
+	var d net.Dialer
+	bc, err := d.DialContext(ctx, "tcp", r.Backend)
+	if err != nil || r.SendProxy == "" {
+		return bc, err
+	}
+	version := byte(2)
+	if r.SendProxy == "v1" {
+		version = 1
+	}
+	h := proxyproto.HeaderProxyFromAddrs(version, info.RemoteAddr, info.LocalAddr)
+	if dl, ok := ctx.Deadline(); ok {
+		bc.SetWriteDeadline(dl)
+	}
+	if _, err := h.WriteTo(bc); err != nil {
+		bc.Close()
+		return nil, fmt.Errorf("sending the PROXY header: %w", err)
+	}
+	bc.SetWriteDeadline(time.Time{})
+	return bc, nil
 }
 
 // tunnelSlot is what Prepare hands the route's handler: the dialled

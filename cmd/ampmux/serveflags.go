@@ -18,6 +18,8 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig, routes, exposes *multiFlag, 
 	fs.StringVar(&cfg.HTTPBackend, "http-backend", cfg.HTTPBackend, "`URL` of an HTTP server to reverse-proxy browsers to")
 	fs.StringVar(&cfg.HTTPDir, "http-dir", cfg.HTTPDir, "`directory` of static files to serve to browsers")
 	fs.StringVar(&cfg.Admin, "admin", cfg.Admin, "`address` of the operator listener (status page, /status.json), such as 127.0.0.1:7444 (default: none)")
+	fs.Var((*multiFlag)(&cfg.ProxyFrom), "proxy-from", "`CIDR` (or address) of a load balancer whose PROXY protocol v1/v2 headers name the client (repeatable); from anyone else a PROXY header closes the connection")
+	fs.Var((*multiFlag)(&cfg.SendProxy), "send-proxy", "route `NAME` whose backend connections start with a PROXY protocol v2 header naming the client (repeatable; in YAML a route's send_proxy: v1 or v2)")
 	fs.BoolVar(&cfg.PublicStatus, "public-status", cfg.PublicStatus, "also show the status page to browsers on the shared port (it names routes, backends and counts)")
 	fs.BoolVar(&cfg.Demo, "demo", cfg.Demo, "offer the AMP commands Sum, Divide, Echo, an anonymous \"echo\" tunnel and the status page, for local interop checks")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: text or json")
