@@ -112,6 +112,10 @@ type Config struct {
 	TLS *tls.Config
 	// HandshakeTimeout bounds a StartTLS handshake (default 10 s).
 	HandshakeTimeout time.Duration
+	// OnTLS, if set, is called after each StartTLS handshake, on the
+	// reader goroutine (it must not block): err is nil on success, else
+	// the *TLSError that ends the connection. For metrics.
+	OnTLS func(c *Conn, err error)
 	// BaseContext is the parent of the context responders get (default
 	// context.Background()). Its end cancels their contexts; it does not
 	// close the connection, and answers still wait for room as long as

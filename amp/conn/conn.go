@@ -51,6 +51,9 @@ type Conn struct {
 	// UnixNano time its last byte was written (set by noteSent); 0, none.
 	wsent     atomic.Int64
 	probeMark atomic.Int64
+	// rcvd counts the bytes of the read stream (the reader's, through
+	// kickReader), for Bytes.
+	rcvd atomic.Int64
 	// waking counts callers woken by an answer and not yet back: the
 	// reader adds, the caller takes away. While it is not zero, callers
 	// leave the write to the writer, which waits for them to batch.
@@ -200,6 +203,11 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 // Done is closed when the connection has ended and its goroutines (but
 // not necessarily its responders) have exited.
 func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Bytes returns how many bytes of the AMP stream the connection has read
+// and written so far (inside TLS once it is on; not those of a protocol
+// it switched to).
+func (c *Conn) Bytes() (read, written int64) { return c.rcvd.Load(), c.wsent.Load() }
 
 // Err returns why the connection ended: nil while it is open and after a
 // clean Close or a clean hang-up by the peer.

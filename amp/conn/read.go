@@ -82,6 +82,12 @@ type kickReader struct {
 // kept; if it expires before the box has had BoxTimeout, it is re-armed
 // for the rest.
 func (k *kickReader) Read(p []byte) (int, error) {
+	n, err := k.read(p)
+	k.c.rcvd.Add(int64(n))
+	return n, err
+}
+
+func (k *kickReader) read(p []byte) (int, error) {
 	c := k.c
 	if c.kick.Load() {
 		c.kick.Store(false)

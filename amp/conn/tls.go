@@ -228,6 +228,9 @@ func (c *Conn) upgradeTLS(paused chan struct{}, cfg *tls.Config, server bool) er
 	cancel()
 	if err != nil {
 		terr := &TLSError{Server: server, Remote: isRemoteAlert(err), Err: err}
+		if c.cfg.OnTLS != nil {
+			c.cfg.OnTLS(c, terr)
+		}
 		c.fail(terr)
 		return terr
 	}
@@ -239,6 +242,9 @@ func (c *Conn) upgradeTLS(paused chan struct{}, cfg *tls.Config, server bool) er
 	c.tlsMu.Unlock()
 	c.rd.dec.Reset(&kickReader{c: c, r: tc})
 	c.resumeWriter(false, tc)
+	if c.cfg.OnTLS != nil {
+		c.cfg.OnTLS(c, nil)
+	}
 	return nil
 }
 
