@@ -311,7 +311,7 @@ func (t *table) admit(nc net.Conn, key netip.Prefix, now time.Time, balancer boo
 		sc.shortened = true
 		t.st.DeadlinesShortened++
 	}
-	sc.deadline = now.Add(timeout)
+	sc.deadline, sc.accepted = now.Add(timeout), now
 	return sc, victim, v
 }
 

@@ -158,6 +158,7 @@ type sniffConn struct {
 	// deadline bounds sniffing (SniffTimeout, or MinSniffTimeout under
 	// pressure); set before Accept returns c.
 	deadline  time.Time
+	accepted  time.Time
 	shortened bool
 	matched   atomic.Bool // cmux matched c: its deadlines are its server's
 	spoke     atomic.Bool // c has read a byte

@@ -130,6 +130,10 @@ type Config struct {
 	// -1; one evicted or closed by Shutdown while matching may report
 	// nothing.
 	OnMatch func(Class)
+	// OnSniffed, if set, is called as OnMatch is (for matched
+	// connections only), with how long the connection took to show its
+	// class since it was accepted.
+	OnSniffed func(c Class, took time.Duration)
 	// ProxyFrom lists the sources allowed to send a PROXY protocol header
 	// (v1 or v2: HAProxy's send-proxy, send-proxy-v2) before the
 	// connection's first byte: load balancers. Their connections are
@@ -293,6 +297,9 @@ func (s *Server) route(c Class, m cmux.Matcher) {
 		}
 		if s.cfg.OnMatch != nil {
 			s.cfg.OnMatch(c)
+		}
+		if s.cfg.OnSniffed != nil && sc != nil {
+			s.cfg.OnSniffed(c, time.Since(sc.accepted))
 		}
 		return true
 	})

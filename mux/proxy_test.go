@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/require"
@@ -195,4 +196,21 @@ func TestProxyHeaderLimitsKeyOnClient(t *testing.T) {
 	cb.Close()
 	require.Equal(t, int64(1), p.m.Stats().RefusedPerSource)
 	_ = a
+}
+
+// OnSniffed reports each matched connection's class and sniffing time.
+func TestOnSniffed(t *testing.T) {
+	type got struct {
+		c    mux.Class
+		took time.Duration
+	}
+	ch := make(chan got, 4)
+	p := startProxyMux(t, mux.Config{OnSniffed: func(c mux.Class, took time.Duration) { ch <- got{c, took} }})
+	dialSend(t, p.addr, []byte(ampBytes))
+	g := recv(t, ch)
+	require.Equal(t, mux.ClassAMP, g.c)
+	require.Positive(t, g.took)
+	recv(t, p.amp).Close()
+	httpOver(t, p.addr, nil)
+	require.Equal(t, mux.ClassHTTP1, recv(t, ch).c)
 }
