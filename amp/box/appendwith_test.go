@@ -120,3 +120,15 @@ func FuzzAppendWith(f *testing.F) {
 		}
 	})
 }
+
+// A nil box is a call without arguments (conn.Call(ctx, "Ping", nil)).
+func TestAppendWithNilBox(t *testing.T) {
+	got, err := AppendWith(nil, nil, Field{Key: "_command", Value: []byte("Ping")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := AppendWith(nil, &Box{}, Field{Key: "_command", Value: []byte("Ping")})
+	if !bytes.Equal(got, want) {
+		t.Fatalf("nil box: %q, want %q", got, want)
+	}
+}

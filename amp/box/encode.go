@@ -90,11 +90,17 @@ type Field struct {
 // take a copy.
 const mergeLimit = 32
 
-// AppendWith appends the wire form of b plus the extra fields, in key
+// noFields is the box a nil *Box stands for in AppendWith; never written.
+var noFields Box
+
+// AppendWith appends the wire form of b (nil: no fields) plus the extra fields, in key
 // order, without changing b: what a connection does to add _ask and
 // _command to a caller's arguments, which may be shared by other
 // goroutines. An extra key that b holds too is a *DuplicateKeyError.
 func AppendWith(dst []byte, b *Box, extra ...Field) ([]byte, error) {
+	if b == nil {
+		b = &noFields // a call without arguments
+	}
 	start := len(dst)
 	if err := b.check(); err != nil {
 		return dst, err

@@ -60,7 +60,8 @@ func (c *Conn) releaseCall(cl *call) {
 // answer, whose fields it copies into reply. An error answer returns a
 // *amp.RemoteError. If ctx ends first, CallBox returns ctx.Err() at once,
 // whether or not the request has left yet, and the late answer is dropped.
-// args is encoded before the request is queued and never kept.
+// args (nil: no arguments) is encoded before the request is queued and
+// never kept.
 func (c *Conn) CallBox(ctx context.Context, command string, args, reply *box.Box) error {
 	cl := c.getCall()
 	cl.reply = reply

@@ -30,6 +30,8 @@ type serveConfig struct {
 	AllowAnonymous bool          `yaml:"allow_anonymous"`
 	Admin          string        `yaml:"admin"`
 	PublicStatus   bool          `yaml:"public_status"`
+	// NoAccessLog turns off the lines per tunnel and per AMP connection.
+	NoAccessLog bool `yaml:"no_access_log"`
 	// ProxyFrom are the load balancers (CIDRs or addresses) whose PROXY
 	// protocol headers name the client.
 	ProxyFrom []string `yaml:"proxy_from"`

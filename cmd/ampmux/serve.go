@@ -223,6 +223,10 @@ type server struct {
 	adminAddr string
 	// exposures are the routes agents publish, by name.
 	exposures map[string]*switching.Exposure
+	// metrics, with --admin (nil without), and whether to write the
+	// access log (a line per tunnel and per AMP connection).
+	metrics   *metrics
+	accessLog bool
 }
 
 func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Writer) error {
@@ -263,6 +267,10 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	listen := l.Addr().String()
+	if cfg.Admin != "" {
+		s.metrics = newMetrics(s, listen)
+	}
+	s.accessLog = !cfg.NoAccessLog
 	s.warnInsecure(reg, tlsCfg, listen)
 	handler, err := s.httpHandler(listen)
 	if err != nil {
@@ -286,8 +294,9 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		MaxSniffingPerSource: cfg.Limits.MaxSniffingPerSource,
 		Logger:               log,
 		OnMatch:              s.stats.onMatch,
+		OnSniffed:            s.onSniffed(),
 		HTTP:                 hs,
-		AMP:                  &conn.Server{Config: s.connConfig(ampMux, tlsCfg)},
+		AMP:                  &conn.Server{Config: s.connConfig(ampMux, tlsCfg), ConnState: s.ampConnState()},
 	})
 	s.stats.refusals = func(r map[string]int64) {
 		ms := m.Stats()
@@ -369,10 +378,15 @@ func (s *server) watchPublisher(ctx context.Context, x *switching.Exposure) {
 }
 
 // connConfig is the AMP side of the shared port, with serve's limits.
-func (s *server) connConfig(h amp.Locator, tlsCfg *tls.Config) conn.Config {
+func (s *server) connConfig(h *amp.Mux, tlsCfg *tls.Config) conn.Config {
 	l := &s.cfg.Limits
+	var onTLS func(*conn.Conn, error)
+	if s.metrics != nil {
+		onTLS = s.metrics.onTLS
+	}
 	return conn.Config{
-		Handler:           countingLocator{h, s.stats},
+		OnTLS:             onTLS,
+		Handler:           newLocator(h, s.stats, s.metrics),
 		TLS:               tlsCfg,
 		Logger:            s.log,
 		MaxBoxSize:        int(l.MaxBoxSize),
@@ -461,7 +475,10 @@ func (s *server) startAdmin(listen string) (io.Closer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--admin: %w", err)
 	}
-	hs := &http.Server{Handler: statusHandler(s.stats, s.cfg, listen), ReadHeaderTimeout: 10 * time.Second,
+	h := http.NewServeMux()
+	h.Handle("/", statusHandler(s.stats, s.cfg, listen))
+	h.Handle("GET /metrics", s.metrics.handler())
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	go hs.Serve(l)
 	addr := l.Addr().String()
@@ -692,12 +709,59 @@ func (s *server) pipe(route string, client, backend net.Conn, info switching.Inf
 		delete(s.open, backend)
 	}
 	s.mu.Unlock()
-	attrs := []any{"route", route, "peer", peer, "client", who, "bytes_up", up, "bytes_down", down,
-		"duration", time.Since(start).Round(time.Millisecond).String()}
-	if err != nil {
-		attrs = append(attrs, "err", err)
+	took := time.Since(start)
+	if s.metrics != nil {
+		s.metrics.tunnelDur.WithLabelValues(route).Observe(took.Seconds())
 	}
-	s.log.Info("tunnel closed", attrs...)
+	if !s.accessLog {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = err.Error()
+	}
+	s.log.Info("tunnel closed", "route", route, "peer", peer, "client", who, "bytes_up", up, "bytes_down", down,
+		"duration", took.Round(time.Millisecond).String(), "result", result)
+}
+
+func (s *server) onSniffed() func(mux.Class, time.Duration) {
+	if s.metrics == nil {
+		return nil
+	}
+	return s.metrics.onSniffed
+}
+
+// ampConnState writes the access log's line for each AMP connection as it
+// ends: who, for how long, the AMP bytes each way, and how it ended
+// (switched: its tunnel has a line of its own).
+func (s *server) ampConnState() func(*conn.Conn, bool) {
+	if !s.accessLog {
+		return nil
+	}
+	var started sync.Map // *conn.Conn → time.Time
+	return func(c *conn.Conn, active bool) {
+		if active {
+			started.Store(c, time.Now())
+			return
+		}
+		v, _ := started.LoadAndDelete(c)
+		t0, _ := v.(time.Time)
+		who := ""
+		if cert := c.PeerCertificate(); cert != nil {
+			who, _ = switching.PeerName(cert)
+		}
+		_, secured := c.ConnectionState()
+		in, out := c.Bytes()
+		result := "closed"
+		switch err := c.Err(); {
+		case errors.Is(err, conn.ErrSwitched):
+			result = "switched"
+		case err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) && !errors.Is(err, conn.ErrConnectionLost):
+			result = err.Error()
+		}
+		s.log.Info("amp connection closed", "peer", c.RemoteAddr().String(), "client", who, "tls", secured,
+			"bytes_in", in, "bytes_out", out, "duration", time.Since(t0).Round(time.Millisecond).String(), "result", result)
+	}
 }
 
 func (s *server) httpHandler(listen string) (http.Handler, error) {

@@ -22,6 +22,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig, routes, exposes *multiFlag, 
 	fs.Var((*multiFlag)(&cfg.SendProxy), "send-proxy", "route `NAME` whose backend connections start with a PROXY protocol v2 header naming the client (repeatable; in YAML a route's send_proxy: v1 or v2)")
 	fs.BoolVar(&cfg.PublicStatus, "public-status", cfg.PublicStatus, "also show the status page to browsers on the shared port (it names routes, backends and counts)")
 	fs.BoolVar(&cfg.Demo, "demo", cfg.Demo, "offer the AMP commands Sum, Divide, Echo, an anonymous \"echo\" tunnel and the status page, for local interop checks")
+	fs.BoolVar(&cfg.NoAccessLog, "no-access-log", cfg.NoAccessLog, "do not log a line per tunnel and per AMP connection (client, identity, route, bytes, duration, result)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: text or json")
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGINT/SIGTERM, how long calls and tunnels may drain")
 	fs.DurationVar(&cfg.SniffTimeout, "sniff-timeout", cfg.SniffTimeout, "how long a new connection may take to show its protocol (shorter when many connections are sniffing)")

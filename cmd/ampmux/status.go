@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/internal/tunnel"
 	"github.com/ampmux/ampmux/mux"
 )
@@ -95,17 +94,6 @@ func (s *stats) onMatch(c mux.Class) {
 		return
 	}
 	s.conns[c].Add(1)
-}
-
-// countingLocator counts the AMP commands served.
-type countingLocator struct {
-	amp.Locator
-	s *stats
-}
-
-func (l countingLocator) Responder(name []byte) *amp.Responder {
-	l.s.calls.Add(1)
-	return l.Locator.Responder(name)
 }
 
 // statusJSON is the document at /status.json.
