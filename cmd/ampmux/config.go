@@ -37,10 +37,12 @@ type serveConfig struct {
 	ProxyFrom []string `yaml:"proxy_from"`
 	// SendProxy names the routes whose backends get a PROXY v2 header
 	// (the flags' way of setting routes' send_proxy).
-	SendProxy []string       `yaml:"-"`
-	Limits    limitsConfig   `yaml:"limits"`
-	Routes    []routeConfig  `yaml:"routes"`
-	Expose    []exposeConfig `yaml:"expose"`
+	SendProxy []string `yaml:"-"`
+	// reload, if set, builds the configuration again (SIGHUP).
+	reload func() (*serveConfig, error)
+	Limits limitsConfig   `yaml:"limits"`
+	Routes []routeConfig  `yaml:"routes"`
+	Expose []exposeConfig `yaml:"expose"`
 }
 
 // exposeConfig is a route published by agents (ampmux expose) rather than

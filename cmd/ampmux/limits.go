@@ -26,6 +26,14 @@ func newTunnelLimits(maxRoute, maxClient int, warn *rateLog) *tunnelLimits {
 		perRoute: map[string]int{}, perClient: map[string]int{}}
 }
 
+// setCaps changes the caps (SIGHUP); tunnels open over a lowered cap go
+// on, new ones wait for room.
+func (l *tunnelLimits) setCaps(maxRoute, maxClient int) {
+	l.mu.Lock()
+	l.maxRoute, l.maxClient = maxRoute, maxClient
+	l.mu.Unlock()
+}
+
 // acquire takes a tunnel slot for client on route, or says which limit
 // refuses it. release runs once however often it is called.
 func (l *tunnelLimits) acquire(route, client string) (release func(), err error) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,14 +35,23 @@ type metrics struct {
 	switches  *prometheus.CounterVec // route, result
 	calls     *prometheus.CounterVec // command, result
 	tunnelDur *prometheus.HistogramVec
-	routes    map[string]bool // the routes' names: label values of switches
+	// routes are the routes' names, the label values of switches
+	// (replaced on SIGHUP).
+	routes atomic.Pointer[map[string]bool]
+}
+
+// setRoutes makes cfg's routes the label values of switches.
+func (m *metrics) setRoutes(cfg *serveConfig) {
+	names := map[string]bool{}
+	for _, r := range cfg.Routes {
+		names[r.Name] = true
+	}
+	m.routes.Store(&names)
 }
 
 func newMetrics(s *server, listen string) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(), routes: map[string]bool{}}
-	for _, r := range s.cfg.Routes {
-		m.routes[r.Name] = true
-	}
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.setRoutes(s.conf())
 	sniff := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "ampmux_sniff_duration_seconds", Help: "Time from accept until a connection showed its protocol, by class.",
 		Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5},
@@ -156,7 +166,7 @@ func (m *metrics) countSwitch(orig *amp.Responder, serve amp.BoxHandler) amp.Box
 	return func(ctx context.Context, req, resp *box.Box) error {
 		err := serve(ctx, req, resp)
 		route := req.GetString("protocol")
-		if !m.routes[route] {
+		if !(*m.routes.Load())[route] {
 			route = "unknown"
 		}
 		result := "ok"
@@ -207,7 +217,7 @@ var (
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
 
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.s.stats.snapshot(c.s.cfg, c.listen)
+	st := c.s.stats.snapshot(c.s.conf(), c.listen)
 	counter := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}

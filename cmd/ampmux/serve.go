@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"os/signal"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,62 +47,12 @@ The default --listen is 127.0.0.1:7443 (this machine only); use 0.0.0.0:7443 or
 }
 
 func runServe(e *env, args []string) error {
-	c := commands["serve"]
-	cfg := defaultServeConfig()
-	var routes, exposes multiFlag
-	var configFile string
-	fs := c.newFlags(e)
-	serveFlags(fs, &cfg, &routes, &exposes, &configFile)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	if configFile != "" {
-		// The file over the defaults, then the command line over the file.
-		cfg, routes, exposes = defaultServeConfig(), nil, nil
-		if err := loadConfigFile(configFile, &cfg); err != nil {
-			return err
-		}
-		fs = c.newFlags(e)
-		serveFlags(fs, &cfg, &routes, &exposes, &configFile)
-		if err := parse(fs, args); err != nil {
-			return err
-		}
-	}
-	for _, r := range routes {
-		rc, err := parseRouteFlag(r)
-		if err != nil {
-			return err
-		}
-		cfg.Routes = append(cfg.Routes, rc)
-	}
-	for _, x := range exposes {
-		xc, err := parseExposeFlag(x)
-		if err != nil {
-			return err
-		}
-		cfg.Expose = append(cfg.Expose, xc)
-	}
-	exposed, err := exposedRoutes(cfg.Expose)
+	cfg, err := loadServeConfig(e, args)
 	if err != nil {
-		return usagef("%v", err)
-	}
-	if len(exposed) > 0 && cfg.ClientCA == "" {
-		return usagef("--expose needs --client-ca: publishers are known by their certificates")
-	}
-	cfg.Routes = append(cfg.Routes, exposed...)
-	for _, name := range cfg.SendProxy {
-		i := slices.IndexFunc(cfg.Routes, func(r routeConfig) bool { return r.Name == name })
-		if i < 0 {
-			return usagef("--send-proxy %q: no such route", name)
-		}
-		cfg.Routes[i].SendProxy = "v2"
-	}
-	if err := checkServeConfig(&cfg); err != nil {
 		return err
 	}
+	// SIGHUP reads the file again, under the same command line.
+	cfg.reload = func() (*serveConfig, error) { return loadServeConfig(e, args) }
 	log, err := newLogger(e.stderr, cfg.LogFormat)
 	if err != nil {
 		return err
@@ -111,7 +63,73 @@ func runServe(e *env, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return serve(ctx, &cfg, log, e.stdout)
+	return serve(ctx, cfg, log, e.stdout)
+}
+
+// loadServeConfig builds serve's configuration: the defaults, the file
+// (--config), then the command line over them, checked.
+func loadServeConfig(e *env, args []string) (*serveConfig, error) {
+	c := commands["serve"]
+	cfg := defaultServeConfig()
+	var routes, exposes multiFlag
+	var configFile string
+	fs := c.newFlags(e)
+	serveFlags(fs, &cfg, &routes, &exposes, &configFile)
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if configFile != "" {
+		// The file over the defaults, then the command line over the file.
+		cfg, routes, exposes = defaultServeConfig(), nil, nil
+		if err := loadConfigFile(configFile, &cfg); err != nil {
+			return nil, err
+		}
+		fs = c.newFlags(e)
+		serveFlags(fs, &cfg, &routes, &exposes, &configFile)
+		if err := parse(fs, args); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range routes {
+		rc, err := parseRouteFlag(r)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Routes = append(cfg.Routes, rc)
+	}
+	for _, x := range exposes {
+		xc, err := parseExposeFlag(x)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Expose = append(cfg.Expose, xc)
+	}
+	exposed, err := exposedRoutes(cfg.Expose)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	if len(exposed) > 0 && cfg.ClientCA == "" {
+		return nil, usagef("--expose needs --client-ca: publishers are known by their certificates")
+	}
+	cfg.Routes = append(cfg.Routes, exposed...)
+	for _, name := range cfg.SendProxy {
+		i := slices.IndexFunc(cfg.Routes, func(r routeConfig) bool { return r.Name == name })
+		if i < 0 {
+			return nil, usagef("--send-proxy %q: no such route", name)
+		}
+		cfg.Routes[i].SendProxy = "v2"
+	}
+	if err := checkServeConfig(&cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Demo {
+		// Listed on the status page like the others.
+		cfg.Routes = append(cfg.Routes, routeConfig{Name: "echo", Backend: demoEcho})
+	}
+	return &cfg, nil
 }
 
 func checkServeConfig(cfg *serveConfig) error {
@@ -211,7 +229,8 @@ func newLogger(w io.Writer, format string) (*slog.Logger, error) {
 
 // server is a running serve.
 type server struct {
-	cfg     *serveConfig
+	cfgp    atomic.Pointer[serveConfig] // replaced whole on SIGHUP
+	tlsCur  atomic.Pointer[tls.Config]  // the certificates and client CAs in force
 	log     *slog.Logger
 	stats   *stats
 	warn    *rateLog
@@ -221,7 +240,9 @@ type server struct {
 	open    map[net.Conn]struct{} // tunnel ends to close when the grace period is over
 	// adminAddr is where --admin listens, once it does.
 	adminAddr string
-	// exposures are the routes agents publish, by name.
+	// exposures are the routes agents publish, by name (under xmu: a
+	// reload replaces the map).
+	xmu       sync.Mutex
 	exposures map[string]*switching.Exposure
 	// metrics, with --admin (nil without), and whether to write the
 	// access log (a line per tunnel and per AMP connection).
@@ -231,23 +252,28 @@ type server struct {
 
 func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Writer) error {
 	warn := newRateLog(log)
-	s := &server{cfg: cfg, log: log, stats: newStats(), warn: warn, open: map[net.Conn]struct{}{},
+	s := &server{log: log, stats: newStats(), warn: warn, open: map[net.Conn]struct{}{},
 		limits: newTunnelLimits(cfg.Limits.MaxTunnelsPerRoute, cfg.Limits.MaxTunnelsPerClient, warn)}
+	s.cfgp.Store(cfg)
 	s.stats.limits = s.limits
-	tlsCfg, err := s.tlsConfig()
+	cur, err := tlsConfigFor(cfg)
 	if err != nil {
 		return err
 	}
-	reg := switching.NewRegistry()
-	s.exposures = map[string]*switching.Exposure{}
-	for _, r := range cfg.Routes {
-		if len(r.Publishers) > 0 {
-			s.exposures[r.Name] = reg.AcceptPublishers(r.Name, r.Publishers)
-		}
-		reg.Register(r.Name, s.routeHandler(r), s.policy(r))
+	var tlsCfg *tls.Config
+	if cur != nil {
+		s.tlsCur.Store(cur)
+		// Each handshake takes the configuration in force (SIGHUP).
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.tlsCur.Load(), nil
+		}}
 	}
+	reg := switching.NewRegistry()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	s.applyRoutes(watchCtx, reg, nil, cfg)
 	s.stats.exposure = func(route string) (string, int) {
-		x := s.exposures[route]
+		x := s.exposure(route)
 		if x == nil {
 			return "", 0
 		}
@@ -258,8 +284,6 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 	if cfg.Demo {
 		demo.RegisterPublic(ampMux)
 		reg.Register("echo", s.routeHandler(routeConfig{Name: "echo"}), s.policy(routeConfig{Name: "echo"}))
-		// Listed on the status page like the others.
-		cfg.Routes = append(cfg.Routes, routeConfig{Name: "echo", Backend: "(built-in echo)"})
 	}
 	reg.Install(ampMux)
 	l, err := net.Listen("tcp", cfg.Listen)
@@ -307,13 +331,11 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		r["sniff_deadline_shortened"] = ms.DeadlinesShortened
 		r["proxy_header"] = ms.ProxyRefused
 	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	for _, x := range s.exposures {
-		go s.watchPublisher(watchCtx, x)
-	}
 	served := make(chan error, 1)
 	go func() { served <- m.Serve() }()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	log.Info("ampmux serving", "listen", listen, "version", versionString(), "tls", tlsCfg != nil,
 		"client_ca", cfg.ClientCA != "", "routes", reg.Names(), "http", httpMode(cfg))
 	fmt.Fprintf(stdout, "listening on %s\n", listen)
@@ -321,10 +343,15 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		fmt.Fprintf(stdout, "admin on %s\n", s.adminAddr)
 	}
 
-	select {
-	case err := <-served:
-		return err
-	case <-ctx.Done():
+	for waiting := true; waiting; {
+		select {
+		case err := <-served:
+			return err
+		case <-hup:
+			s.reload(watchCtx, reg)
+		case <-ctx.Done():
+			waiting = false
+		}
 	}
 	log.Info("shutting down", "grace", cfg.Grace.String())
 	deadline := time.Now().Add(cfg.Grace)
@@ -379,7 +406,7 @@ func (s *server) watchPublisher(ctx context.Context, x *switching.Exposure) {
 
 // connConfig is the AMP side of the shared port, with serve's limits.
 func (s *server) connConfig(h *amp.Mux, tlsCfg *tls.Config) conn.Config {
-	l := &s.cfg.Limits
+	l := &s.conf().Limits
 	var onTLS func(*conn.Conn, error)
 	if s.metrics != nil {
 		onTLS = s.metrics.onTLS
@@ -440,7 +467,7 @@ func (s *server) connEnded(_ *conn.Conn, err error) {
 
 // warnInsecure says at start what an operator opted out of.
 func (s *server) warnInsecure(reg *switching.Registry, tlsCfg *tls.Config, listen string) {
-	cfg := s.cfg
+	cfg := s.conf()
 	if cfg.Demo {
 		s.log.Warn("demo mode: the echo route is anonymous and the status page is on the shared port; meant for local checks", "listen", listen)
 		if ap, err := netip.ParseAddrPort(listen); err == nil && !ap.Addr().IsLoopback() {
@@ -468,15 +495,15 @@ func (s *server) warnInsecure(reg *switching.Registry, tlsCfg *tls.Config, liste
 
 // startAdmin serves the operator endpoints on --admin, if given.
 func (s *server) startAdmin(listen string) (io.Closer, error) {
-	if s.cfg.Admin == "" {
+	if s.conf().Admin == "" {
 		return io.NopCloser(nil), nil
 	}
-	l, err := net.Listen("tcp", s.cfg.Admin)
+	l, err := net.Listen("tcp", s.conf().Admin)
 	if err != nil {
 		return nil, fmt.Errorf("--admin: %w", err)
 	}
 	h := http.NewServeMux()
-	h.Handle("/", statusHandler(s.stats, s.cfg, listen))
+	h.Handle("/", statusHandler(s.stats, s.conf, listen))
 	h.Handle("GET /metrics", s.metrics.handler())
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
@@ -503,17 +530,23 @@ func httpMode(cfg *serveConfig) string {
 	return "blank page"
 }
 
-func (s *server) tlsConfig() (*tls.Config, error) {
-	if s.cfg.TLSCert == "" {
+// tlsConfigFor loads cfg's certificate and client CAs (nil: no TLS). Its
+// session tickets are its own: after a reload, a client resumes nothing
+// the old client CAs verified.
+func tlsConfigFor(c *serveConfig) (*tls.Config, error) {
+	if c.TLSCert == "" {
 		return nil, nil
 	}
-	pair, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+	pair, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 	if err != nil {
 		return nil, fmt.Errorf("loading --tls-cert/--tls-key: %w", err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
-	if s.cfg.ClientCA != "" {
-		pool, err := loadPool(s.cfg.ClientCA)
+	var key [32]byte
+	rand.Read(key[:])
+	cfg.SetSessionTicketKeys([][32]byte{key})
+	if c.ClientCA != "" {
+		pool, err := loadPool(c.ClientCA)
 		if err != nil {
 			return nil, fmt.Errorf("loading --client-ca: %w", err)
 		}
@@ -526,11 +559,12 @@ func (s *server) tlsConfig() (*tls.Config, error) {
 }
 
 func (s *server) policy(r routeConfig) switching.Policy {
+	cfg := s.conf()
 	p := switching.Policy{
-		AllowPlaintext: s.cfg.AllowPlaintext || r.AllowPlaintext,
+		AllowPlaintext: cfg.AllowPlaintext || r.AllowPlaintext,
 		AllowedNames:   r.AllowedNames,
 	}
-	anonymous := s.cfg.ClientCA == "" || s.cfg.AllowAnonymous
+	anonymous := cfg.ClientCA == "" || cfg.AllowAnonymous
 	p.Authorize = func(info switching.Info) error {
 		cert := info.PeerCertificate()
 		if cert == nil {
@@ -554,7 +588,7 @@ func (s *server) policy(r routeConfig) switching.Policy {
 		s.tunnels.Add(1)
 		var once sync.Once
 		slot := &tunnelSlot{release: func() { once.Do(func() { release(); s.tunnels.Done() }) }}
-		if x := s.exposures[r.Name]; x != nil {
+		if x := s.exposure(r.Name); x != nil {
 			bc, err := x.DialFor(ctx, info)
 			if err != nil {
 				slot.release()
@@ -638,11 +672,11 @@ func clientKey(info switching.Info) string {
 // tunnelOptions are the route's timeouts; serve's 0 is "never", tunnel's
 // is "the default".
 func (s *server) tunnelOptions(route string) tunnel.Options {
-	idle := s.cfg.Limits.TunnelIdleTimeout
+	idle := s.conf().Limits.TunnelIdleTimeout
 	if r := s.routeConfig(route); r != nil && r.IdleTimeout > 0 {
 		idle = r.IdleTimeout
 	}
-	half := s.cfg.Limits.HalfCloseTimeout
+	half := s.conf().Limits.HalfCloseTimeout
 	if half == 0 {
 		half = -1
 	}
@@ -650,9 +684,9 @@ func (s *server) tunnelOptions(route string) tunnel.Options {
 }
 
 func (s *server) routeConfig(name string) *routeConfig {
-	for i := range s.cfg.Routes {
-		if s.cfg.Routes[i].Name == name {
-			return &s.cfg.Routes[i]
+	for i := range s.conf().Routes {
+		if s.conf().Routes[i].Name == name {
+			return &s.conf().Routes[i]
 		}
 	}
 	return nil
@@ -766,8 +800,8 @@ func (s *server) ampConnState() func(*conn.Conn, bool) {
 
 func (s *server) httpHandler(listen string) (http.Handler, error) {
 	switch {
-	case s.cfg.HTTPBackend != "":
-		u, err := url.Parse(s.cfg.HTTPBackend)
+	case s.conf().HTTPBackend != "":
+		u, err := url.Parse(s.conf().HTTPBackend)
 		if err != nil {
 			return nil, usagef("--http-backend: %v", err)
 		}
@@ -776,15 +810,15 @@ func (s *server) httpHandler(listen string) (http.Handler, error) {
 			return nil, usagef("--http-backend: %v", err)
 		}
 		return h, nil
-	case s.cfg.HTTPDir != "":
-		h, err := httpfallback.Static(s.cfg.HTTPDir)
+	case s.conf().HTTPDir != "":
+		h, err := httpfallback.Static(s.conf().HTTPDir)
 		if err != nil {
 			return nil, usagef("--http-dir: %v", err)
 		}
 		return h, nil
 	}
-	if s.cfg.PublicStatus || s.cfg.Demo {
-		return statusHandler(s.stats, s.cfg, listen), nil
+	if s.conf().PublicStatus || s.conf().Demo {
+		return statusHandler(s.stats, s.conf, listen), nil
 	}
 	return blankHandler(), nil
 }

@@ -193,20 +193,20 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 }).Parse(statusHTML))
 
 // statusHandler serves the page at / and the JSON at /status.json.
-func statusHandler(s *stats, cfg *serveConfig, listen string) http.Handler {
+func statusHandler(s *stats, cfg func() *serveConfig, listen string) http.Handler {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(s.snapshot(cfg, listen))
+		enc.Encode(s.snapshot(cfg(), listen))
 	})
 	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
-		statusPage.Execute(w, s.snapshot(cfg, listen))
+		statusPage.Execute(w, s.snapshot(cfg(), listen))
 	})
 	return m
 }
