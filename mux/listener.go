@@ -186,9 +186,15 @@ type sniffConn struct {
 func (c *sniffConn) Read(p []byte) (int, error) {
 	if c.needHeader {
 		c.needHeader = false
-		c.headerErr = c.readProxyHeader()
+		err := c.readProxyHeader()
 		if c.br != nil && c.br.Buffered() == 0 {
 			c.br = nil
+		}
+		var pe *ProxyError
+		if errors.As(err, &pe) {
+			c.headerErr = err // refused: for good
+		} else if err != nil {
+			return 0, err // a timeout, an EOF: this read's
 		}
 	}
 	if c.headerErr != nil {

@@ -139,8 +139,10 @@ type Config struct {
 	// connection's first byte: load balancers. Their connections are
 	// known by the client address the header carries (RemoteAddr, the
 	// per-source caps) and, until it is read, are held to no per-source
-	// cap. A connection from them without a header keeps its own address;
-	// one with a malformed header is closed. From any other source, a
+	// cap. A connection from them without a header (or with a LOCAL one,
+	// a health check) keeps its own address and is held to no per-source
+	// cap at all, only to the global ones: list balancers here, not
+	// networks of clients. One with a malformed header is closed. From any other source, a
 	// connection that starts with a PROXY header is closed (ErrProxyHeader
 	// is logged): nobody else may choose the address they are known by.
 	ProxyFrom []netip.Prefix
@@ -288,10 +290,16 @@ func (s *Server) refuseProxyHeaders() {
 // never the pump, and never while the connection counts as sniffing.
 func (s *Server) route(c Class, m cmux.Matcher) {
 	l := s.cm.MatchWithWriters(func(w io.Writer, r io.Reader) bool {
+		sc, _ := w.(*sniffConn)
+		if sc != nil && sc.headerErr != nil {
+			// Its PROXY header was refused: no class takes it (not even
+			// Other or OnTimeout's, which read nothing), so cmux closes it.
+			// headerErr is set by reads in this goroutine, cmux's.
+			return false
+		}
 		if !m(r) {
 			return false
 		}
-		sc, _ := w.(*sniffConn)
 		if sc != nil && !sc.t.matched(sc, c) {
 			return true // evicted meanwhile: the pump closes it
 		}

@@ -74,17 +74,20 @@ func trusted(from []netip.Prefix, a net.Addr) bool {
 // readProxyHeader reads c's header, if it sends one, before its first
 // byte goes to sniffing; bytes read past the header stay in c.br. A LOCAL
 // header (a balancer's health check) keeps the socket's addresses.
+//
+// It returns a *ProxyError for a refused header; any other error is the
+// connection's own (a timeout, an EOF), for this read only: the bytes read
+// so far stay in c.br, taken for no header.
 func (c *sniffConn) readProxyHeader() error {
 	c.br = bufio.NewReaderSize(c.Conn, proxyBuffer)
+	if sig, err := startsWithSignature(c.br); !sig {
+		return err
+	}
 	h, err := proxyproto.Read(c.br)
 	switch {
 	case errors.Is(err, proxyproto.ErrNoProxyProtocol):
 		return nil
 	case err != nil:
-		var ne net.Error
-		if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return err // the connection's own failure, not a bad header
-		}
 		return c.refuse("malformed", err)
 	}
 	if h.Command.IsLocal() {
@@ -109,6 +112,27 @@ func (c *sniffConn) readProxyHeader() error {
 		return &ProxyError{From: c.Conn.RemoteAddr(), Reason: "its client " + src.String() + " has MaxConnsPerSource open"}
 	}
 	return nil
+}
+
+// startsWithSignature peeks one byte more at a time while what has come
+// could begin a PROXY signature, so that a client whose short first
+// message starts like one ("PING\r\n") is not kept waiting for twelve
+// bytes. It reports whether a whole v1 or v2 signature is there.
+func startsWithSignature(br *bufio.Reader) (bool, error) {
+	for n := 1; ; n++ {
+		b, err := br.Peek(n)
+		if err != nil {
+			return false, err
+		}
+		v1 := bytes.HasPrefix(proxyproto.SIGV1, b) || bytes.HasPrefix(b, proxyproto.SIGV1)
+		v2 := bytes.HasPrefix(proxyproto.SIGV2, b)
+		switch {
+		case !v1 && !v2:
+			return false, nil
+		case v1 && n >= len(proxyproto.SIGV1), v2 && n == len(proxyproto.SIGV2):
+			return true, nil
+		}
+	}
 }
 
 // refuse counts, logs and describes a refused header.
@@ -142,21 +166,26 @@ func (c *sniffConn) LocalAddr() net.Addr {
 // matchProxyHeader matches a connection whose sniffed bytes start with a
 // PROXY header: one the mux did not take as a trusted source's (so from
 // an untrusted source, or a second one). Such connections are refused.
+//
+// It reads a byte at a time and stops at the first that differs from both
+// signatures, so that a short message starting like one ("PING\r\n") goes
+// on to the next matcher at once.
 func matchProxyHeader(r io.Reader) bool {
 	var b [12]byte
-	n, _ := io.ReadFull(r, b[:1])
-	if n == 0 || (b[0] != proxyproto.SIGV1[0] && b[0] != proxyproto.SIGV2[0]) {
-		return false
+	for n := 0; n < len(b); n++ {
+		if _, err := io.ReadFull(r, b[n:n+1]); err != nil {
+			return false
+		}
+		v1 := n < len(proxyproto.SIGV1) && b[n] == proxyproto.SIGV1[n] && bytes.Equal(b[:n], proxyproto.SIGV1[:n])
+		v2 := b[n] == proxyproto.SIGV2[n] && bytes.Equal(b[:n], proxyproto.SIGV2[:n])
+		switch {
+		case v1 && n == len(proxyproto.SIGV1)-1:
+			return true
+		case !v1 && !v2:
+			return false
+		}
 	}
-	m, _ := io.ReadFull(r, b[1:5])
-	if m < 4 {
-		return false
-	}
-	if bytes.Equal(b[:5], proxyproto.SIGV1) {
-		return true
-	}
-	m, _ = io.ReadFull(r, b[5:])
-	return m == 7 && bytes.Equal(b[:], proxyproto.SIGV2)
+	return true // the whole v2 signature
 }
 
 // proxyCounters are Stats' PROXY counts, kept outside the table's lock.
