@@ -81,6 +81,9 @@ func trusted(from []netip.Prefix, a net.Addr) bool {
 func (c *sniffConn) readProxyHeader() error {
 	c.br = bufio.NewReaderSize(c.Conn, proxyBuffer)
 	if sig, err := startsWithSignature(c.br); !sig {
+		if c.br.Buffered() > 0 {
+			return nil // those bytes first; the error comes again after
+		}
 		return err
 	}
 	h, err := proxyproto.Read(c.br)
