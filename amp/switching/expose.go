@@ -91,10 +91,6 @@ type publisher struct {
 	session string
 	c       *conn.Conn
 	gone    chan struct{} // closed when it no longer publishes
-	// held are its standby connections idle or being switched, under
-	// Exposure.mu: an agent announcing one twice must not park it twice
-	// (two clients would then share it).
-	held map[*conn.Conn]struct{}
 }
 
 type waiter struct{ ch chan *conn.Conn } // buffered 1
@@ -273,6 +269,7 @@ func (x *Exposure) dropLocked(p *publisher) {
 	x.idle, x.waiters = nil, nil
 	go p.c.Close()
 	for _, c := range idle {
+		x.forget(p, c)
 		go c.Close()
 	}
 }
@@ -283,18 +280,17 @@ func (x *Exposure) pruneLocked() {
 			return false
 		}
 		if x.pub != nil {
-			delete(x.pub.held, c)
+			x.forget(x.pub, c)
 		}
 		return true
 	})
 }
 
+// forget drops c, a standby p held, from Registry.standbys.
+func (x *Exposure) forget(p *publisher, c *conn.Conn) { x.reg.standbys.CompareAndDelete(c, p) }
+
 // release forgets c, a standby of p taken for good (switched, or closed).
-func (x *Exposure) release(p *publisher, c *conn.Conn) {
-	x.mu.Lock()
-	delete(p.held, c)
-	x.mu.Unlock()
-}
+func (x *Exposure) release(p *publisher, c *conn.Conn) { x.forget(p, c) }
 
 // requeue puts back c, a standby of p whose switch the agent refused
 // (its backlog full): the connection is sound, and closing it would make
@@ -306,7 +302,7 @@ func (x *Exposure) requeue(p *publisher, c *conn.Conn) bool {
 	if x.pub == p && !ended(c) && x.offerLocked(c) {
 		return true
 	}
-	delete(p.held, c)
+	x.forget(p, c)
 	return false
 }
 
@@ -374,7 +370,7 @@ func (x *Exposure) publish(c *conn.Conn, name, session string) error {
 		// (gone without a FIN, not yet noticed here).
 		x.dropLocked(old)
 	}
-	p := &publisher{name: name, session: session, c: c, gone: make(chan struct{}), held: map[*conn.Conn]struct{}{}}
+	p := &publisher{name: name, session: session, c: c, gone: make(chan struct{})}
 	x.pub = p
 	x.changedLocked()
 	go x.watch(p)
@@ -417,13 +413,13 @@ func (x *Exposure) addStandby(c *conn.Conn, session string) bool {
 	if x.closed || p == nil || p.name != name || p.session != session || p.c == c {
 		return false
 	}
-	if _, dup := p.held[c]; dup {
-		return true // announced again: it is parked already
+	if _, dup := x.reg.standbys.LoadOrStore(c, p); dup {
+		return true // announced again: it is held already (here or elsewhere)
 	}
 	if !x.offerLocked(c) {
+		x.forget(p, c)
 		return false
 	}
-	p.held[c] = struct{}{}
 	return true
 }
 
@@ -488,6 +484,7 @@ func (x *Exposure) dial(ctx context.Context, client *Relayed) (net.Conn, error) 
 			case <-p.gone:
 				select {
 				case c := <-w.ch: // handed over as the publisher went
+					x.forget(p, c)
 					go c.Close()
 				default:
 				}
@@ -505,8 +502,10 @@ func (x *Exposure) dial(ctx context.Context, client *Relayed) (net.Conn, error) 
 		var re *amp.RemoteError
 		if errors.As(err, &re) {
 			// The agent refused (closing, or its backlog full): so would
-			// its other standbys.
-			if !x.requeue(p, c) {
+			// its other standbys. Only UNAVAILABLE leaves the standby
+			// sound; one refused otherwise never switches, and goes.
+			if !errors.Is(err, ErrUnavailable) || !x.requeue(p, c) {
+				x.forget(p, c)
 				go c.Close()
 			}
 			return nil, fmt.Errorf("%w: %q: the publisher refused: %v", ErrUnavailable, x.name, err)
@@ -531,7 +530,7 @@ func (x *Exposure) giveUp(w *waiter, p *publisher) {
 	select {
 	case c := <-w.ch:
 		if x.pub != p || !x.offerLocked(c) {
-			delete(p.held, c)
+			x.forget(p, c)
 			go c.Close()
 		}
 	default:

@@ -91,6 +91,12 @@ type Registry struct {
 	mu        sync.RWMutex
 	protocols map[string]*protocol
 	exposures map[string]*Exposure
+	// standbys are the standby connections parked or being switched,
+	// for any route, with the publisher that holds each (*conn.Conn →
+	// *publisher): an agent announcing one twice, for one route or two,
+	// or again to a publisher that replaced the one holding it, must not
+	// have it handed to two clients.
+	standbys sync.Map
 }
 
 // NewRegistry returns an empty registry.
