@@ -286,7 +286,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		reg.Register("echo", s.routeHandler(routeConfig{Name: "echo"}), s.policy(routeConfig{Name: "echo"}))
 	}
 	reg.Install(ampMux)
-	l, err := net.Listen("tcp", cfg.Listen)
+	l, addrs, err := listenAll(cfg.Listen)
 	if err != nil {
 		return err
 	}
@@ -336,9 +336,11 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	log.Info("ampmux serving", "listen", listen, "version", versionString(), "tls", tlsCfg != nil,
+	log.Info("ampmux serving", "listen", addrs, "version", versionString(), "tls", tlsCfg != nil,
 		"client_ca", cfg.ClientCA != "", "routes", reg.Names(), "http", httpMode(cfg))
-	fmt.Fprintf(stdout, "listening on %s\n", listen)
+	for _, a := range addrs {
+		fmt.Fprintf(stdout, "listening on %s\n", a)
+	}
 	if s.adminAddr != "" {
 		fmt.Fprintf(stdout, "admin on %s\n", s.adminAddr)
 	}

@@ -7,7 +7,7 @@ import "flag"
 // command line wins.
 func serveFlags(fs *flag.FlagSet, cfg *serveConfig, routes, exposes *multiFlag, configFile *string) {
 	fs.StringVar(configFile, "config", "", "YAML `file` with any of the settings below (flags override it; limits go under limits:), plus per-route allowed_names and idle_timeout")
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "`address` to listen on; 0.0.0.0:7443 for all interfaces")
+	fs.Var(&listenFlag{v: &cfg.Listen}, "listen", "`address` to listen on (repeatable, or comma-separated); 0.0.0.0:7443 for all interfaces; \"systemd\" for the sockets of systemd socket activation")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM `file` of the server certificate: enables StartTLS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM `file` of its private key")
 	fs.StringVar(&cfg.ClientCA, "client-ca", cfg.ClientCA, "PEM `file` of a CA: clients need a certificate it signed to switch to any route (required for routes, unless --allow-anonymous)")
