@@ -20,11 +20,13 @@
 #   2. bench/tunnel (go run ./tunnel --markdown): tunnels and setup time.
 #   3. scripts/bench-mux: HTTP on the shared port vs direct, and the memory
 #      of 10,000 idle AMP connections; scripts/bench-limits: a new client under
-#      a flood of 10,000 idle sniffing connections, and serve's limits on vs off.
+#      a flood of 10,000 idle sniffing connections, and serve's limits on vs off;
+#      scripts/bench-ops: PROXY v2 on vs off through HAProxy, metrics and the
+#      access log on vs off.
 #   4. bench/report assemble: BENCHMARKS.md from all of it.
 #
 # Installs what is missing when run as root: python3-twisted (for
-# /usr/bin/python3), wrk and sslh with apt-get; Go modules come through go.
+# /usr/bin/python3), wrk, sslh and haproxy with apt-get; Go modules come through go.
 # Progress goes to stderr. Exits non-zero if any part failed; when the
 # tunnel or port-sharing part fails, BENCHMARKS.md is still written, saying so.
 set -euo pipefail
@@ -61,6 +63,7 @@ have_twisted() { "$1" -c 'import twisted.protocols.amp' 2>/dev/null; }
 missing=()
 have_twisted /usr/bin/python3 || missing+=(python3-twisted)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v haproxy >/dev/null || missing+=(haproxy)
 command -v sslh >/dev/null || [ -x /usr/sbin/sslh ] || missing+=(sslh)
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ]; then
@@ -141,7 +144,18 @@ if ! scripts/bench-limits ${quick_flag[@]+"${quick_flag[@]}"} >"$work/limits.md"
 	failed+=(bench-limits)
 fi
 
-# --- 3b. calls/s against a base commit (scripts/bench-compare) -----------------
+# --- 3b. PROXY protocol, metrics and access log on vs off (scripts/bench-ops) -
+# (its section goes after the limits', in the same part of BENCHMARKS.md)
+echo "== operations (scripts/bench-ops ${quick_flag[*]-})" >&2
+if ! scripts/bench-ops ${quick_flag[@]+"${quick_flag[@]}"} >"$work/ops.md"; then
+	failed+=(bench-ops)
+elif [ -s "$work/limits.md" ]; then
+	{ echo; cat "$work/ops.md"; } >>"$work/limits.md"
+else
+	cp "$work/ops.md" "$work/limits.md"
+fi
+
+# --- 3c. calls/s against a base commit (scripts/bench-compare) -----------------
 : >"$work/compare.md"
 if [ -n "$compare" ]; then
 	if [ -n "$quick" ]; then compare_args=(-runs 1 -duration 500ms -warmup 200ms -inflight 1,256); else compare_args=(); fi

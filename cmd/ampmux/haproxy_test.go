@@ -22,6 +22,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/amp/switching"
 	"github.com/ampmux/ampmux/internal/demo"
@@ -63,7 +64,7 @@ func whoBackend(t *testing.T) string {
 // startHAProxy runs haproxy in TCP mode on a listener of the test's
 // (inherited as fd 3, so it is ready before haproxy is), balancing over
 // servers with send-proxy-v2 and health checks.
-func startHAProxy(t *testing.T, servers ...string) string {
+func startHAProxy(t testing.TB, sendProxy bool, servers ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
@@ -85,8 +86,12 @@ func startHAProxy(t *testing.T, servers ...string) string {
 	var b strings.Builder
 	b.WriteString("global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n")
 	b.WriteString("  retries 3\n  option redispatch 1\nfrontend f\n  bind fd@3\n  default_backend b\nbackend b\n  balance roundrobin\n")
+	opt := ""
+	if sendProxy {
+		opt = " send-proxy-v2"
+	}
 	for i, s := range servers {
-		fmt.Fprintf(&b, "  server s%d %s send-proxy-v2 check inter 100ms fall 1 rise 1\n", i, s)
+		fmt.Fprintf(&b, "  server s%d %s%s check inter 100ms fall 1 rise 1\n", i, s, opt)
 	}
 	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
@@ -143,7 +148,7 @@ func TestThroughHAProxy(t *testing.T) {
 		return &haGateway{p: p, addr: addr, admin: adm}
 	}
 	gA, gB := start("127.0.0.1:0"), start("127.0.0.1:0")
-	front := startHAProxy(t, gA.addr, gB.addr)
+	front := startHAProxy(t, true, gA.addr, gB.addr)
 
 	client := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -182,6 +187,16 @@ func TestThroughHAProxy(t *testing.T) {
 	}
 	if want := tc.LocalAddr().String(); strings.TrimSpace(line) != want {
 		t.Fatalf("the backend was told the client is %q; it is %s", line, want)
+	}
+	// The status page lists the open tunnel under the client's address.
+	listed := false
+	for _, g := range []*haGateway{gA, gB} {
+		for _, ot := range status(t, g.admin).OpenTunnels {
+			listed = listed || ot.Peer == tc.LocalAddr().String()
+		}
+	}
+	if !listed {
+		t.Fatalf("no status page lists the open tunnel of %s", tc.LocalAddr())
 	}
 	io.WriteString(tc, "ping\n")
 	if echo, _ := br.ReadString('\n'); echo != "ping\n" {
@@ -267,4 +282,52 @@ func routeTotal(st statusJSON, name string) int64 {
 		}
 	}
 	return -1
+}
+
+// BenchmarkHAProxy: Sum calls (16 callers, one connection) and echo-tunnel
+// bytes through a real HAProxy in front of serve, with PROXY v2 (haproxy
+// send-proxy-v2, serve --proxy-from) and without.
+func BenchmarkHAProxy(b *testing.B) {
+	for _, mode := range []struct {
+		name  string
+		proxy bool
+	}{{"proxy=on", true}, {"proxy=off", false}} {
+		set := func(c *serveConfig) {
+			if mode.proxy {
+				c.ProxyFrom = []string{"127.0.0.1"}
+			}
+		}
+		b.Run("calls/"+mode.name, func(b *testing.B) {
+			addr, _ := startBenchServeWith(b, set)
+			front := startHAProxy(b, mode.proxy, addr)
+			c, err := conn.Dial(context.Background(), "tcp", front, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				var args, reply box.Box
+				args.SetString("a", "13")
+				args.SetString("b", "81")
+				for pb.Next() {
+					if err := c.CallBox(context.Background(), "Sum", &args, &reply); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+		b.Run("tunnel/"+mode.name, func(b *testing.B) {
+			addr, tcfg := startBenchServeWith(b, set)
+			front := startHAProxy(b, mode.proxy, addr)
+			tc, err := switching.Dial(context.Background(), front, "echo", tcfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tc.Close()
+			echoBench(b, tc)
+		})
+	}
 }

@@ -32,6 +32,13 @@ func limitsOff() limitsConfig {
 // limits, and returns its address and a client TLS config.
 func startBenchServe(b *testing.B, limits limitsConfig) (string, *tls.Config) {
 	b.Helper()
+	return startBenchServeWith(b, func(cfg *serveConfig) { cfg.Limits = limits })
+}
+
+// startBenchServeWith is startBenchServe with the configuration set by
+// set (over --demo, TLS and a loopback port).
+func startBenchServeWith(b *testing.B, set func(*serveConfig)) (string, *tls.Config) {
+	b.Helper()
 	bundle, err := pki.NewBundle()
 	if err != nil {
 		b.Fatal(err)
@@ -41,8 +48,10 @@ func startBenchServe(b *testing.B, limits limitsConfig) (string, *tls.Config) {
 		b.Fatal(err)
 	}
 	cfg := defaultServeConfig()
-	cfg.Listen, cfg.Demo, cfg.Limits = "127.0.0.1:0", true, limits
+	cfg.Listen, cfg.Demo = "127.0.0.1:0", true
+	cfg.Routes = append(cfg.Routes, routeConfig{Name: "echo", Backend: demoEcho})
 	cfg.TLSCert, cfg.TLSKey = filepath.Join(d, "server.pem"), filepath.Join(d, "server-key.pem")
+	set(&cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &logBuf{}
 	done := make(chan error, 1)

@@ -331,6 +331,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 		r["sniff_deadline_shortened"] = ms.DeadlinesShortened
 		r["proxy_header"] = ms.ProxyRefused
 	}
+	go s.stats.history.record(watchCtx, s.stats, s.conf)
 	served := make(chan error, 1)
 	go func() { served <- m.Serve() }()
 	hup := make(chan os.Signal, 1)
@@ -724,14 +725,15 @@ func (s *server) pipe(route string, client, backend net.Conn, info switching.Inf
 	s.log.Info("tunnel opened", "route", route, "peer", peer, "client", who, "tls", info.TLS != nil)
 	start := time.Now()
 	st := &tunnel.Stats{}
-	s.stats.track(st, route, true)
+	open := openTunnel{route: route, peer: peer, client: who, since: start}
+	s.stats.track(st, open, true)
 	var err error
 	if backend == nil {
 		err = tunnel.EchoWith(client, st, s.tunnelOptions(route))
 	} else {
 		err = tunnel.PipeWith(client, backend, st, s.tunnelOptions(route))
 	}
-	s.stats.track(st, route, false)
+	s.stats.track(st, open, false)
 	up, down := st.AToB.Load(), st.BToA.Load()
 	rs.open.Add(-1)
 	rs.up.Add(up)

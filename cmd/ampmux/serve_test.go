@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -117,7 +118,11 @@ func (p *proc) line(t *testing.T) string {
 // startServe runs `ampmux serve` and returns it with its address.
 func startServe(t *testing.T, args ...string) (*proc, string) {
 	t.Helper()
-	p := startProc(t, serveTestBinary(t), append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+	head := []string{"serve"}
+	if !slices.Contains(args, "--listen") { // --listen is repeatable: a second adds an address
+		head = append(head, "--listen", "127.0.0.1:0")
+	}
+	p := startProc(t, serveTestBinary(t), append(head, args...)...)
 	l := p.line(t)
 	addr, ok := strings.CutPrefix(l, "listening on ")
 	if !ok {

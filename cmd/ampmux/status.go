@@ -29,9 +29,10 @@ type stats struct {
 		open, total, failed atomic.Int64
 		up, down            atomic.Int64 // bytes client→backend, backend→client
 	}
-	mu     sync.Mutex
-	routes map[string]*routeStats
-	active map[*tunnel.Stats]string // open tunnels' live byte counts, by route
+	history history // the graphs' samples
+	mu      sync.Mutex
+	routes  map[string]*routeStats
+	active map[*tunnel.Stats]openTunnel // open tunnels' live byte counts, and whose
 	limits *tunnelLimits
 	// connLimits count AMP connections closed by each of connLimits.
 	connLimits [len(connLimits)]atomic.Int64
@@ -40,12 +41,22 @@ type stats struct {
 	refusals func(map[string]int64)
 }
 
+// openTunnel is an open tunnel as the status page lists it: the client's
+// address (a load balancer's PROXY header's, if it sent one) and name.
+type openTunnel struct {
+	route, peer, client string
+	since               time.Time
+}
+
+// maxListedTunnels bounds the open tunnels status.json lists.
+const maxListedTunnels = 100
+
 // track adds (open) or removes an open tunnel whose bytes count live.
-func (s *stats) track(st *tunnel.Stats, route string, open bool) {
+func (s *stats) track(st *tunnel.Stats, t openTunnel, open bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if open {
-		s.active[st] = route
+		s.active[st] = t
 	} else {
 		delete(s.active, st)
 	}
@@ -56,7 +67,8 @@ func (s *stats) liveBytes() (up, down int64, byRoute map[string][2]int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	byRoute = map[string][2]int64{}
-	for st, r := range s.active {
+	for st, t := range s.active {
+		r := t.route
 		u, d := st.AToB.Load(), st.BToA.Load()
 		up += u
 		down += d
@@ -74,7 +86,7 @@ type routeStats struct {
 }
 
 func newStats() *stats {
-	return &stats{started: time.Now(), routes: map[string]*routeStats{}, active: map[*tunnel.Stats]string{}}
+	return &stats{started: time.Now(), routes: map[string]*routeStats{}, active: map[*tunnel.Stats]openTunnel{}}
 }
 
 func (s *stats) route(name string) *routeStats {
@@ -112,6 +124,30 @@ type statusJSON struct {
 	Publishes int64 `json:"publishes"`
 	// Refused counts work refused or dropped by a limit, by limit.
 	Refused map[string]int64 `json:"refused"`
+	// OpenTunnels lists the oldest open tunnels (at most 100): who, where.
+	OpenTunnels []openTunnelJSON `json:"open_tunnels"`
+}
+
+type openTunnelJSON struct {
+	Route     string    `json:"route"`
+	Peer      string    `json:"peer"`
+	Client    string    `json:"client,omitempty"`
+	Since     time.Time `json:"since"`
+	BytesUp   int64     `json:"bytes_up"`
+	BytesDown int64     `json:"bytes_down"`
+}
+
+// openTunnels lists the oldest open tunnels, at most maxListedTunnels.
+func (s *stats) openTunnels() []openTunnelJSON {
+	s.mu.Lock()
+	out := make([]openTunnelJSON, 0, min(len(s.active), maxListedTunnels))
+	for st, t := range s.active {
+		out = append(out, openTunnelJSON{Route: t.route, Peer: t.peer, Client: t.client, Since: t.since.UTC().Truncate(time.Second),
+			BytesUp: st.AToB.Load(), BytesDown: st.BToA.Load()})
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
+	return out[:min(len(out), maxListedTunnels)]
 }
 
 type tunnelJSON struct {
@@ -170,6 +206,7 @@ func (s *stats) snapshot(cfg *serveConfig, listen string) statusJSON {
 			BytesUp: rs.up.Load() + liveRoute[r.Name][0], BytesDown: rs.down.Load() + liveRoute[r.Name][1]})
 	}
 	sort.Slice(st.Routes, func(i, j int) bool { return st.Routes[i].Name < st.Routes[j].Name })
+	st.OpenTunnels = s.openTunnels()
 	st.Refused = map[string]int64{}
 	if s.limits != nil {
 		st.Refused["max_tunnels_per_route"] = s.limits.refusedRoute.Load()
@@ -202,6 +239,7 @@ func statusHandler(s *stats, cfg func() *serveConfig, listen string) http.Handle
 		enc.SetIndent("", "  ")
 		enc.Encode(s.snapshot(cfg(), listen))
 	})
+	m.HandleFunc("GET /history.json", s.history.handler(s, cfg))
 	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
