@@ -32,8 +32,8 @@ type stats struct {
 	history history // the graphs' samples
 	mu      sync.Mutex
 	routes  map[string]*routeStats
-	active map[*tunnel.Stats]openTunnel // open tunnels' live byte counts, and whose
-	limits *tunnelLimits
+	active  map[*tunnel.Stats]openTunnel // open tunnels' live byte counts, and whose
+	limits  *tunnelLimits
 	// connLimits count AMP connections closed by each of connLimits.
 	connLimits [len(connLimits)]atomic.Int64
 	// refusals, if set, adds the other layers' counts of work refused
