@@ -22,7 +22,6 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
-	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/amp/switching"
 	"github.com/ampmux/ampmux/internal/demo"
@@ -305,19 +304,7 @@ func BenchmarkHAProxy(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer c.Close()
-			b.SetParallelism(8)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				var args, reply box.Box
-				args.SetString("a", "13")
-				args.SetString("b", "81")
-				for pb.Next() {
-					if err := c.CallBox(context.Background(), "Sum", &args, &reply); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			sumCalls(b, c)
 		})
 		b.Run("tunnel/"+mode.name, func(b *testing.B) {
 			addr, tcfg := startBenchServeWith(b, set)

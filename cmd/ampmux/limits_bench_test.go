@@ -77,20 +77,7 @@ func BenchmarkServeCalls(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer c.Close()
-			b.SetParallelism(8) // 16 callers on 2 cores
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				var args, reply box.Box
-				args.SetString("a", "13")
-				args.SetString("b", "81")
-				for pb.Next() {
-					if err := c.CallBox(context.Background(), "Sum", &args, &reply); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			sumCalls(b, c)
 		})
 	}
 }
@@ -106,28 +93,25 @@ func BenchmarkServeTunnel(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer tc.Close()
-			chunk := make([]byte, 64<<10)
-			back := make([]byte, len(chunk))
-			b.SetBytes(int64(len(chunk)))
-			b.ResetTimer()
-			errc := make(chan error, 1)
-			go func() {
-				for range b.N {
-					if _, err := io.ReadFull(tc, back); err != nil {
-						errc <- err
-						return
-					}
-				}
-				errc <- nil
-			}()
-			for range b.N {
-				if _, err := tc.Write(chunk); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := <-errc; err != nil {
-				b.Fatal(err)
-			}
+			echoBench(b, tc)
 		})
 	}
+}
+
+// sumCalls makes b.N Sum calls on c from 16 goroutines (2 cores).
+func sumCalls(b *testing.B, c *conn.Conn) {
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var args, reply box.Box
+		args.SetString("a", "13")
+		args.SetString("b", "81")
+		for pb.Next() {
+			if err := c.CallBox(context.Background(), "Sum", &args, &reply); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -31,20 +31,7 @@ func BenchmarkOpsCalls(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer c.Close()
-			b.SetParallelism(8)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				var args, reply box.Box
-				args.SetString("a", "13")
-				args.SetString("b", "81")
-				for pb.Next() {
-					if err := c.CallBox(context.Background(), "Sum", &args, &reply); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			sumCalls(b, c)
 		})
 	}
 }
