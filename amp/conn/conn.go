@@ -29,6 +29,7 @@ type Conn struct {
 	fast      fastWriter      // the fast path's socket; its state is the ownerFast holder's
 	fdIn      *fdQueue        // descriptors received (Unix sockets only)
 	onDone    func(*Conn)
+	opened    time.Time
 
 	// The reader goroutine's.
 	rd reader
@@ -150,6 +151,7 @@ func New(nc net.Conn, cfg *Config) *Conn { return newConn(nc, cfg, nil) }
 // Server's bookkeeping, without a goroutine per connection to wait).
 func newConn(nc net.Conn, cfg *Config, onDone func(*Conn)) *Conn {
 	c := &Conn{
+		opened:     time.Now(),
 		onDone:     onDone,
 		nc:         nc,
 		cfg:        cfg.withDefaults(),
@@ -203,6 +205,10 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 // Done is closed when the connection has ended and its goroutines (but
 // not necessarily its responders) have exited.
 func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Opened returns when AMP started on the connection (for an access log's
+// durations, without a table of its own).
+func (c *Conn) Opened() time.Time { return c.opened }
 
 // Bytes returns how many bytes of the AMP stream the connection has read
 // and written so far (inside TLS once it is on; not those of a protocol

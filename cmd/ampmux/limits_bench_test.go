@@ -3,9 +3,8 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"io"
-	"log/slog"
 	"math"
+	"os"
 	"path/filepath"
 	"regexp"
 	"testing"
@@ -55,7 +54,15 @@ func startBenchServeWith(b *testing.B, set func(*serveConfig)) (string, *tls.Con
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &logBuf{}
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, &cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), out) }()
+	// The log goes to a file, as serve's stderr would to journald: a
+	// write per line is part of what the access log costs.
+	logf, err := os.Create(filepath.Join(d, "serve.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	log, q := newQueuedLogger(logf, "text")
+	b.Cleanup(func() { q.Close(); logf.Close() })
+	go func() { done <- serve(ctx, &cfg, log, out) }()
 	b.Cleanup(func() { cancel(); <-done })
 	m := out.waitMatchB(b, regexp.MustCompile(`listening on (\S+)`))
 	return m, &tls.Config{RootCAs: bundle.CA.Pool(), ServerName: "127.0.0.1"}

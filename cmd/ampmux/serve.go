@@ -53,10 +53,8 @@ func runServe(e *env, args []string) error {
 	}
 	// SIGHUP reads the file again, under the same command line.
 	cfg.reload = func() (*serveConfig, error) { return loadServeConfig(e, args) }
-	log, err := newLogger(e.stderr, cfg.LogFormat)
-	if err != nil {
-		return err
-	}
+	log, q := newQueuedLogger(e.stderr, cfg.LogFormat)
+	defer q.Close()
 	ctx := e.ctx
 	if ctx == nil {
 		ctx = context.Background()
@@ -218,13 +216,6 @@ func checkLimits(l *limitsConfig) error {
 		}
 	}
 	return nil
-}
-
-func newLogger(w io.Writer, format string) (*slog.Logger, error) {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil)), nil
-	}
-	return slog.New(slog.NewTextHandler(w, nil)), nil
 }
 
 // server is a running serve.
@@ -776,14 +767,10 @@ func (s *server) ampConnState() func(*conn.Conn, bool) {
 	if !s.accessLog {
 		return nil
 	}
-	var started sync.Map // *conn.Conn → time.Time
 	return func(c *conn.Conn, active bool) {
 		if active {
-			started.Store(c, time.Now())
 			return
 		}
-		v, _ := started.LoadAndDelete(c)
-		t0, _ := v.(time.Time)
 		who := ""
 		if cert := c.PeerCertificate(); cert != nil {
 			who, _ = switching.PeerName(cert)
@@ -797,8 +784,14 @@ func (s *server) ampConnState() func(*conn.Conn, bool) {
 		case err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) && !errors.Is(err, conn.ErrConnectionLost):
 			result = err.Error()
 		}
-		s.log.Info("amp connection closed", "peer", c.RemoteAddr().String(), "client", who, "tls", secured,
-			"bytes_in", in, "bytes_out", out, "duration", time.Since(t0).Round(time.Millisecond).String(), "result", result)
+		peer, at := c.RemoteAddr().String(), time.Now()
+		postLog(s.log, func(h slog.Handler) {
+			r := slog.NewRecord(at, slog.LevelInfo, "amp connection closed", 0)
+			r.AddAttrs(slog.String("peer", peer), slog.String("client", who), slog.Bool("tls", secured),
+				slog.Int64("bytes_in", in), slog.Int64("bytes_out", out),
+				slog.String("duration", at.Sub(c.Opened()).Round(time.Millisecond).String()), slog.String("result", result))
+			h.Handle(context.Background(), r)
+		})
 	}
 }
 

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+)
+
+// logQueue formats and writes serve's log lines on a goroutine of its own.
+// The access log writes a line as each connection ends, on that
+// connection's goroutine, whose stack is still small: formatting there
+// cost the stack's growth too (measured: 5.4 µs a line on a new goroutine,
+// 1.6 µs on a grown one). Queued, a line costs the caller a copy of its
+// record (or, through postLog, a closure), and under load the lines of many
+// connections share one write.
+//
+// Nothing is dropped: Handle waits while maxQueuedLog records are queued,
+// Close writes out everything queued before it returns, and a line logged
+// after Close is written at once, after them.
+type logQueue struct {
+	w    io.Writer
+	wake chan struct{} // buffered 1: a Handle found the queue empty
+	done chan struct{} // the goroutine has exited
+
+	// out holds the formatted lines of one batch: the inner handlers'
+	// writer, the goroutine's until done, then under direct.
+	out    bytes.Buffer
+	direct sync.Mutex
+
+	mu     sync.Mutex
+	room   sync.Cond // signalled when the goroutine has taken the queue
+	queued []queuedRecord
+	closed bool
+}
+
+type queuedRecord struct {
+	h  slog.Handler // an inner handler, writing to out
+	r  slog.Record
+	fn func(slog.Handler) // instead of r, postLog's function, given h
+}
+
+const maxQueuedLog = 4096
+
+// newQueuedLogger returns a logger whose lines a logQueue writes to w, in
+// format ("json" or text); Close the queue when done.
+func newQueuedLogger(w io.Writer, format string) (*slog.Logger, *logQueue) {
+	q := &logQueue{w: w, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	q.room.L = &q.mu
+	var h slog.Handler = slog.NewTextHandler(outWriter{q}, nil)
+	if format == "json" {
+		h = slog.NewJSONHandler(outWriter{q}, nil)
+	}
+	go q.run()
+	return slog.New(queueHandler{q, h}), q
+}
+
+// outWriter is the inner handlers' writer: only the goroutine, or a
+// direct write under q.direct, calls them.
+type outWriter struct{ q *logQueue }
+
+func (o outWriter) Write(p []byte) (int, error) { return o.q.out.Write(p) }
+
+type queueHandler struct {
+	q *logQueue
+	h slog.Handler
+}
+
+func (qh queueHandler) Enabled(ctx context.Context, l slog.Level) bool { return qh.h.Enabled(ctx, l) }
+func (qh queueHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return queueHandler{qh.q, qh.h.WithAttrs(as)}
+}
+func (qh queueHandler) WithGroup(name string) slog.Handler {
+	return queueHandler{qh.q, qh.h.WithGroup(name)}
+}
+
+func (qh queueHandler) Handle(_ context.Context, r slog.Record) error {
+	qh.q.put(queuedRecord{h: qh.h, r: r})
+	return nil
+}
+
+// postLog runs fn with l's handler: if l's lines go through a logQueue, on
+// the queue's goroutine, in order with the lines before, with a handler
+// that writes at once, so that the caller neither formats nor grows its
+// stack. fn makes a Record (with its time) and hands it to the handler.
+func postLog(l *slog.Logger, fn func(slog.Handler)) {
+	if qh, ok := l.Handler().(queueHandler); ok {
+		qh.q.put(queuedRecord{h: qh.h, fn: fn})
+		return
+	}
+	fn(l.Handler())
+}
+
+func (q *logQueue) put(e queuedRecord) {
+	q.mu.Lock()
+	for len(q.queued) >= maxQueuedLog && !q.closed {
+		q.room.Wait()
+	}
+	if q.closed {
+		q.mu.Unlock()
+		<-q.done // after what was queued, never beside it
+		q.direct.Lock()
+		defer q.direct.Unlock()
+		q.write([]queuedRecord{e})
+		return
+	}
+	first := len(q.queued) == 0
+	if e.fn == nil {
+		e.r = e.r.Clone()
+	}
+	q.queued = append(q.queued, e)
+	q.mu.Unlock()
+	if first {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// write formats rs into out and writes them to w in one Write; as slog
+// does, a failed log write is not retried.
+func (q *logQueue) write(rs []queuedRecord) {
+	for i := range rs {
+		if rs[i].fn != nil {
+			rs[i].fn(rs[i].h)
+		} else {
+			rs[i].h.Handle(context.Background(), rs[i].r)
+		}
+		rs[i] = queuedRecord{}
+	}
+	if q.out.Len() > 0 {
+		q.w.Write(q.out.Bytes())
+		q.out.Reset()
+	}
+}
+
+func (q *logQueue) run() {
+	defer close(q.done)
+	var batch []queuedRecord
+	for range q.wake {
+		// Let the goroutines that are ready run first: more lines then
+		// share the write (a preference, not a wait).
+		runtime.Gosched()
+		for {
+			q.mu.Lock()
+			batch, q.queued = q.queued, batch[:0]
+			closed := q.closed
+			q.room.Broadcast()
+			q.mu.Unlock()
+			if len(batch) == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			q.write(batch)
+		}
+	}
+}
+
+// Close writes out what is queued and stops the goroutine.
+func (q *logQueue) Close() error {
+	q.mu.Lock()
+	q.closed = true
+	q.room.Broadcast()
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	<-q.done
+	return nil
+}
