@@ -225,7 +225,7 @@ func (r *ranking) move(src *source, at **list.Element, old, n int) {
 func (r *ranking) top() *source { return r.by[r.most].Front().Value.(*source) }
 
 type table struct {
-	lim   limits
+	lim   limits // under mu (SetLimits)
 	proxy proxyCounters
 	// warn and warnProxy log what a PROXY header's rekey did, and a
 	// refused header (set by newRootListener, read-only after).
@@ -246,6 +246,18 @@ type table struct {
 
 func newTable(lim limits) *table {
 	return &table{lim: lim, sources: make(map[netip.Prefix]*source)}
+}
+
+func (t *table) limitsNow() limits {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lim
+}
+
+func (t *table) setLimits(lim limits) {
+	t.mu.Lock()
+	t.lim = lim
+	t.mu.Unlock()
 }
 
 // admit counts nc in as sniffing from key, making room first if a cap is

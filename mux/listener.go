@@ -95,7 +95,7 @@ func (r *rootListener) warn(v verdict, key netip.Prefix, victim *sniffConn) {
 	if !ok {
 		return
 	}
-	lim := &r.t.lim
+	lim := r.t.limitsNow()
 	switch v {
 	case evictedSource:
 		r.log.Warn("mux: a source reached its sniffing cap; closed its oldest sniffing connection",

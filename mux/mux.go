@@ -181,8 +181,9 @@ func New(l net.Listener, cfg Config) *Server {
 	s.root = newRootListener(l, cfg.limits(), cfg.ProxyFrom, cfg.Logger)
 	s.cm = cmux.New(s.root)
 	// cmux sets this deadline as it starts matching; the rootListener's
-	// connections hold it to their own (shorter under pressure).
-	s.cm.SetReadTimeout(cfg.SniffTimeout)
+	// connections hold it to their own (SniffTimeout, shorter under
+	// pressure), which is the one that counts: SetLimits may lengthen it.
+	s.cm.SetReadTimeout(sniffCeiling)
 	s.cm.HandleError(func(err error) bool {
 		var nm cmux.ErrNotMatched
 		if errors.As(err, &nm) {
@@ -224,6 +225,21 @@ func New(l net.Listener, cfg Config) *Server {
 		}
 	}
 	return s
+}
+
+// sniffCeiling is cmux's own sniffing deadline, above any connection's.
+const sniffCeiling = 24 * time.Hour
+
+// SetLimits changes the connection caps and sniffing deadlines to cfg's
+// (MaxConns, MaxConnsPerSource, MaxSniffing, MaxSniffingPerSource,
+// SniffTimeout, MinSniffTimeout, defaults as in New; the rest of cfg is
+// ignored), for connections accepted from then on. Open connections stay
+// open, even over a lowered cap, though they count against it.
+func (s *Server) SetLimits(cfg Config) {
+	if cfg.SniffTimeout <= 0 {
+		cfg.SniffTimeout = DefaultSniffTimeout
+	}
+	s.root.t.setLimits(cfg.limits())
 }
 
 // h2cFor returns the server that answers h2c for hs when hs leaves the
@@ -333,7 +349,7 @@ func (s *Server) route(c Class, m cmux.Matcher) {
 			// Never block the pump: a class nobody accepts must not hold
 			// up the others. Usually Accept is waiting already.
 			if !target.tryDeliver(hc) {
-				go target.deliver(hc, s.cfg.SniffTimeout)
+				go target.deliver(hc, s.root.t.limitsNow().timeout)
 			}
 		}
 	}()

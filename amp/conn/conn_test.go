@@ -464,3 +464,40 @@ func TestStalledBoxTimesOut(t *testing.T) {
 		}
 	})
 }
+
+// TestServerSetConfig: SetConfig while connections are being served (race
+// detector) changes the settings of connections served after it, and
+// leaves those already open as they were.
+func TestServerSetConfig(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &conn.Server{Config: conn.Config{Handler: echoMux(), Logger: quietLogger()}}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	dial := func() *conn.Conn {
+		c, err := conn.Dial(ctxT(t), "tcp", l.Addr().String(), nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	large := demo.EchoValues{Bytes: make([]byte, 8<<10)}
+	before := dial()
+	_, err = demo.Echo.Call(ctxT(t), before, large)
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for range 20 {
+			c := dial()
+			demo.Sum.Call(ctxT(t), c, demo.SumArgs{A: big.NewInt(1), B: big.NewInt(2)})
+			c.Close()
+		}
+	})
+	srv.SetConfig(conn.Config{Handler: echoMux(), Logger: quietLogger(), MaxBoxSize: 4096})
+	wg.Wait()
+
+	_, err = demo.Echo.Call(ctxT(t), dial(), large)
+	require.Error(t, err, "a connection served after SetConfig passed its MaxBoxSize")
+	_, err = demo.Echo.Call(ctxT(t), before, large)
+	require.NoError(t, err, "a connection open before SetConfig lost its settings")
+}

@@ -15,7 +15,9 @@ import (
 // receive before they authenticate: Config.Budget, or one of DefaultBudget
 // made for this Server.
 type Server struct {
-	Config Config // per-connection settings, the responders among them
+	// Config holds the per-connection settings, the responders among
+	// them; once serving, change it only through SetConfig.
+	Config Config
 	// ConnState, if set, is called with each connection when it starts
 	// (active=true) and when it has ended.
 	ConnState func(c *Conn, active bool)
@@ -82,8 +84,8 @@ func (s *Server) untrack(l net.Listener) {
 // a Unix socket pair) and returns the Conn; it returns nil, closing nc, if
 // the server is shutting down.
 func (s *Server) ServeConn(nc net.Conn) *Conn {
-	cfg := s.Config
 	s.mu.Lock()
+	cfg := s.Config
 	if s.closing.Load() {
 		s.mu.Unlock()
 		nc.Close()
@@ -114,6 +116,14 @@ func (s *Server) ServeConn(nc net.Conn) *Conn {
 		s.ConnState(c, true)
 	}
 	return c
+}
+
+// SetConfig replaces Config for the connections served from then on (a
+// reload); those open keep the settings they started with.
+func (s *Server) SetConfig(cfg Config) {
+	s.mu.Lock()
+	s.Config = cfg
+	s.mu.Unlock()
 }
 
 // Shutdown stops accepting, then closes each connection once it is idle

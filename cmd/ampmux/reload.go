@@ -65,8 +65,9 @@ func (s *server) applyRoutes(ctx context.Context, reg *switching.Registry, old, 
 
 // reload reads the configuration again (SIGHUP) and puts in force what
 // can change without a restart: certificates and client CAs, routes and
-// exposures, the per-route and per-client tunnel caps and the tunnel
-// timeouts. Tunnels and calls in progress go on. A configuration that
+// exposures, and the limits (the tunnels' at once; the mux's, the
+// sniffing deadline and the AMP connections' for connections accepted
+// from then on). Tunnels and calls in progress go on. A configuration that
 // does not load or check is refused whole, and the old one stays; what
 // only a restart can change is kept as it was, and named in the log.
 func (s *server) reload(ctx context.Context, reg *switching.Registry) {
@@ -102,15 +103,8 @@ func (s *server) reload(ctx context.Context, reg *switching.Registry) {
 	keep("http_backend", cfg.HTTPBackend, old.HTTPBackend, func() { cfg.HTTPBackend = old.HTTPBackend })
 	keep("http_dir", cfg.HTTPDir, old.HTTPDir, func() { cfg.HTTPDir = old.HTTPDir })
 	keep("public_status", cfg.PublicStatus, old.PublicStatus, func() { cfg.PublicStatus = old.PublicStatus })
-	keep("sniff_timeout", cfg.SniffTimeout, old.SniffTimeout, func() { cfg.SniffTimeout = old.SniffTimeout })
 	keep("proxy_from", cfg.ProxyFrom, old.ProxyFrom, func() { cfg.ProxyFrom = old.ProxyFrom })
 	keep("no_access_log", cfg.NoAccessLog, old.NoAccessLog, func() { cfg.NoAccessLog = old.NoAccessLog })
-	// Of the limits, the tunnels' caps and timeouts take effect; the
-	// mux's and the AMP connections' are fixed at start.
-	live := old.Limits
-	live.MaxTunnelsPerRoute, live.MaxTunnelsPerClient = cfg.Limits.MaxTunnelsPerRoute, cfg.Limits.MaxTunnelsPerClient
-	live.TunnelIdleTimeout, live.HalfCloseTimeout = cfg.Limits.TunnelIdleTimeout, cfg.Limits.HalfCloseTimeout
-	keep("limits (other than the tunnels' caps and timeouts)", cfg.Limits, live, func() { cfg.Limits = live })
 	cfg.reload = old.reload
 
 	if cur != nil {
@@ -118,6 +112,9 @@ func (s *server) reload(ctx context.Context, reg *switching.Registry) {
 	}
 	s.limits.setCaps(cfg.Limits.MaxTunnelsPerRoute, cfg.Limits.MaxTunnelsPerClient)
 	s.cfgp.Store(cfg)
+	if s.setLimits != nil {
+		s.setLimits(cfg) // for connections from now on
+	}
 	s.applyRoutes(ctx, reg, old, cfg)
 	if s.metrics != nil {
 		s.metrics.setRoutes(cfg)

@@ -12,12 +12,14 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/amp/switching"
+	"github.com/ampmux/ampmux/internal/demo"
 	"github.com/ampmux/ampmux/internal/pki"
 )
 
@@ -122,5 +124,70 @@ func TestReloadUnderLoad(t *testing.T) {
 	p.stderr.waitCount(t, "configuration reloaded", 2)
 	if _, err := switching.Dial(ctx, addr, "e", clientTLS); !errors.Is(err, switching.ErrUnknownProtocol) {
 		t.Fatalf("a route the reload removed: %v, want UNKNOWN_PROTOCOL", err)
+	}
+}
+
+// TestReloadLimits: SIGHUP puts new connection limits in force for new
+// connections (a smaller box cap, a per-source cap) while a connection
+// from before keeps the ones it started with.
+func TestReloadLimits(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "serve.yaml")
+	write := func(y string) {
+		t.Helper()
+		if err := os.WriteFile(file+".new", []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".new", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("demo: true\n")
+	p, addr := startServe(t, "--config", file)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dial := func() *conn.Conn {
+		t.Helper()
+		c, err := conn.Dial(ctx, "tcp", addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	large := demo.EchoValues{Bytes: bytes.Repeat([]byte("x"), 8<<10)}
+	echo := func(c *conn.Conn) error {
+		got, err := demo.Echo.Call(ctx, c, large)
+		if err == nil && !bytes.Equal(got.Bytes, large.Bytes) {
+			t.Errorf("Echo returned %d bytes, want %d", len(got.Bytes), len(large.Bytes))
+		}
+		return err
+	}
+	before := dial()
+	if err := echo(before); err != nil {
+		t.Fatalf("8 KiB Echo under the default limits: %v", err)
+	}
+
+	write("demo: true\nlimits:\n  max_box_size: 4096\n  max_conns_per_source: 2\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.stderr.waitFor(t, "configuration reloaded")
+	if strings.Contains(p.stderr.String(), "need_restart") {
+		t.Errorf("limits named as needing a restart:\n%s", p.stderr)
+	}
+
+	after := dial()
+	if err := echo(after); err == nil {
+		t.Error("8 KiB Echo on a new connection passed max_box_size: 4096")
+	}
+	if err := echo(before); err != nil {
+		t.Errorf("the connection from before the reload lost its limits: %v", err)
+	}
+	// Open from this address now: before, and a second; a third is refused.
+	second := dial()
+	if _, err := demo.Sum.Call(ctx, second, demo.SumArgs{A: big.NewInt(1), B: big.NewInt(2)}); err != nil {
+		t.Fatalf("second connection under max_conns_per_source: 2: %v", err)
+	}
+	third := dial()
+	if _, err := demo.Sum.Call(ctx, third, demo.SumArgs{A: big.NewInt(1), B: big.NewInt(2)}); err == nil {
+		t.Error("a third connection from one address passed max_conns_per_source: 2")
 	}
 }

@@ -239,6 +239,31 @@ type server struct {
 	// access log (a line per tunnel and per AMP connection).
 	metrics   *metrics
 	accessLog bool
+	// setLimits puts a reloaded configuration's connection limits in
+	// force, and budget is the unauthenticated buffers' (budgetSize's),
+	// both the serve goroutine's.
+	setLimits  func(*serveConfig)
+	budget     *conn.Budget
+	budgetSize byteSize
+}
+
+// muxLimits is the part of the mux's configuration a reload changes.
+func muxLimits(cfg *serveConfig) mux.Config {
+	return mux.Config{
+		SniffTimeout:         cfg.SniffTimeout,
+		MaxConns:             cfg.Limits.MaxConns,
+		MaxConnsPerSource:    cfg.Limits.MaxConnsPerSource,
+		MaxSniffingPerSource: cfg.Limits.MaxSniffingPerSource,
+	}
+}
+
+// unauthBudget is the budget all AMP connections share, made again only
+// when its size changes.
+func (s *server) unauthBudget(n byteSize) *conn.Budget {
+	if s.budget == nil || n != s.budgetSize {
+		s.budget, s.budgetSize = conn.NewBudget(int64(n)), n
+	}
+	return s.budget
 }
 
 func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Writer) error {
@@ -301,18 +326,15 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, stdout io.Wr
 	hs := httpfallback.Server(handler)
 	hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	proxyFrom, _ := proxyPrefixes(cfg.ProxyFrom) // checked by checkServeConfig
-	m := mux.New(l, mux.Config{
-		ProxyFrom:            proxyFrom,
-		SniffTimeout:         cfg.SniffTimeout,
-		MaxConns:             cfg.Limits.MaxConns,
-		MaxConnsPerSource:    cfg.Limits.MaxConnsPerSource,
-		MaxSniffingPerSource: cfg.Limits.MaxSniffingPerSource,
-		Logger:               log,
-		OnMatch:              s.stats.onMatch,
-		OnSniffed:            s.onSniffed(),
-		HTTP:                 hs,
-		AMP:                  &conn.Server{Config: s.connConfig(ampMux, tlsCfg), ConnState: s.ampConnState()},
-	})
+	amps := &conn.Server{Config: s.connConfig(ampMux, tlsCfg), ConnState: s.ampConnState()}
+	mc := muxLimits(cfg)
+	mc.ProxyFrom, mc.Logger, mc.OnMatch, mc.OnSniffed = proxyFrom, log, s.stats.onMatch, s.onSniffed()
+	mc.HTTP, mc.AMP = hs, amps
+	m := mux.New(l, mc)
+	s.setLimits = func(cfg *serveConfig) {
+		m.SetLimits(muxLimits(cfg))
+		amps.SetConfig(s.connConfig(ampMux, tlsCfg))
+	}
 	s.stats.refusals = func(r map[string]int64) {
 		ms := m.Stats()
 		r["max_sniffing_per_source"] = ms.EvictedPerSource
@@ -412,7 +434,7 @@ func (s *server) connConfig(h *amp.Mux, tlsCfg *tls.Config) conn.Config {
 		Logger:            s.log,
 		MaxBoxSize:        int(l.MaxBoxSize),
 		MaxFields:         l.MaxFields,
-		Budget:            conn.NewBudget(int64(l.UnauthBuffer)),
+		Budget:            s.unauthBudget(l.UnauthBuffer),
 		MaxHandlers:       l.MaxCallsPerConn,
 		MaxQueuedCommands: l.MaxCallsPerConn,
 		MaxWriteQueue:     int(l.WriteBuffer),
