@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ampmux/ampmux/internal/benchkit"
-	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 // server is a benchmark server child process.
@@ -69,48 +67,4 @@ func (s *server) rss() (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc status")
-}
-
-// runClient runs argv and returns its one RESULT line, parsed; a client
-// that fails, prints no RESULT, or reports errors is an error.
-func runClient(ctx context.Context, argv []string, timeout time.Duration, stderr io.Writer) (load.Result, error) {
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	cmd.WaitDelay = 2 * time.Second
-	err := cmd.Run()
-	what := filepath.Base(argv[0]) + " " + strings.Join(argv[1:], " ")
-	if err != nil && ctx.Err() != nil {
-		return load.Result{}, fmt.Errorf("%s: interrupted: %w", what, ctx.Err())
-	}
-	if err != nil {
-		msg := strings.TrimSpace(errOut.String())
-		if cctx.Err() == context.DeadlineExceeded {
-			msg += fmt.Sprintf(" (killed after %v)", timeout)
-		}
-		return load.Result{}, fmt.Errorf("%s: %v: %s", what, err, msg)
-	}
-	if errOut.Len() > 0 {
-		fmt.Fprintf(stderr, "%s: %s", what, errOut.String())
-	}
-	var results []load.Result
-	for line := range strings.Lines(out.String()) {
-		if strings.HasPrefix(line, "RESULT ") {
-			r, err := load.ParseResult(strings.TrimSpace(line))
-			if err != nil {
-				return load.Result{}, fmt.Errorf("%s: %w", what, err)
-			}
-			results = append(results, r)
-		}
-	}
-	if len(results) != 1 {
-		return load.Result{}, fmt.Errorf("%s: printed %d RESULT lines, want 1; stdout: %q", what, len(results), out.String())
-	}
-	r := results[0]
-	if r.Errors != 0 || r.Calls <= 0 {
-		return load.Result{}, fmt.Errorf("%s: %d errors, %d calls", what, r.Errors, r.Calls)
-	}
-	return r, nil
 }

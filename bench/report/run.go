@@ -381,7 +381,7 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 	one := func(srv *server, argv []string) (sample, error) {
 		cpu0, err0 := srv.cpuTime()
 		io0, err1 := readIO(srv.Cmd.Process.Pid)
-		r, err := runClient(ctx, argv, timeout, stderr)
+		r, err := load.RunClient(ctx, argv, timeout, stderr)
 		if err != nil {
 			return sample{}, err
 		}
@@ -549,7 +549,7 @@ func profileAt(ctx context.Context, o runOptions, n int, stderr io.Writer) ([]Pr
 	po := o
 	po.Duration = o.ProfileTime
 	argv := append(po.clientArgs("amp-raw", srv.Addr, n), "-cpuprofile", cp)
-	r, err := runClient(ctx, argv, o.Warmup+o.ProfileTime+load.WatchdogGrace+30*time.Second, stderr)
+	r, err := load.RunClient(ctx, argv, o.Warmup+o.ProfileTime+load.WatchdogGrace+30*time.Second, stderr)
 	if serr := srv.Stop(); err == nil {
 		err = serr
 	}

@@ -3,19 +3,18 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ampmux/ampmux/amp"
-	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
+	"github.com/ampmux/ampmux/internal/benchkit"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 func init() {
@@ -23,29 +22,31 @@ func init() {
 		name:    "bench",
 		summary: "Load an AMP server with calls and report calls/s and latency (wrk for AMP).",
 		example: `  ampmux bench --server 127.0.0.1:1234 --concurrency 64 --connections 4 --duration 30s
+  ampmux bench --server 127.0.0.1:1234 --pipeline --concurrency 256 --json
 
 Each of --concurrency callers loops: call, wait for the answer, call again;
-callers are spread over --connections connections. With --command Sum (the
-default) each call is Sum a=13 b=81 and the answer must be total=94; any
-other command is sent with no arguments and any answer that is not an error
-counts. Progress goes to stderr about once a second; the summary goes to
-stdout:
+callers are spread over --connections connections. With --pipeline there
+are no caller goroutines: each of --concurrency slots keeps one call in
+flight through Conn.Go and sends the next from the answer's callback. With
+--command Sum (the default) each call is Sum a=13 b=81 and the answer must
+be total=94; any other command is sent with no arguments and any answer
+that is not an error counts. Declared errors (and wrong answers) are
+counted and the run goes on; a lost connection ends it. After --warmup
+(not counted), the run lasts --duration. A progress line goes to stderr
+each second; the summary goes to stdout (--json: one JSON object):
 
   Sum on 127.0.0.1:1234, 64 callers over 4 connections, 30s
     1234567 calls in 30.00s, 0 errors
     41152 calls/s
     latency p50 1.43ms  p90 2.1ms  p99 3.85ms  max 12.4ms
 
-Latency is timed on every call (max is exact; the percentiles come from up to
-a million samples, thinned evenly on long runs). Exit status 1 if no call
-succeeded or a connection was lost.`,
+One call in 16 is timed (max is the largest of those), so that timing
+costs the load nothing. Exit status 1 if no call succeeded or a connection
+was lost. It runs the load loop the project's benchmarks run.`,
 	}
 	c.run = func(e *env, args []string) error { return runBench(c, e, args) }
 	register(c)
 }
-
-// benchSamples bounds the latency samples kept over all callers.
-const benchSamples = 1 << 20
 
 type benchConfig struct {
 	server      string
@@ -53,6 +54,9 @@ type benchConfig struct {
 	concurrency int
 	connections int
 	duration    time.Duration
+	warmup      time.Duration
+	pipeline    bool
+	json        bool
 	tls         *tls.Config
 }
 
@@ -61,9 +65,12 @@ func runBench(c *command, e *env, args []string) error {
 	var cfg benchConfig
 	var tf tlsFlags
 	fs.StringVar(&cfg.server, "server", "", "`HOST:PORT` of the AMP server (required)")
-	fs.IntVar(&cfg.concurrency, "concurrency", 16, "callers, each with one call in flight")
+	fs.IntVar(&cfg.concurrency, "concurrency", 16, "callers (with --pipeline, slots), each with one call in flight")
 	fs.IntVar(&cfg.connections, "connections", 1, "connections the callers share (at most --concurrency)")
-	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to run")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to measure")
+	fs.DurationVar(&cfg.warmup, "warmup", 0, "how long to run first, not measured")
+	fs.BoolVar(&cfg.pipeline, "pipeline", false, "keep the calls in flight with Conn.Go, without a goroutine per caller")
+	fs.BoolVar(&cfg.json, "json", false, "print the summary as one JSON object")
 	fs.StringVar(&cfg.command, "command", "Sum", "`command` to call: Sum is called with a=13 b=81 and checked; any other is sent without arguments")
 	tf.register(fs)
 	if err := parseQuiet(fs, args); err != nil {
@@ -82,6 +89,8 @@ func runBench(c *command, e *env, args []string) error {
 		return usagef("--connections (%d) is more than --concurrency (%d): some connections would carry no calls", cfg.connections, cfg.concurrency)
 	case cfg.duration <= 0:
 		return usagef("--duration must be positive")
+	case cfg.warmup < 0:
+		return usagef("--warmup must not be negative")
 	case cfg.command == "":
 		return usagef("--command must not be empty")
 	}
@@ -98,12 +107,27 @@ func runBench(c *command, e *env, args []string) error {
 	return bench(e, cfg)
 }
 
-// benchCaller is one caller's tally, on its own cache lines.
-type benchCaller struct {
-	calls  atomic.Int64 // successful calls, read by the progress line
-	errors atomic.Int64
-	lat    latencySampler
-	_      [64]byte
+// benchReport is the summary, and --json's object.
+type benchReport struct {
+	Command     string  `json:"command"`
+	Server      string  `json:"server"`
+	TLS         bool    `json:"tls"`
+	Pipeline    bool    `json:"pipeline"`
+	Callers     int     `json:"callers"`
+	Connections int     `json:"connections"`
+	Duration    string  `json:"duration"`
+	Interrupted bool    `json:"interrupted"`
+	Calls       int64   `json:"calls"`
+	Errors      int64   `json:"errors"`
+	Seconds     float64 `json:"seconds"`
+	CallsPerSec float64 `json:"calls_per_sec"`
+	Latency     struct {
+		P50 float64 `json:"p50_us"`
+		P90 float64 `json:"p90_us"`
+		P99 float64 `json:"p99_us"`
+		Max float64 `json:"max_us"`
+	} `json:"latency"`
+	FirstError string `json:"first_error,omitempty"`
 }
 
 func bench(e *env, cfg benchConfig) error {
@@ -124,231 +148,104 @@ func bench(e *env, cfg benchConfig) error {
 		}
 		conns = append(conns, c)
 	}
-
-	var (
-		firstErr   atomic.Pointer[string]
-		wrongReply = fmt.Sprintf("%s(a=13, b=81) did not answer total=94", cfg.command)
-		wg         sync.WaitGroup
-	)
+	a := load.AMP{Conns: conns, Command: cfg.command, API: "raw"}
+	if cfg.command == "Sum" {
+		a = load.SumLoad(conns, "raw")
+	}
+	if cfg.pipeline {
+		a.API = "async"
+	}
+	lc, err := a.Config(cfg.concurrency)
+	if err != nil {
+		return err
+	}
+	var firstErr atomic.Pointer[string]
 	noteErr := func(msg string) { firstErr.CompareAndSwap(nil, &msg) }
-	callers := make([]*benchCaller, cfg.concurrency)
-	perCaller := max(benchSamples/cfg.concurrency, 1024)
-	start := time.Now()
-	runCtx, cancel := context.WithDeadline(parent, start.Add(cfg.duration))
-	defer cancel()
-	for i := range callers {
-		bc := &benchCaller{lat: newLatencySampler(perCaller)}
-		callers[i] = bc
-		ac := conns[i%len(conns)]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var args, reply box.Box
-			isSum := cfg.command == "Sum"
-			if isSum {
-				args.SetString("a", "13")
-				args.SetString("b", "81")
-			}
-			for runCtx.Err() == nil {
-				t0 := time.Now()
-				err := ac.CallBox(runCtx, cfg.command, &args, &reply)
-				d := time.Since(t0)
-				if err != nil {
-					if runCtx.Err() != nil {
-						return // the run is over; this call does not count
-					}
-					bc.errors.Add(1)
-					var re *amp.RemoteError
-					if errors.As(err, &re) {
-						noteErr(remoteErrorLine(re))
-						continue
-					}
-					noteErr(err.Error())
-					return // the connection is gone
-				}
-				if isSum {
-					if v, _ := reply.Get("total"); string(v) != "94" {
-						bc.errors.Add(1)
-						noteErr(wrongReply + ": " + reply.String())
-						continue
-					}
-				}
-				bc.lat.add(d)
-				bc.calls.Add(1)
-			}
-		}()
-	}
-
-	stopProgress := make(chan struct{})
-	progressDone := make(chan struct{})
-	go benchProgress(e.stderr, start, callers, stopProgress, progressDone)
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(stopProgress)
-	<-progressDone
-	interrupted := parent.Err() != nil
-
-	var lost error
-	for _, c := range conns {
-		select {
-		case <-c.Done():
-			if lost == nil {
-				lost = c.Err()
-				if lost == nil {
-					lost = errors.New("closed by the server")
-				}
-			}
+	lc.Warmup, lc.Duration = cfg.warmup, cfg.duration
+	lc.Tolerate = func(err error) bool {
+		var re *amp.RemoteError
+		switch {
+		case errors.As(err, &re):
+			noteErr(remoteErrorLine(re))
+		case errors.Is(err, benchkit.ErrWrongAnswer):
+			noteErr(err.Error())
 		default:
+			return false
 		}
+		return true
 	}
+	var lastCalls int64
+	var lastAt time.Duration
+	lc.Progress = func(el time.Duration, calls, errs int64) {
+		line := fmt.Sprintf("[%ds] %d calls, %d calls/s", int64(math.Round(el.Seconds())), calls,
+			int64(float64(calls-lastCalls)/(el-lastAt).Seconds()))
+		if errs > 0 {
+			line += fmt.Sprintf(", %d errors", errs)
+		}
+		lastCalls, lastAt = calls, el
+		fmt.Fprintln(e.stderr, line)
+	}
+	res, runErr := load.Run(parent, lc)
 
-	var calls, errs int64
-	var maxLat time.Duration
-	var samples []weightedSample
-	for _, bc := range callers {
-		calls += bc.calls.Load()
-		errs += bc.errors.Load()
-		maxLat = max(maxLat, bc.lat.max)
-		samples = bc.lat.appendTo(samples)
+	r := benchReport{Command: cfg.command, Server: cfg.server, TLS: cfg.tls != nil, Pipeline: cfg.pipeline,
+		Callers: cfg.concurrency, Connections: cfg.connections, Duration: cfg.duration.String(),
+		Interrupted: parent.Err() != nil, Calls: res.Calls, Errors: res.Errors, Seconds: res.Seconds, CallsPerSec: res.CallsPerSec}
+	r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max = res.P50us, res.P90us, res.P99us, res.MaxUs
+	var lost error
+	if runErr != nil && !r.Interrupted && !errors.Is(runErr, load.ErrNoCalls) {
+		lost = runErr
+		noteErr(runErr.Error())
 	}
-	secure := ""
-	if cfg.tls != nil {
-		secure = " (TLS)"
+	if p := firstErr.Load(); p != nil {
+		r.FirstError = *p
 	}
+	if cfg.json {
+		out, _ := json.MarshalIndent(r, "", "  ")
+		fmt.Fprintf(e.stdout, "%s\n", out)
+	} else {
+		printBench(e, r)
+	}
+	switch {
+	case lost != nil:
+		return fmt.Errorf("connection to %s lost during the run: %v", cfg.server, lost)
+	case r.Calls == 0 && r.Errors > 0:
+		return fmt.Errorf("every call failed (first error: %s)", r.FirstError)
+	case r.Calls == 0:
+		return fmt.Errorf("no call was answered within %v", cfg.duration)
+	}
+	return nil
+}
+
+// printBench writes the summary as text.
+func printBench(e *env, r benchReport) {
 	plural := func(n int, one string) string {
 		if n == 1 {
 			return "1 " + one
 		}
 		return strconv.Itoa(n) + " " + one + "s"
 	}
-	rate := 0.0
-	if elapsed > 0 {
-		rate = float64(calls) / elapsed.Seconds()
+	secure, stopped, who := "", "", "caller"
+	if r.TLS {
+		secure = " (TLS)"
 	}
-	w := e.stdout
-	stopped := ""
-	if interrupted {
+	if r.Interrupted {
 		stopped = " (interrupted)"
 	}
-	fmt.Fprintf(w, "%s on %s%s, %s over %s, %v%s\n", cfg.command, cfg.server, secure,
-		plural(cfg.concurrency, "caller"), plural(cfg.connections, "connection"), cfg.duration, stopped)
-	fmt.Fprintf(w, "  %d calls in %.2fs, %d errors\n", calls, elapsed.Seconds(), errs)
-	fmt.Fprintf(w, "  %d calls/s\n", int64(math.Round(rate)))
-	if calls > 0 {
-		p := latencyPercentiles(samples, 0.50, 0.90, 0.99)
-		fmt.Fprintf(w, "  latency p50 %s  p90 %s  p99 %s  max %s\n",
-			fmtLatency(p[0]), fmtLatency(p[1]), fmtLatency(p[2]), fmtLatency(maxLat))
+	if r.Pipeline {
+		who = "pipelined slot"
 	}
-	if msg := firstErr.Load(); msg != nil {
-		fmt.Fprintf(w, "  first error: %s\n", *msg)
+	w := e.stdout
+	fmt.Fprintf(w, "%s on %s%s, %s over %s, %s%s\n", r.Command, r.Server, secure,
+		plural(r.Callers, who), plural(r.Connections, "connection"), r.Duration, stopped)
+	fmt.Fprintf(w, "  %d calls in %.2fs, %d errors\n", r.Calls, r.Seconds, r.Errors)
+	fmt.Fprintf(w, "  %d calls/s\n", int64(math.Round(r.CallsPerSec)))
+	if r.Calls > 0 {
+		us := func(v float64) string { return fmtLatency(time.Duration(v * 1e3)) }
+		fmt.Fprintf(w, "  latency p50 %s  p90 %s  p99 %s  max %s\n", us(r.Latency.P50), us(r.Latency.P90), us(r.Latency.P99), us(r.Latency.Max))
 	}
-	switch {
-	case lost != nil:
-		return fmt.Errorf("connection to %s lost during the run: %v", cfg.server, lost)
-	case calls == 0 && errs > 0:
-		return fmt.Errorf("every call failed (first error: %s)", *firstErr.Load())
-	case calls == 0:
-		return fmt.Errorf("no call was answered within %v", cfg.duration)
+	if r.FirstError != "" {
+		fmt.Fprintf(w, "  first error: %s\n", r.FirstError)
 	}
-	return nil
-}
-
-// benchProgress writes a progress line about once a second until stop.
-func benchProgress(w io.Writer, start time.Time, callers []*benchCaller, stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case now := <-t.C:
-			var calls, errs int64
-			for _, bc := range callers {
-				calls += bc.calls.Load()
-				errs += bc.errors.Load()
-			}
-			el := now.Sub(start)
-			line := fmt.Sprintf("[%ds] %d calls, %d calls/s", int64(math.Round(el.Seconds())), calls, int64(float64(calls)/el.Seconds()))
-			if errs > 0 {
-				line += fmt.Sprintf(", %d errors", errs)
-			}
-			fmt.Fprintln(w, line)
-		}
-	}
-}
-
-// latencySampler keeps latencies in preallocated memory. It times every
-// call; once full it keeps every other sample and from then on records
-// every second call (then every fourth...), so that the samples stay
-// spread evenly over the run. Each sample stands for stride calls.
-type latencySampler struct {
-	buf    []int64 // nanoseconds
-	stride int64
-	n      int64 // calls seen
-	max    time.Duration
-}
-
-func newLatencySampler(capacity int) latencySampler {
-	return latencySampler{buf: make([]int64, 0, capacity), stride: 1}
-}
-
-func (s *latencySampler) add(d time.Duration) {
-	s.max = max(s.max, d)
-	n := s.n
-	s.n++
-	if n%s.stride != 0 {
-		return
-	}
-	if len(s.buf) == cap(s.buf) {
-		// Keep samples 0, 2, 4...: the calls at multiples of 2*stride.
-		half := (len(s.buf) + 1) / 2
-		for i := range half {
-			s.buf[i] = s.buf[2*i]
-		}
-		s.buf = s.buf[:half]
-		s.stride *= 2
-		if n%s.stride != 0 {
-			return
-		}
-	}
-	s.buf = append(s.buf, int64(d))
-}
-
-type weightedSample struct {
-	ns, weight int64
-}
-
-func (s *latencySampler) appendTo(dst []weightedSample) []weightedSample {
-	for _, v := range s.buf {
-		dst = append(dst, weightedSample{v, s.stride})
-	}
-	return dst
-}
-
-// latencyPercentiles returns the latencies at quantiles qs (ascending), each
-// sample counting for its weight.
-func latencyPercentiles(samples []weightedSample, qs ...float64) []time.Duration {
-	out := make([]time.Duration, len(qs))
-	if len(samples) == 0 {
-		return out
-	}
-	slices.SortFunc(samples, func(a, b weightedSample) int { return int(min(max(a.ns-b.ns, -1), 1)) })
-	var total int64
-	for _, s := range samples {
-		total += s.weight
-	}
-	var cum int64
-	j := 0
-	for i, q := range qs {
-		target := int64(math.Ceil(q * float64(total)))
-		for j < len(samples)-1 && cum+samples[j].weight < target {
-			cum += samples[j].weight
-			j++
-		}
-		out[i] = time.Duration(samples[j].ns)
-	}
-	return out
 }
 
 // fmtLatency rounds d to three significant digits, in Go's duration

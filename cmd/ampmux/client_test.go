@@ -725,6 +725,7 @@ func TestBench(t *testing.T) {
 		{"--concurrency", "4", "--connections", "2"},
 		append([]string{"--concurrency", "3"}, g.tlsArgs()...),
 		{"--command", "Echo", "--concurrency", "2"},
+		{"--pipeline", "--concurrency", "8", "--connections", "2", "--warmup", "100ms"},
 	} {
 		args := append([]string{"bench", "--server", g.addr, "--duration", "300ms"}, extra...)
 		start := time.Now()
@@ -760,9 +761,21 @@ func TestBench(t *testing.T) {
 		}
 	}
 
+	// --json: one object with the same figures.
+	code, stdout, stderr := ctRun("bench", "--server", g.addr, "--duration", "300ms", "--json", "--pipeline", "--concurrency", "4")
+	var rep benchReport
+	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil {
+		t.Fatalf("--json: exit %d, %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout, stderr)
+	}
+	lat := rep.Latency
+	if rep.Calls <= 0 || rep.Errors != 0 || rep.CallsPerSec <= 0 || !rep.Pipeline || rep.Callers != 4 ||
+		lat.P50 <= 0 || lat.P90 < lat.P50 || lat.P99 < lat.P90 || lat.Max < lat.P99 {
+		t.Errorf("--json report %+v", rep)
+	}
+
 	// Every call failing (Divide without arguments) is exit 1; so is a
 	// server that is not there.
-	code, stdout, stderr := ctRun("bench", "--server", g.addr, "--duration", "200ms", "--command", "Divide", "--concurrency", "2")
+	code, stdout, stderr = ctRun("bench", "--server", g.addr, "--duration", "200ms", "--command", "Divide", "--concurrency", "2")
 	if code != exitFailure || !strings.Contains(stdout, "  0 calls/s") || !strings.Contains(stderr, "every call failed (first error: UNKNOWN: ") {
 		t.Errorf("Divide: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -801,27 +814,7 @@ func TestBenchProgressAndInterrupt(t *testing.T) {
 	}
 }
 
-func TestLatencySampler(t *testing.T) {
-	s := newLatencySampler(8)
-	for i := 1; i <= 100; i++ {
-		s.add(time.Duration(i))
-	}
-	if s.max != 100 || s.stride != 16 || len(s.buf) > 8 {
-		t.Fatalf("max %v stride %d len %d", s.max, s.stride, len(s.buf))
-	}
-	for i, v := range s.buf { // calls 0, 16, 32...: latencies 1, 17, 33...
-		if v != int64(1+16*i) {
-			t.Fatalf("samples %v", s.buf)
-		}
-	}
-	var w []weightedSample
-	for i := 1; i <= 100; i++ {
-		w = append(w, weightedSample{int64(i), 1})
-	}
-	p := latencyPercentiles(w, 0.5, 0.9, 0.99, 1)
-	if !slices.Equal(p, []time.Duration{50, 90, 99, 100}) {
-		t.Fatalf("percentiles %v", p)
-	}
+func TestFmtLatency(t *testing.T) {
 	for _, tt := range []struct {
 		d    time.Duration
 		want string

@@ -2,6 +2,7 @@ package benchkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -44,10 +45,13 @@ func RawSum(_ context.Context, req, resp *box.Box) error {
 	return nil
 }
 
+// ErrWrongAnswer is what CheckSum's errors wrap.
+var ErrWrongAnswer = errors.New("benchkit: wrong answer")
+
 // CheckSum checks an answer to Sum(13, 81).
 func CheckSum(reply *box.Box) error {
 	if v, _ := reply.Get("total"); string(v) != "94" {
-		return fmt.Errorf("Sum(13, 81) answered %s, want total 94", reply.String())
+		return fmt.Errorf("%w: Sum(13, 81) answered %s, want total 94", ErrWrongAnswer, reply.String())
 	}
 	return nil
 }

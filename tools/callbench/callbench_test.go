@@ -18,6 +18,7 @@ import (
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 // TestMain lets the test binary stand in for callbench when the run
@@ -64,42 +65,10 @@ func TestFloorMessagesAreSumBoxes(t *testing.T) {
 	}
 }
 
-func TestResultLine(t *testing.T) {
-	in := Result{Kind: "amp", API: "typed", Inflight: 16, Calls: 123456, Seconds: 1.5,
-		CallsPerSec: 82304, P50us: 12.5, P99us: 250, AllocsPerCall: 4, GCs: 3}
-	line := in.String()
-	if !strings.HasPrefix(line, "RESULT kind=amp api=typed inflight=16 calls=123456 seconds=1.500000 calls_per_sec=82304 p50_us=12.5 p99_us=250.0") {
-		t.Fatalf("line %q", line)
-	}
-	out, err := parseResult(line)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out != in {
-		t.Fatalf("parsed %+v, want %+v", out, in)
-	}
-	floor := Result{Kind: "floor", Inflight: 1, Calls: 1, Seconds: 1, CallsPerSec: 1}
-	if out, err := parseResult(floor.String()); err != nil || out != floor || strings.Contains(floor.String(), "api=") {
-		t.Fatalf("floor line %q parsed %+v, %v", floor.String(), out, err)
-	}
-	for _, bad := range []string{
-		"",
-		"RESULTS kind=amp",
-		strings.Replace(line, " calls=123456", "", 1),
-		strings.Replace(line, "calls=123456", "calls=many", 1),
-		strings.Replace(line, "kind=amp", "kind=http", 1),
-		line + " junk",
-	} {
-		if _, err := parseResult(bad); err == nil {
-			t.Errorf("parseResult(%q) accepted it", bad)
-		}
-	}
-}
-
 // checkResult round-trips r through its RESULT line and checks it.
-func checkResult(t *testing.T, r Result, kind, api string, inflight int) {
+func checkResult(t *testing.T, r load.Result, kind, api string, inflight int) {
 	t.Helper()
-	p, err := parseResult(r.String())
+	p, err := load.ParseResult(r.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +207,7 @@ func TestServeSubcommands(t *testing.T) {
 		if err := dispatch(context.Background(), client, nil, &out, io.Discard); err != nil {
 			t.Fatalf("%v: %v", client, err)
 		}
-		r, err := parseResult(strings.TrimSpace(out.String()))
+		r, err := load.ParseResult(strings.TrimSpace(out.String()))
 		if err != nil || r.Calls <= 0 || r.Errors != 0 {
 			t.Fatalf("%v printed %q: %v", client, out.String(), err)
 		}
@@ -356,22 +325,9 @@ func TestFloorClientPerWrite(t *testing.T) {
 	}
 }
 
-func TestResultLineFloorMode(t *testing.T) {
-	in := Result{Kind: "floor", Mode: floorPerWrite, Inflight: 16, Calls: 10, Seconds: 1, CallsPerSec: 10}
-	out, err := parseResult(in.String())
-	if err != nil || out != in {
-		t.Fatalf("%q parsed %+v, %v", in.String(), out, err)
-	}
-	for _, bad := range []string{
-		strings.Replace(in.String(), "mode=perwrite", "mode=sometimes", 1),
-		strings.Replace(in.String(), "kind=floor", "kind=amp", 1),
-	} {
-		if _, err := parseResult(bad); err == nil {
-			t.Errorf("parseResult(%q) accepted it", bad)
-		}
-	}
+func TestFloorModeFlag(t *testing.T) {
 	var errOut bytes.Buffer
-	err = dispatch(context.Background(), []string{"floor", "-addr", "127.0.0.1:1", "-floor-mode", "sometimes"}, nil, io.Discard, &errOut)
+	err := dispatch(context.Background(), []string{"floor", "-addr", "127.0.0.1:1", "-floor-mode", "sometimes"}, nil, io.Discard, &errOut)
 	if !errors.Is(err, errUsage) || !strings.Contains(errOut.String(), "perwrite") {
 		t.Fatalf("floor -floor-mode sometimes gave %v, %q", err, errOut.String())
 	}

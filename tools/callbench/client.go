@@ -9,11 +9,8 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
-	"github.com/ampmux/ampmux/amp/box"
 	"github.com/ampmux/ampmux/amp/conn"
 	"github.com/ampmux/ampmux/internal/benchkit"
 	"github.com/ampmux/ampmux/internal/benchkit/load"
@@ -45,111 +42,7 @@ func checkFloorMode(mode string) error {
 	return nil
 }
 
-// Result is one client run; its text form is the RESULT line.
-type Result struct {
-	Kind          string // amp or floor
-	API           string // raw or typed; empty for floor
-	Mode          string // floor only: batched or perwrite; empty for amp (and old floor lines)
-	Inflight      int
-	Calls         int64   // calls completed in the measured window
-	Seconds       float64 // length of the measured window
-	CallsPerSec   float64
-	P50us, P99us  float64 // sampled latency, microseconds
-	Errors        int64
-	AllocsPerCall float64 // client process, measured window
-	GCs           int64   // client process, measured window
-}
-
-// String is the machine-readable RESULT line.
-func (r Result) String() string {
-	var sb strings.Builder
-	sb.WriteString("RESULT kind=" + r.Kind)
-	if r.API != "" {
-		sb.WriteString(" api=" + r.API)
-	}
-	if r.Mode != "" {
-		sb.WriteString(" mode=" + r.Mode)
-	}
-	fmt.Fprintf(&sb, " inflight=%d calls=%d seconds=%.6f calls_per_sec=%.0f p50_us=%.1f p99_us=%.1f errors=%d allocs_per_call=%.3f gcs=%d",
-		r.Inflight, r.Calls, r.Seconds, r.CallsPerSec, r.P50us, r.P99us, r.Errors, r.AllocsPerCall, r.GCs)
-	return sb.String()
-}
-
-// parseResult reads a RESULT line.
-func parseResult(line string) (Result, error) {
-	var r Result
-	kv, err := benchkit.ParseKV(line, "RESULT")
-	if err != nil {
-		return r, err
-	}
-	get := func(k string) (string, error) {
-		v, ok := kv[k]
-		if !ok {
-			return "", fmt.Errorf("RESULT line lacks %s: %q", k, line)
-		}
-		return v, nil
-	}
-	var errs []error
-	num := func(k string, dst *float64) {
-		v, err := get(k)
-		if err == nil {
-			*dst, err = strconv.ParseFloat(v, 64)
-		}
-		errs = append(errs, err)
-	}
-	integer := func(k string, dst *int64) {
-		v, err := get(k)
-		if err == nil {
-			*dst, err = strconv.ParseInt(v, 10, 64)
-		}
-		errs = append(errs, err)
-	}
-	r.Kind, err = get("kind")
-	errs = append(errs, err)
-	r.API = kv["api"]
-	r.Mode = kv["mode"]
-	var inflight int64
-	integer("inflight", &inflight)
-	r.Inflight = int(inflight)
-	integer("calls", &r.Calls)
-	num("seconds", &r.Seconds)
-	num("calls_per_sec", &r.CallsPerSec)
-	num("p50_us", &r.P50us)
-	num("p99_us", &r.P99us)
-	integer("errors", &r.Errors)
-	num("allocs_per_call", &r.AllocsPerCall)
-	integer("gcs", &r.GCs)
-	if err := errors.Join(errs...); err != nil {
-		return r, err
-	}
-	if r.Kind != "amp" && r.Kind != "floor" {
-		return r, fmt.Errorf("RESULT kind %q is neither amp nor floor", r.Kind)
-	}
-	if r.Mode != "" && (r.Kind != "floor" || checkFloorMode(r.Mode) != nil) {
-		return r, fmt.Errorf("RESULT mode %q does not fit kind %s", r.Mode, r.Kind)
-	}
-	return r, nil
-}
-
-// sampler keeps latency samples in preallocated memory; once full it
-// overwrites the oldest.
-type sampler struct {
-	buf []int64 // nanoseconds
-	n   int
-}
-
-func newSampler(capacity int) sampler { return sampler{buf: make([]int64, 0, capacity)} }
-
-func (s *sampler) add(ns int64) {
-	if len(s.buf) < cap(s.buf) {
-		s.buf = append(s.buf, ns)
-	} else {
-		s.buf[s.n%len(s.buf)] = ns
-	}
-	s.n++
-}
-
-// totalSamples bounds the latency samples a client keeps.
+// totalSamples bounds the latency samples the floor client keeps.
 const totalSamples = 1 << 18
 
 // memWindow measures allocations and GCs over the measured window.
@@ -164,8 +57,8 @@ func readMem() memWindow {
 // runAMPClient runs cfg.Inflight goroutines, each calling Sum and waiting
 // for its answer, on one shared connection; with the async API, as many
 // slots keep a call each in flight through conn.Go, with no goroutine.
-func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
-	res := Result{Kind: "amp", API: cfg.API, Inflight: cfg.Inflight}
+func runAMPClient(ctx context.Context, cfg clientConfig) (load.Result, error) {
+	res := load.Result{Conns: 1, Kind: "amp", API: cfg.API, Inflight: cfg.Inflight}
 	if err := checkAPI(cfg.API); err != nil {
 		return res, err
 	}
@@ -180,71 +73,14 @@ func runAMPClient(ctx context.Context, cfg clientConfig) (Result, error) {
 	}
 	defer c.Close()
 
-	// Each caller's boxes, so that the raw API allocates nothing.
-	args := make([]box.Box, cfg.Inflight)
-	replies := make([]box.Box, cfg.Inflight)
-	for i := range args {
-		args[i].SetString("a", "13")
-		args[i].SetString("b", "81")
+	lc, err := load.SumLoad([]*conn.Conn{c}, cfg.API).Config(cfg.Inflight)
+	if err != nil {
+		return res, err
 	}
-	callCtx := context.Background() // no per-call timeout: the watchdog closes the conn
-	lc := load.Config{
-		Callers: cfg.Inflight, Warmup: cfg.Warmup, Duration: cfg.Duration,
-		Abort: func() { c.NetConn().Close() }, // fails the calls still waiting
-	}
-	switch cfg.API {
-	case "raw":
-		lc.Call = func(i int) error {
-			if err := c.CallBox(callCtx, "Sum", &args[i], &replies[i]); err != nil {
-				return fmt.Errorf("Sum call: %w", err)
-			}
-			return benchkit.CheckSum(&replies[i])
-		}
-	case "typed":
-		lc.Call = func(int) error {
-			r, err := benchkit.Sum.Call(callCtx, c, benchkit.SumArgs{A: 13, B: 81})
-			if err != nil {
-				return fmt.Errorf("Sum call: %w", err)
-			}
-			if r.Total != 94 {
-				return fmt.Errorf("Sum(13, 81) answered total %d, want 94", r.Total)
-			}
-			return nil
-		}
-	case "async":
-		// One done callback per slot, made once: no allocation per call.
-		// A slot's next call is sent from its done with done's context,
-		// as a pipelining client does (one call per slot at a time, so
-		// slotCtx[i] is only ever touched by one goroutine at once).
-		dones := make([]func(context.Context, *box.Box, error), cfg.Inflight)
-		outcome := make([]func(error), cfg.Inflight)
-		slotCtx := make([]context.Context, cfg.Inflight)
-		for i := range dones {
-			slotCtx[i] = callCtx
-			dones[i] = func(ctx context.Context, reply *box.Box, err error) {
-				if err == nil {
-					err = benchkit.CheckSum(reply)
-				} else {
-					err = fmt.Errorf("Sum call: %w", err)
-				}
-				slotCtx[i] = ctx
-				outcome[i](err)
-				slotCtx[i] = callCtx
-			}
-		}
-		lc.Start = func(i int, done func(error)) error {
-			outcome[i] = done
-			if err := c.Go(slotCtx[i], "Sum", &args[i], dones[i]); err != nil {
-				return fmt.Errorf("Sum call: %w", err)
-			}
-			return nil
-		}
-	}
+	lc.Warmup, lc.Duration = cfg.Warmup, cfg.Duration
 	lr, err := load.Run(ctx, lc)
-	res.Calls, res.Seconds, res.CallsPerSec = lr.Calls, lr.Seconds, lr.CallsPerSec
-	res.P50us, res.P99us, res.Errors = lr.P50us, lr.P99us, lr.Errors
-	res.AllocsPerCall, res.GCs = lr.AllocsPerCall, lr.GCs
-	return res, err
+	lr.Kind, lr.API, lr.Conns = res.Kind, res.API, 1
+	return lr, err
 }
 
 // newFloorSender returns the function that writes k requests (k <= n) to
@@ -273,12 +109,12 @@ func newFloorSender(w io.Writer, mode string, n int) func(k int) error {
 // first cfg.Inflight requests) go in one Write; per-write, every request
 // has a Write of its own, as a client whose callers each send their own
 // message would do.
-func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
+func runFloorClient(ctx context.Context, cfg clientConfig) (load.Result, error) {
 	mode := cfg.FloorMode
 	if mode == "" {
 		mode = floorBatched
 	}
-	res := Result{Kind: "floor", Mode: mode, Inflight: cfg.Inflight}
+	res := load.Result{Kind: "floor", Mode: mode, Inflight: cfg.Inflight, Conns: 1}
 	if err := checkFloorMode(mode); err != nil {
 		return res, err
 	}
@@ -304,7 +140,7 @@ func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
 
 	send := newFloorSender(nc, mode, n)
 	sentAt := make([]int64, n) // request i was sent at sentAt[i%n]
-	samples := newSampler(totalSamples)
+	samples := load.NewSamples(totalSamples)
 	buf := make([]byte, floorBufSize)
 
 	now := time.Since(base).Nanoseconds()
@@ -343,7 +179,7 @@ func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
 				return res, fmt.Errorf("answer %d is %q, want %q", rcvd, buf[j*floorRespSize:(j+1)*floorRespSize], floorResp)
 			}
 			if counting && rcvd%load.SampleEvery == 0 {
-				samples.add(now - sentAt[rcvd%int64(n)])
+				samples.Add(now - sentAt[rcvd%int64(n)])
 			}
 			rcvd++
 		}
@@ -383,7 +219,7 @@ func runFloorClient(ctx context.Context, cfg clientConfig) (Result, error) {
 		return res, errors.New("no answer in the measured window")
 	}
 	res.CallsPerSec = float64(res.Calls) / res.Seconds
-	res.P50us, res.P99us = load.Percentiles(samples.buf)
+	res.Percentiles(samples)
 	res.AllocsPerCall = float64(m1.mallocs-m0.mallocs) / float64(res.Calls)
 	res.GCs = int64(m1.gcs - m0.gcs)
 	return res, nil
@@ -425,7 +261,7 @@ func clientMain(ctx context.Context, cmd string, args []string, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	var res Result
+	var res load.Result
 	if cmd == "amp" {
 		res, err = runAMPClient(ctx, cfg)
 	} else {

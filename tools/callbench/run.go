@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -79,51 +76,6 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return runBench(ctx, self, opt, stdout, stderr)
 }
 
-// runClient runs one client process and returns its parsed RESULT.
-func runClient(ctx context.Context, self string, args []string, timeout time.Duration, stderr io.Writer) (Result, error) {
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, self, args...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &errOut
-	cmd.WaitDelay = 2 * time.Second
-	err := cmd.Run()
-	what := "callbench " + strings.Join(args, " ")
-	if err != nil && ctx.Err() != nil {
-		return Result{}, fmt.Errorf("%s: interrupted: %w", what, ctx.Err())
-	}
-	if err != nil {
-		msg := strings.TrimSpace(errOut.String())
-		if cctx.Err() == context.DeadlineExceeded {
-			msg += fmt.Sprintf(" (killed after %v)", timeout)
-		}
-		return Result{}, fmt.Errorf("%s: %v: %s", what, err, msg)
-	}
-	if errOut.Len() > 0 {
-		fmt.Fprintf(stderr, "%s: %s", what, errOut.String())
-	}
-	var results []Result
-	sc := bufio.NewScanner(&out)
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), "RESULT ") {
-			r, err := parseResult(sc.Text())
-			if err != nil {
-				return Result{}, fmt.Errorf("%s: %w", what, err)
-			}
-			results = append(results, r)
-		}
-	}
-	if len(results) != 1 {
-		return Result{}, fmt.Errorf("%s: printed %d RESULT lines, want 1; stdout: %q", what, len(results), out.String())
-	}
-	r := results[0]
-	if r.Errors != 0 || r.Calls <= 0 {
-		return Result{}, fmt.Errorf("%s: %d errors, %d calls", what, r.Errors, r.Calls)
-	}
-	return r, nil
-}
-
 // column is one measured kind: a floor mode or one AMP API.
 type column struct {
 	kind, api string
@@ -192,9 +144,9 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 	}
 
 	timeout := opt.Warmup + opt.Duration + load.WatchdogGrace + 20*time.Second
-	results := make(map[int][][]Result) // inflight -> column -> runs
+	results := make(map[int][][]load.Result) // inflight -> column -> runs
 	for _, n := range opt.Inflight {
-		results[n] = make([][]Result, len(cols))
+		results[n] = make([][]load.Result, len(cols))
 		for run := 1; run <= opt.Runs; run++ {
 			line := fmt.Sprintf("inflight %d, run %d/%d:", n, run, opt.Runs)
 			for ci, col := range cols {
@@ -205,7 +157,7 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 				} else {
 					args = append(args, "-floor-mode", col.mode)
 				}
-				r, err := runClient(ctx, self, args, timeout, stderr)
+				r, err := load.RunClient(ctx, append([]string{self}, args...), timeout, stderr)
 				if err != nil {
 					return err
 				}
@@ -221,13 +173,13 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 
 // medianRun returns the run with the median calls/s (the lower middle one
 // for an even count).
-func medianRun(runs []Result) Result {
-	return benchkit.Median(runs, func(r Result) float64 { return r.CallsPerSec })
+func medianRun(runs []load.Result) load.Result {
+	return benchkit.Median(runs, func(r load.Result) float64 { return r.CallsPerSec })
 }
 
 // printTable prints the medians and every run; cols holds nFloor floors
 // first, then the AMP APIs.
-func printTable(w io.Writer, opt runOptions, cols []column, nFloor int, results map[int][][]Result, started time.Time, load0 string) {
+func printTable(w io.Writer, opt runOptions, cols []column, nFloor int, results map[int][][]load.Result, started time.Time, load0 string) {
 	fmt.Fprintf(w, "## AMP Sum calls/s on one loopback TCP connection vs a raw TCP floor\n\n")
 	fmt.Fprintf(w, "- date: %s (took %s)\n", started.Format("2006-01-02 15:04:05 MST"), time.Since(started).Round(time.Second))
 	fmt.Fprintf(w, "- machine: nproc %d, %s, Linux %s\n", runtime.NumCPU(), benchkit.CPUModel(), benchkit.Kernel())
@@ -265,7 +217,7 @@ func printTable(w io.Writer, opt runOptions, cols []column, nFloor int, results 
 	}
 	fmt.Fprintf(w, "|%s|\n", strings.Join(seps, "|"))
 	for _, n := range opt.Inflight {
-		med := make([]Result, len(cols))
+		med := make([]load.Result, len(cols))
 		for i := range cols {
 			med[i] = medianRun(results[n][i])
 		}

@@ -1,8 +1,11 @@
-// Package load runs the load of every benchmark client (tools/callbench
-// and the bench/ module's): N callers, each calling and waiting for its
-// answer, or N slots each keeping one pipelined call in flight; an
-// unmeasured warm-up, then a measured window; one call in 16 timed. Its
-// RESULT line is what every client of the comparison prints.
+// Package load runs the load of every benchmark client (tools/callbench,
+// the bench/ module's and ampmux bench): N callers, each calling and
+// waiting for its answer, or N slots each keeping one pipelined call in
+// flight; an unmeasured warm-up, then a measured window; one call in 16
+// timed. Its RESULT line is what every client of the comparison prints.
+//
+// Each caller (or slot) owns its worker: its samples are its own, and its
+// counts are atomic only so that Progress may read them while it runs.
 package load
 
 import (
@@ -26,6 +29,10 @@ const SampleEvery = 16
 // totalSamples bounds the latency samples kept, over all callers.
 const totalSamples = 1 << 18
 
+// ErrNoCalls: the run went its whole length and no call succeeded in the
+// measured window (any errors were tolerated ones).
+var ErrNoCalls = errors.New("load: no call completed in the measured window")
+
 // WatchdogGrace is how long after the planned end a run gives up on a
 // server that stopped answering.
 const WatchdogGrace = 10 * time.Second
@@ -35,12 +42,14 @@ const WatchdogGrace = 10 * time.Second
 type Result struct {
 	Kind          string // grpc, amp, floor, twisted ...
 	API           string // optional
+	Mode          string // optional: the floor's writing (batched, perwrite)
 	Inflight      int    // callers at once, over all connections
 	Conns         int    // connections
 	Calls         int64  // completed in the measured window
 	Seconds       float64
 	CallsPerSec   float64
 	P50us, P99us  float64
+	P90us, MaxUs  float64 // of the timed calls (one in SampleEvery)
 	Errors        int64
 	AllocsPerCall float64 // client process, measured window
 	GCs           int64
@@ -53,8 +62,11 @@ func (r Result) String() string {
 	if r.API != "" {
 		sb.WriteString(" api=" + r.API)
 	}
-	fmt.Fprintf(&sb, " inflight=%d conns=%d calls=%d seconds=%.6f calls_per_sec=%.0f p50_us=%.1f p99_us=%.1f errors=%d allocs_per_call=%.3f gcs=%d",
-		r.Inflight, r.Conns, r.Calls, r.Seconds, r.CallsPerSec, r.P50us, r.P99us, r.Errors, r.AllocsPerCall, r.GCs)
+	if r.Mode != "" {
+		sb.WriteString(" mode=" + r.Mode)
+	}
+	fmt.Fprintf(&sb, " inflight=%d conns=%d calls=%d seconds=%.6f calls_per_sec=%.0f p50_us=%.1f p90_us=%.1f p99_us=%.1f max_us=%.1f errors=%d allocs_per_call=%.3f gcs=%d",
+		r.Inflight, r.Conns, r.Calls, r.Seconds, r.CallsPerSec, r.P50us, r.P90us, r.P99us, r.MaxUs, r.Errors, r.AllocsPerCall, r.GCs)
 	return sb.String()
 }
 
@@ -89,7 +101,7 @@ func ParseResult(line string) (Result, error) {
 	if r.Kind == "" {
 		errs = append(errs, errors.New("RESULT line lacks kind"))
 	}
-	r.API = kv["api"]
+	r.API, r.Mode = kv["api"], kv["mode"]
 	num("inflight", &inflight, true)
 	num("conns", &conns, false)
 	num("calls", &calls, true)
@@ -97,6 +109,8 @@ func ParseResult(line string) (Result, error) {
 	num("calls_per_sec", &r.CallsPerSec, true)
 	num("p50_us", &r.P50us, true)
 	num("p99_us", &r.P99us, true)
+	num("p90_us", &r.P90us, false)
+	num("max_us", &r.MaxUs, false)
 	num("errors", &nerr, true)
 	num("allocs_per_call", &r.AllocsPerCall, false)
 	num("gcs", &gcs, false)
@@ -107,18 +121,19 @@ func ParseResult(line string) (Result, error) {
 	return r, nil
 }
 
-// Percentiles returns p50 and p99 of samples (nanoseconds) in microseconds;
-// it sorts samples.
-func Percentiles(samples []int64) (p50, p99 float64) {
+// Percentiles sets r's p50, p90, p99 and max from s; it sorts them.
+func (r *Result) Percentiles(s Samples) { r.percentiles(s.buf) }
+
+func (r *Result) percentiles(samples []int64) {
 	if len(samples) == 0 {
-		return 0, 0
+		return
 	}
 	slices.Sort(samples)
 	at := func(q float64) float64 {
 		i := min(int(q*float64(len(samples))), len(samples)-1)
 		return float64(samples[i]) / 1e3
 	}
-	return at(0.50), at(0.99)
+	r.P50us, r.P90us, r.P99us, r.MaxUs = at(0.50), at(0.90), at(0.99), at(1)
 }
 
 const (
@@ -128,19 +143,31 @@ const (
 )
 
 type worker struct {
-	calls   int64
-	samples []int64
-	n       int
-	_       [64]byte // keep workers on separate cache lines
+	calls  atomic.Int64 // in the measured window
+	errors atomic.Int64 // tolerated (Config.Tolerate), in the window
+	all    atomic.Int64 // answered, warm-up included (Progress)
+	Samples
+	_ [64]byte // keep workers on separate cache lines
 }
 
-func (w *worker) add(ns int64) {
-	if len(w.samples) < cap(w.samples) {
-		w.samples = append(w.samples, ns)
+// Samples keeps latency samples in memory allocated up front; once full
+// it overwrites the oldest.
+type Samples struct {
+	buf []int64 // nanoseconds
+	n   int
+}
+
+// NewSamples keeps up to capacity samples.
+func NewSamples(capacity int) Samples { return Samples{buf: make([]int64, 0, capacity)} }
+
+// Add records one latency in nanoseconds.
+func (s *Samples) Add(ns int64) {
+	if len(s.buf) < cap(s.buf) {
+		s.buf = append(s.buf, ns)
 	} else {
-		w.samples[w.n%len(w.samples)] = ns
+		s.buf[s.n%len(s.buf)] = ns
 	}
-	w.n++
+	s.n++
 }
 
 // Config is one run.
@@ -161,6 +188,39 @@ type Config struct {
 	// Abort, if set, runs when the watchdog fires (the server stopped
 	// answering), to fail the calls still waiting: close the connections.
 	Abort func()
+	// Tolerate, if set, says which errors of Call (or done) are counted
+	// and called past (a declared error, a wrong answer); any other ends
+	// the run with it.
+	Tolerate func(error) bool
+	// Progress, if set, is called about once a second, from Run's
+	// goroutine, with the time since the start (warm-up included) and the
+	// calls answered and errors tolerated so far.
+	Progress func(elapsed time.Duration, calls, errors int64)
+}
+
+// outcome counts one call's end for w; it reports whether the caller
+// goes on.
+func (cfg *Config) outcome(w *worker, err error, phase *atomic.Int32, fail func(error), timed bool, t0 time.Time) bool {
+	switch {
+	case err == nil:
+		w.all.Add(1)
+		if phase.Load() == phaseMeasure {
+			w.calls.Add(1)
+			if timed {
+				w.Add(int64(time.Since(t0)))
+			}
+		}
+		return true
+	case cfg.Tolerate != nil && cfg.Tolerate(err):
+		if phase.Load() == phaseMeasure {
+			w.errors.Add(1)
+		}
+		return phase.Load() != phaseStop
+	}
+	if phase.Load() != phaseStop {
+		fail(err)
+	}
+	return false
 }
 
 // Run runs cfg.Callers goroutines, each calling then waiting (or as many
@@ -188,7 +248,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	perWorker := max(totalSamples/cfg.Callers, 64)
 	workers := make([]*worker, cfg.Callers)
 	for i := range workers {
-		w := &worker{samples: make([]int64, 0, perWorker)}
+		w := &worker{Samples: NewSamples(perWorker)}
 		workers[i] = w
 		wg.Add(1)
 		if cfg.Start != nil {
@@ -210,17 +270,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				if timed {
 					t0 = time.Now()
 				}
-				if err := cfg.Call(i); err != nil {
-					if phase.Load() != phaseStop {
-						fail(err)
-					}
+				if !cfg.outcome(w, cfg.Call(i), &phase, fail, timed, t0) {
 					return
-				}
-				if phase.Load() == phaseMeasure {
-					w.calls++
-					if timed {
-						w.add(int64(time.Since(t0)))
-					}
 				}
 			}
 		}()
@@ -233,17 +284,37 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	})
 	defer watchdog.Stop()
 
+	begun := time.Now()
+	var tick <-chan time.Time
+	if cfg.Progress != nil {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		tick = t.C
+	}
+	progress := func(now time.Time) {
+		var calls, errs int64
+		for _, w := range workers {
+			calls += w.all.Load()
+			errs += w.errors.Load()
+		}
+		cfg.Progress(now.Sub(begun), calls, errs)
+	}
 	wait := func(d time.Duration) bool {
 		t := time.NewTimer(d)
 		defer t.Stop()
-		select {
-		case <-t.C:
-			return true
-		case <-failed:
-		case <-ctx.Done():
-			fail(ctx.Err())
+		for {
+			select {
+			case <-t.C:
+				return true
+			case now := <-tick:
+				progress(now)
+				continue
+			case <-failed:
+			case <-ctx.Done():
+				fail(ctx.Err())
+			}
+			return false
 		}
-		return false
 	}
 	var start, end time.Time
 	var ms0, ms1 runtime.MemStats
@@ -259,30 +330,38 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			stopped = true
 		}
 	}
+	if !stopped && !start.IsZero() {
+		end = time.Now() // a failed or interrupted run still reports its window
+		runtime.ReadMemStats(&ms1)
+	}
 	phase.Store(phaseStop)
 	wg.Wait()
 
+	// The figures so far, whether or not the run completed.
 	res.Errors = errCount.Load()
+	var all []int64
+	for _, w := range workers {
+		res.Calls += w.calls.Load()
+		res.Errors += w.errors.Load()
+		all = append(all, w.buf...)
+	}
+	if !start.IsZero() {
+		res.Seconds = end.Sub(start).Seconds()
+		res.CallsPerSec = float64(res.Calls) / res.Seconds
+		res.percentiles(all)
+		if res.Calls > 0 {
+			res.AllocsPerCall = float64(ms1.Mallocs-ms0.Mallocs) / float64(res.Calls)
+		}
+		res.GCs = int64(ms1.NumGC - ms0.NumGC)
+	}
 	if p := firstErr.Load(); p != nil {
 		return res, *p
 	}
 	if !stopped {
 		return res, errors.New("run stopped early")
 	}
-	var all []int64
-	for _, w := range workers {
-		res.Calls += w.calls
-		all = append(all, w.samples...)
-	}
-	res.Seconds = end.Sub(start).Seconds()
-	res.CallsPerSec = float64(res.Calls) / res.Seconds
-	res.P50us, res.P99us = Percentiles(all)
-	if res.Calls > 0 {
-		res.AllocsPerCall = float64(ms1.Mallocs-ms0.Mallocs) / float64(res.Calls)
-	}
-	res.GCs = int64(ms1.NumGC - ms0.NumGC)
 	if res.Calls == 0 {
-		return res, errors.New("no call completed in the measured window")
+		return res, ErrNoCalls
 	}
 	return res, nil
 }
@@ -313,18 +392,9 @@ func startSlot(cfg Config, i int, w *worker, phase *atomic.Int32, fail func(erro
 		}
 	}
 	done = func(err error) {
-		if err != nil {
-			if phase.Load() != phaseStop {
-				fail(err)
-			}
+		if !cfg.outcome(w, err, phase, fail, timed, t0) {
 			finished()
 			return
-		}
-		if phase.Load() == phaseMeasure {
-			w.calls++
-			if timed {
-				w.add(int64(time.Since(t0)))
-			}
 		}
 		send()
 	}

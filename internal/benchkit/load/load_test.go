@@ -3,14 +3,21 @@ package load
 import (
 	"context"
 	"errors"
+	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
 func TestResultLine(t *testing.T) {
-	in := Result{Kind: "grpc", Inflight: 16, Conns: 2, Calls: 1000, Seconds: 0.5, CallsPerSec: 2000, P50us: 12.5, P99us: 250, AllocsPerCall: 3, GCs: 1}
+	in := Result{Kind: "grpc", Inflight: 16, Conns: 2, Calls: 1000, Seconds: 0.5, CallsPerSec: 2000, P50us: 12.5, P90us: 40, P99us: 250, MaxUs: 900, AllocsPerCall: 3, GCs: 1}
+	floor := Result{Kind: "floor", Mode: "perwrite", Inflight: 1, Conns: 1, Calls: 1, Seconds: 1, CallsPerSec: 1}
+	if out, err := ParseResult(floor.String()); err != nil || out != floor || !strings.Contains(floor.String(), " mode=perwrite ") {
+		t.Fatalf("floor line %q parsed %+v, %v", floor.String(), out, err)
+	}
 	out, err := ParseResult(in.String())
 	if err != nil {
 		t.Fatal(err)
@@ -105,12 +112,80 @@ func TestRunFails(t *testing.T) {
 }
 
 func TestPercentiles(t *testing.T) {
-	s := make([]int64, 100)
-	for i := range s {
-		s[i] = int64(100-i) * 1000
+	s := NewSamples(100)
+	for i := range 100 {
+		s.Add(int64(100-i) * 1000)
 	}
-	p50, p99 := Percentiles(s)
-	if p50 != 51 || p99 != 100 {
-		t.Fatalf("p50 %v p99 %v", p50, p99)
+	var r Result
+	r.Percentiles(s)
+	if r.P50us != 51 || r.P90us != 91 || r.P99us != 100 || r.MaxUs != 100 {
+		t.Fatalf("p50 %v p90 %v p99 %v max %v", r.P50us, r.P90us, r.P99us, r.MaxUs)
 	}
+}
+
+// TestRunTolerates: errors Tolerate accepts are counted and called past;
+// the first other one ends the run with it (on the bubble's clock).
+func TestRunTolerates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		declared := errors.New("declared")
+		var n atomic.Int64
+		r, err := Run(context.Background(), Config{
+			Callers: 4, Warmup: 100 * time.Millisecond, Duration: time.Second,
+			Call: func(int) error {
+				time.Sleep(time.Millisecond)
+				if n.Add(1)%2 == 0 {
+					return declared
+				}
+				return nil
+			},
+			Tolerate: func(err error) bool { return errors.Is(err, declared) },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Errors == 0 || r.Calls == 0 || r.Errors < r.Calls-4 || r.Errors > r.Calls+4 {
+			t.Fatalf("%d calls and %d errors, want about as many of each", r.Calls, r.Errors)
+		}
+		_, err = Run(context.Background(), Config{
+			Callers: 2, Duration: time.Second,
+			Call:     func(int) error { time.Sleep(time.Millisecond); return io.ErrUnexpectedEOF },
+			Tolerate: func(err error) bool { return errors.Is(err, declared) },
+		})
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("err %v, want the untolerated error", err)
+		}
+	})
+}
+
+// TestRunProgress: Progress comes once a second with growing counts, and
+// a cancelled run still reports its window so far.
+func TestRunProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var seen []time.Duration
+		var last int64
+		ctx, cancel := context.WithCancel(context.Background())
+		r, err := Run(ctx, Config{
+			Callers: 2, Duration: time.Hour,
+			Call: func(int) error { time.Sleep(time.Millisecond); return nil },
+			Progress: func(el time.Duration, calls, _ int64) {
+				if calls <= last {
+					t.Errorf("progress at %v: %d calls, not more than %d", el, calls, last)
+				}
+				last = calls
+				seen = append(seen, el)
+				if len(seen) == 3 {
+					cancel()
+				}
+			},
+		})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err %v, want context.Canceled", err)
+		}
+		if want := []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}; !slices.Equal(seen, want) {
+			t.Errorf("progress at %v, want %v", seen, want)
+		}
+		if r.Calls == 0 || r.Seconds != 3 {
+			t.Errorf("interrupted run reports %d calls in %vs, want its 3 s window", r.Calls, r.Seconds)
+		}
+	})
 }
