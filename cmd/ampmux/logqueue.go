@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // logQueue formats and writes serve's log lines on a goroutine of its own.
@@ -18,22 +21,31 @@ import (
 // connections share one write.
 //
 // Nothing is dropped: Handle waits while maxQueuedLog records are queued,
-// Close writes out everything queued before it returns, and a line logged
-// after Close is written at once, after them.
+// Close writes out everything queued before it returns (lines queued while
+// it drains included), and a line logged once the goroutine has stopped is
+// written at once, after them.
+//
+// As with any asynchronous logger, a line's values are formatted later:
+// they must not change after the call (ours are strings, numbers, errors
+// and addresses). Code that runs on the goroutine (postLog's closures,
+// LogValuers) must not log through a queued logger: with the queue full it
+// would wait for itself. A closure logs its line through the handler it is
+// given; one that panics loses its line, not the process.
 type logQueue struct {
 	w    io.Writer
 	wake chan struct{} // buffered 1: a Handle found the queue empty
 	done chan struct{} // the goroutine has exited
 
 	// out holds the formatted lines of one batch: the inner handlers'
-	// writer, the goroutine's until done, then under direct.
-	out    bytes.Buffer
-	direct sync.Mutex
+	// writer while the goroutine runs (only it writes to out); once it
+	// has stopped (stopped), the handlers write to w directly.
+	out     bytes.Buffer
+	stopped atomic.Bool
 
 	mu     sync.Mutex
 	room   sync.Cond // signalled when the goroutine has taken the queue
 	queued []queuedRecord
-	closed bool
+	closed bool // Close was called; the goroutine drains, then stops
 }
 
 type queuedRecord struct {
@@ -61,7 +73,12 @@ func newQueuedLogger(w io.Writer, format string) (*slog.Logger, *logQueue) {
 // direct write under q.direct, calls them.
 type outWriter struct{ q *logQueue }
 
-func (o outWriter) Write(p []byte) (int, error) { return o.q.out.Write(p) }
+func (o outWriter) Write(p []byte) (int, error) {
+	if o.q.stopped.Load() {
+		return o.q.w.Write(p)
+	}
+	return o.q.out.Write(p)
+}
 
 type queueHandler struct {
 	q *logQueue
@@ -98,11 +115,8 @@ func (q *logQueue) put(e queuedRecord) {
 	for len(q.queued) >= maxQueuedLog && !q.closed {
 		q.room.Wait()
 	}
-	if q.closed {
+	if q.stopped.Load() { // set under mu, after the last of the queue was written
 		q.mu.Unlock()
-		<-q.done // after what was queued, never beside it
-		q.direct.Lock()
-		defer q.direct.Unlock()
 		q.write([]queuedRecord{e})
 		return
 	}
@@ -124,11 +138,7 @@ func (q *logQueue) put(e queuedRecord) {
 // does, a failed log write is not retried.
 func (q *logQueue) write(rs []queuedRecord) {
 	for i := range rs {
-		if rs[i].fn != nil {
-			rs[i].fn(rs[i].h)
-		} else {
-			rs[i].h.Handle(context.Background(), rs[i].r)
-		}
+		rs[i].format()
 		rs[i] = queuedRecord{}
 	}
 	if q.out.Len() > 0 {
@@ -152,13 +162,37 @@ func (q *logQueue) run() {
 			q.mu.Unlock()
 			if len(batch) == 0 {
 				if closed {
-					return
+					q.mu.Lock()
+					if len(q.queued) == 0 {
+						q.stopped.Store(true)
+						q.mu.Unlock()
+						return
+					}
+					q.mu.Unlock()
+					continue
 				}
 				break
 			}
 			q.write(batch)
 		}
 	}
+}
+
+// format hands e's line to its handler; a closure that panics leaves a
+// line saying so instead.
+func (e *queuedRecord) format() {
+	defer func() {
+		if v := recover(); v != nil {
+			r := slog.NewRecord(time.Now(), slog.LevelError, "log line lost: its function panicked", 0)
+			r.AddAttrs(slog.String("panic", fmt.Sprint(v)))
+			e.h.Handle(context.Background(), r)
+		}
+	}()
+	if e.fn != nil {
+		e.fn(e.h)
+		return
+	}
+	e.h.Handle(context.Background(), e.r)
 }
 
 // Close writes out what is queued and stops the goroutine.

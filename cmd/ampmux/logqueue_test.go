@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 // gatedWriter collects what is written; each Write first waits for gate
@@ -140,5 +142,94 @@ func TestLogQueueFormats(t *testing.T) {
 				t.Errorf("not JSON: %s", out)
 			}
 		})
+	}
+}
+
+// closedYet waits, without sleeping, until Close has marked q closed.
+func closedYet(q *logQueue) {
+	for {
+		q.mu.Lock()
+		c := q.closed
+		q.mu.Unlock()
+		if c {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestLogQueueNestedWhileClosing (review): code on the queue's goroutine
+// (a postLog closure, a LogValuer) that logs while Close drains used to
+// wait for the goroutine to stop, on that goroutine: Close never
+// returned. Its line now joins the queue and Close writes it out.
+func TestLogQueueNestedWhileClosing(t *testing.T) {
+	for _, via := range []string{"postLog", "LogValuer"} {
+		t.Run(via, func(t *testing.T) {
+			w := openGate()
+			log, q := newQueuedLogger(w, "text")
+			entered, gate := make(chan struct{}), make(chan struct{})
+			nested := func() {
+				close(entered)
+				<-gate
+				log.Info("nested")
+			}
+			if via == "postLog" {
+				postLog(log, func(h slog.Handler) {
+					nested()
+					h.Handle(context.Background(), slog.NewRecord(time.Now(), slog.LevelInfo, "outer", 0))
+				})
+			} else {
+				log.Info("outer", "v", valuer(func() slog.Value { nested(); return slog.StringValue("x") }))
+			}
+			<-entered
+			closed := make(chan struct{})
+			go func() { q.Close(); close(closed) }()
+			closedYet(q)
+			close(gate)
+			<-closed // hung before the fix
+			if out := w.buf.String(); !strings.Contains(out, "msg=nested") || !strings.Contains(out, "msg=outer") {
+				t.Errorf("lines lost:\n%s", out)
+			}
+		})
+	}
+}
+
+type valuer func() slog.Value
+
+func (f valuer) LogValue() slog.Value { return f() }
+
+// TestLogQueueAfterClose (review): once stopped, a postLog closure runs in
+// the caller; one that logs used to re-lock a mutex it held.
+func TestLogQueueAfterClose(t *testing.T) {
+	w := openGate()
+	log, q := newQueuedLogger(w, "text")
+	log.Info("before")
+	q.Close()
+	postLog(log, func(h slog.Handler) {
+		log.Info("nested")
+		h.Handle(context.Background(), slog.NewRecord(time.Now(), slog.LevelInfo, "outer", 0))
+	})
+	lines := strings.Split(strings.TrimSpace(w.buf.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "before") || !strings.Contains(lines[1], "nested") || !strings.Contains(lines[2], "outer") {
+		t.Errorf("lines after Close:\n%s", w.buf.String())
+	}
+}
+
+// TestLogQueuePanickingClosure (review): a postLog closure that panics
+// ran on the queue's goroutine, out of its caller's recover: the process
+// died with every queued line. Now that line is lost, said so, and the
+// others are written.
+func TestLogQueuePanickingClosure(t *testing.T) {
+	w := openGate()
+	log, q := newQueuedLogger(w, "text")
+	log.Info("first")
+	postLog(log, func(slog.Handler) { panic("boom") })
+	log.Info("last")
+	q.Close()
+	out := w.buf.String()
+	for _, want := range []string{"msg=first", `msg="log line lost: its function panicked" panic=boom`, "msg=last"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
 	}
 }
