@@ -233,3 +233,37 @@ func TestLogQueuePanickingClosure(t *testing.T) {
 		}
 	}
 }
+
+// TestLogQueueAccessLinesWait: a postLog line waits up to accessLogDelay
+// for company (on the bubble's clock), then is written without Close; a
+// plain line goes out at once and takes those waiting with it.
+func TestLogQueueAccessLinesWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := openGate()
+		log, q := newQueuedLogger(w, "text")
+		defer q.Close()
+		post := func(msg string) {
+			postLog(log, func(h slog.Handler) {
+				h.Handle(context.Background(), slog.NewRecord(time.Now(), slog.LevelInfo, msg, 0))
+			})
+		}
+		out := func() string { w.mu.Lock(); defer w.mu.Unlock(); return w.buf.String() }
+		post("a1")
+		time.Sleep(accessLogDelay - time.Millisecond)
+		synctest.Wait()
+		if strings.Contains(out(), "a1") {
+			t.Errorf("access line written before accessLogDelay:\n%s", out())
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if !strings.Contains(out(), "msg=a1") {
+			t.Errorf("access line not written after accessLogDelay:\n%s", out())
+		}
+		post("a2")
+		log.Warn("plain")
+		synctest.Wait()
+		if o := out(); !strings.Contains(o, "msg=a2") || !strings.Contains(o, "msg=plain") || strings.Index(o, "a2") > strings.Index(o, "plain") {
+			t.Errorf("a plain line did not take the waiting one with it, in order:\n%s", o)
+		}
+	})
+}

@@ -735,8 +735,12 @@ func (s *server) pipe(route string, client, backend net.Conn, info switching.Inf
 	if cert := info.PeerCertificate(); cert != nil {
 		who, _ = switching.PeerName(cert)
 	}
-	s.log.Info("tunnel opened", "route", route, "peer", peer, "client", who, "tls", info.TLS != nil)
-	start := time.Now()
+	secured, start := info.TLS != nil, time.Now()
+	postLog(s.log, func(h slog.Handler) {
+		r := slog.NewRecord(start, slog.LevelInfo, "tunnel opened", 0)
+		r.AddAttrs(slog.String("route", route), slog.String("peer", peer), slog.String("client", who), slog.Bool("tls", secured))
+		h.Handle(context.Background(), r)
+	})
 	st := &tunnel.Stats{}
 	open := openTunnel{route: route, peer: peer, client: who, since: start}
 	s.stats.track(st, open, true)
@@ -771,8 +775,14 @@ func (s *server) pipe(route string, client, backend net.Conn, info switching.Inf
 	if err != nil {
 		result = err.Error()
 	}
-	s.log.Info("tunnel closed", "route", route, "peer", peer, "client", who, "bytes_up", up, "bytes_down", down,
-		"duration", took.Round(time.Millisecond).String(), "result", result)
+	at := time.Now()
+	postLog(s.log, func(h slog.Handler) {
+		r := slog.NewRecord(at, slog.LevelInfo, "tunnel closed", 0)
+		r.AddAttrs(slog.String("route", route), slog.String("peer", peer), slog.String("client", who),
+			slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
+			slog.String("duration", took.Round(time.Millisecond).String()), slog.String("result", result))
+		h.Handle(context.Background(), r)
+	})
 }
 
 func (s *server) onSniffed() func(mux.Class, time.Duration) {
