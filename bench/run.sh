@@ -14,7 +14,9 @@
 #   1. bench/report run: Sum calls/s on one connection at 1, 16 and 256 in
 #      flight for ampmux (tools/callbench: raw, typed and async API), Twisted AMP
 #      (bench/twisted), grpc-go and net/rpc (bench/rpc), the raw TCP floor (callbench,
-#      batched and per-write) and both interop directions; then 1,000
+#      batched and per-write), both interop directions, and ampmux bench
+#      (plain and --pipeline) against ampmux serve --demo next to callbench's
+#      client against it; then 1,000
 #      connections with one call in flight each (bench/scale); where ampmux
 #      misses a goal, CPU profiles of it at that level.
 #   2. bench/tunnel (go run ./tunnel --markdown): tunnels and setup time.
@@ -96,6 +98,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "== building" >&2
 go build -o "$work/callbench" ./tools/callbench
+go build -o "$work/ampmux" ./cmd/ampmux
 (cd bench && go build -o "$work/rpc" ./rpc && go build -o "$work/scale" ./scale && go build -o "$work/report" ./report)
 
 if [ -n "$quick" ]; then
@@ -109,7 +112,7 @@ failed=()
 
 # --- 1. RPC: ampmux vs Twisted AMP, grpc-go, net/rpc, the raw TCP floor -------
 echo "== RPC comparison (bench/report run ${rpc_args[*]})" >&2
-"$work/report" run -callbench "$work/callbench" -rpc "$work/rpc" -scale "$work/scale" \
+"$work/report" run -callbench "$work/callbench" -ampmux "$work/ampmux" -rpc "$work/rpc" -scale "$work/scale" \
 	-python "$python" -twisted-dir "$root/bench/twisted" -json "$work/rpc.json" \
 	"${rpc_args[@]}" >"$work/rpc.md"
 

@@ -69,7 +69,7 @@ func TestFormat(t *testing.T) {
 	}
 }
 
-// TestRunAndAssemble builds callbench, rpc and scale, runs every contender
+// TestRunAndAssemble builds callbench, ampmux, rpc and scale, runs every contender
 // (Twisted's included) for a fraction of a second at two levels, profiles
 // ampmux, and assembles a BENCHMARKS.md: the whole of bench/run.sh but the
 // tunnel and bench-mux parts, small. Twisted must be installed for
@@ -99,12 +99,13 @@ func TestRunAndAssemble(t *testing.T) {
 		return path
 	}
 	callbench := build(root, "./tools/callbench", "callbench")
+	ampmux := build(root, "./cmd/ampmux", "ampmux")
 	rpc := build(bench, "./rpc", "rpc")
 	scale := build(bench, "./scale", "scale")
 
 	jsonPath := filepath.Join(bin, "rep.json")
 	var out, errOut bytes.Buffer
-	err = dispatch(context.Background(), []string{"run", "-callbench", callbench, "-rpc", rpc, "-scale", scale,
+	err = dispatch(context.Background(), []string{"run", "-callbench", callbench, "-ampmux", ampmux, "-rpc", rpc, "-scale", scale,
 		"-python", python, "-twisted-dir", filepath.Join(bench, "twisted"), "-json", jsonPath,
 		"-inflight", "1,16", "-runs", "1", "-duration", "150ms", "-warmup", "50ms", "-scale-conns", "20"}, &out, &errOut)
 	t.Log(errOut.String())
@@ -132,8 +133,8 @@ func TestRunAndAssemble(t *testing.T) {
 			t.Errorf("scale %s: %+v", c.id, s)
 		}
 	}
-	if len(rep.Goals) != 8 { // the goals at 1 and 16 in flight: the floors at both (async vs the batched one too), Twisted and grpc at 16
-		t.Errorf("%d goals evaluated, want 8", len(rep.Goals))
+	if len(rep.Goals) != 10 { // the goals at 1 and 16 in flight: the floors at both (async vs the batched one too), Twisted, grpc and both ampmux bench ones at 16
+		t.Errorf("%d goals evaluated, want 10", len(rep.Goals))
 	}
 
 	// Profiles, whether or not a goal was missed.

@@ -57,6 +57,7 @@ type benchConfig struct {
 	warmup      time.Duration
 	pipeline    bool
 	json        bool
+	resultLine  bool
 	tls         *tls.Config
 }
 
@@ -71,6 +72,7 @@ func runBench(c *command, e *env, args []string) error {
 	fs.DurationVar(&cfg.warmup, "warmup", 0, "how long to run first, not measured")
 	fs.BoolVar(&cfg.pipeline, "pipeline", false, "keep the calls in flight with Conn.Go, without a goroutine per caller")
 	fs.BoolVar(&cfg.json, "json", false, "print the summary as one JSON object")
+	fs.BoolVar(&cfg.resultLine, "result-line", false, "print the summary as the RESULT line every client of bench/run.sh prints")
 	fs.StringVar(&cfg.command, "command", "Sum", "`command` to call: Sum is called with a=13 b=81 and checked; any other is sent without arguments")
 	tf.register(fs)
 	if err := parseQuiet(fs, args); err != nil {
@@ -199,10 +201,14 @@ func bench(e *env, cfg benchConfig) error {
 	if p := firstErr.Load(); p != nil {
 		r.FirstError = *p
 	}
-	if cfg.json {
+	switch {
+	case cfg.resultLine:
+		res.Kind, res.API, res.Conns = "ampmux-bench", a.API, cfg.connections
+		fmt.Fprintln(e.stdout, res)
+	case cfg.json:
 		out, _ := json.MarshalIndent(r, "", "  ")
 		fmt.Fprintf(e.stdout, "%s\n", out)
-	} else {
+	default:
 		printBench(e, r)
 	}
 	switch {

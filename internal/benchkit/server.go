@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -14,15 +15,19 @@ import (
 )
 
 // Server is a benchmark server run as a child process: it serves until
-// its stdin closes, and prints "LISTENING <addr>" on stdout once it
-// listens.
+// its stdin closes (or, with StopSignal, until that signal), and prints
+// "LISTENING <addr>" (or, as ampmux serve does, "listening on <addr>") on
+// stdout once it listens.
 type Server struct {
-	Name  string
-	Addr  string
-	Cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan struct{} // closed once Wait has returned
-	err   error         // Wait's error, once done is closed
+	Name string
+	Addr string
+	Cmd  *exec.Cmd
+	// StopSignal, if set, is sent when Stop closes stdin, for a server
+	// that does not read it.
+	StopSignal os.Signal
+	stdin      io.WriteCloser
+	done       chan struct{} // closed once Wait has returned
+	err        error         // Wait's error, once done is closed
 }
 
 // StartServer runs argv and waits at most timeout for its LISTENING line.
@@ -50,7 +55,11 @@ func StartServer(ctx context.Context, name string, argv []string, stderr io.Writ
 		seen := false
 		for sc.Scan() {
 			line := strings.TrimSpace(sc.Text())
-			if a, ok := strings.CutPrefix(line, "LISTENING "); ok && !seen {
+			a, ok := strings.CutPrefix(line, "LISTENING ")
+			if !ok {
+				a, ok = strings.CutPrefix(line, "listening on ")
+			}
+			if ok && !seen {
 				seen = true
 				addr <- strings.TrimSpace(a)
 				continue
@@ -83,6 +92,9 @@ const serverGrace = 5 * time.Second
 // Stop closes the server's stdin and waits for it to exit, killing it if
 // it has not within a few seconds. It reports how the server ended.
 func (s *Server) Stop() error {
+	if s.StopSignal != nil {
+		s.Cmd.Process.Signal(s.StopSignal)
+	}
 	if StopChild(s.stdin, s.Cmd, s.done, serverGrace) {
 		return fmt.Errorf("%s server did not exit within %v of stdin closing; killed", s.Name, serverGrace)
 	}
