@@ -9,6 +9,8 @@ require (
 )
 
 require (
+	github.com/pires/go-proxyproto v0.15.0 // indirect
+	github.com/soheilhy/cmux v0.1.5 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect

@@ -12,7 +12,7 @@
 #
 # What it runs, every client and server a process of its own over loopback:
 #   1. bench/report run: Sum calls/s on one connection at 1, 16 and 256 in
-#      flight for ampmux (tools/callbench: raw, typed and async API), Twisted AMP
+#      flight for ampmux (bench/callbench: raw, typed and async API), Twisted AMP
 #      (bench/twisted), grpc-go and net/rpc (bench/rpc), the raw TCP floor (callbench,
 #      batched and per-write), both interop directions, and ampmux bench
 #      (plain and --pipeline) against ampmux serve --demo next to callbench's
@@ -97,7 +97,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "== building" >&2
-go build -o "$work/callbench" ./tools/callbench
+(cd bench && go build -o "$work/callbench" ./callbench)
 go build -o "$work/ampmux" ./cmd/ampmux
 (cd bench && go build -o "$work/rpc" ./rpc && go build -o "$work/scale" ./scale && go build -o "$work/report" ./report)
 

@@ -57,7 +57,7 @@ func benchPair(b *testing.B) *conn.Conn {
 }
 
 // BenchmarkCall measures call-then-wait callers on one loopback
-// connection, client and server in this process. See tools/callbench for
+// connection, client and server in this process. See bench/callbench for
 // the same with separate processes beside a raw TCP floor.
 func BenchmarkCall(b *testing.B) {
 	for _, api := range []string{"raw", "typed"} {

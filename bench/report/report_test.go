@@ -98,7 +98,7 @@ func TestRunAndAssemble(t *testing.T) {
 		}
 		return path
 	}
-	callbench := build(root, "./tools/callbench", "callbench")
+	callbench := build(bench, "./callbench", "callbench")
 	ampmux := build(root, "./cmd/ampmux", "ampmux")
 	rpc := build(bench, "./rpc", "rpc")
 	scale := build(bench, "./scale", "scale")

@@ -22,7 +22,7 @@ import (
 
 // tools are the binaries and scripts the comparison runs.
 type tools struct {
-	Callbench  string // go build ./tools/callbench (repo root)
+	Callbench  string // go build ./callbench (bench/)
 	Ampmux     string // go build ./cmd/ampmux: serve --demo and ampmux bench ("": those contenders are left out)
 	RPC        string // go build ./rpc (bench/): grpc-go and net/rpc
 	Scale      string // go build ./scale (bench/)
@@ -270,7 +270,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o runOptions
-	fs.StringVar(&o.Callbench, "callbench", "", "callbench binary (go build ./tools/callbench at the repo root)")
+	fs.StringVar(&o.Callbench, "callbench", "", "callbench binary (go build ./callbench in bench/)")
 	fs.StringVar(&o.RPC, "rpc", "", "rpc binary (go build ./rpc in bench/)")
 	fs.StringVar(&o.Ampmux, "ampmux", "", "ampmux binary (go build ./cmd/ampmux), for ampmux bench against serve --demo (default: left out)")
 	fs.StringVar(&o.Scale, "scale", "", "scale binary (go build ./scale in bench/)")

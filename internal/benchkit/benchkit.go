@@ -1,5 +1,5 @@
 // Package benchkit holds the small helpers the benchmark tools
-// (tools/callbench, tools/muxbench and the bench module) share: machine
+// (every tool of the bench module, and ampmux bench) share: machine
 // description, number formatting, the open-file limit, and stopping child
 // processes.
 package benchkit

@@ -1,4 +1,4 @@
-// Package load runs the load of every benchmark client (tools/callbench,
+// Package load runs the load of every benchmark client (bench/callbench,
 // the bench/ module's and ampmux bench): N callers, each calling and
 // waiting for its answer, or N slots each keeping one pipelined call in
 // flight; an unmeasured warm-up, then a measured window; one call in 16

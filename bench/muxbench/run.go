@@ -58,7 +58,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var opt runOptions
-	fs.StringVar(&opt.Callbench, "callbench", "", "callbench binary (go build ./tools/callbench); required for the amp measure")
+	fs.StringVar(&opt.Callbench, "callbench", "", "callbench binary (go build ./callbench in bench/); required for the amp measure")
 	fs.StringVar(&opt.Wrk, "wrk", "wrk", "wrk binary")
 	measures := fs.String("modes", strings.Join(allMeasures, ","), "comma-separated measures: keepalive, close (HTTP with wrk), amp (callbench), idle (memory)")
 	fs.IntVar(&opt.Runs, "runs", 3, "runs of each cell, shared and direct interleaved; the table shows the median")
@@ -89,7 +89,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errUsage
 	}
 	if slices.Contains(opt.Measures, measureAMP) && opt.Callbench == "" {
-		fmt.Fprintln(stderr, "muxbench run: the amp measure needs -callbench (go build -o /tmp/callbench ./tools/callbench)")
+		fmt.Fprintln(stderr, "muxbench run: the amp measure needs -callbench (cd bench && go build -o /tmp/callbench ./callbench)")
 		return errUsage
 	}
 	self, err := os.Executable()

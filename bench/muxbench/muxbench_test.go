@@ -217,7 +217,7 @@ func TestServeSubcommand(t *testing.T) {
 	}
 }
 
-// buildCallbench builds tools/callbench, whose amp client run uses.
+// buildCallbench builds bench/callbench, whose amp client run uses.
 func buildCallbench(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "callbench")

@@ -5,7 +5,7 @@
 //   - HTTP requests/s through the shared port and on a plain port, with
 //     wrk, keep-alive and with a new connection per request;
 //   - AMP Sum calls/s through the shared port and on a plain port, with
-//     the amp client of tools/callbench (16 in flight, raw API);
+//     the amp client of bench/callbench (16 in flight, raw API);
 //   - the server's resident memory holding 10,000 idle AMP connections
 //     that came in through the mux (and, for comparison, on a plain port).
 //
