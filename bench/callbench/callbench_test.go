@@ -21,15 +21,7 @@ import (
 	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
-// TestMain lets the test binary stand in for callbench when the run
-// subcommand re-executes itself (see TestRunSubprocesses).
-func TestMain(m *testing.M) {
-	if os.Getenv("CALLBENCH_AS_MAIN") == "1" {
-		main()
-		os.Exit(0)
-	}
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const (
 	testDuration = 200 * time.Millisecond
@@ -226,50 +218,6 @@ func TestServeSubcommands(t *testing.T) {
 	}
 }
 
-// The orchestrator, end to end: servers and clients as processes (this
-// test binary, standing in for callbench through TestMain).
-func TestRunSubprocesses(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("CALLBENCH_AS_MAIN", "1")
-	var out, errOut bytes.Buffer
-	opt := runOptions{Inflight: []int{1, 8}, APIs: []string{"raw", "typed"}, Duration: testDuration, Warmup: testWarmup, Runs: 1}
-	if err := runBench(context.Background(), self, opt, &out, &errOut); err != nil {
-		t.Fatalf("%v\nstderr:\n%s", err, errOut.String())
-	}
-	t.Logf("\n%s\n%s", errOut.String(), out.String())
-	table := out.String()
-	for _, want := range []string{
-		"| in flight | floor calls/s | amp raw calls/s | % of floor | amp typed calls/s | % of floor |",
-		"\n| 1 | ", "\n| 8 | ", "- machine: nproc ",
-	} {
-		if !strings.Contains(table, want) {
-			t.Errorf("table lacks %q", want)
-		}
-	}
-}
-
-// A server that cannot start fails the run and leaves nothing behind.
-func TestRunFailsLoudly(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("CALLBENCH_AS_MAIN", "1")
-	// The clients get -api bogus: rejected by the AMP server's start.
-	opt := runOptions{Inflight: []int{1}, APIs: []string{"bogus"}, Duration: testDuration, Warmup: testWarmup, Runs: 1}
-	var out, errOut bytes.Buffer
-	err = runBench(context.Background(), self, opt, &out, &errOut)
-	if err == nil || !strings.Contains(err.Error(), "exited before listening") {
-		t.Fatalf("bogus api gave %v", err)
-	}
-	if out.Len() != 0 {
-		t.Fatalf("printed a table after failing:\n%s", out.String())
-	}
-}
-
 // writeCounter records the size of every Write.
 type writeCounter struct{ sizes []int }
 
@@ -330,31 +278,5 @@ func TestFloorModeFlag(t *testing.T) {
 	err := dispatch(context.Background(), []string{"floor", "-addr", "127.0.0.1:1", "-floor-mode", "sometimes"}, nil, io.Discard, &errOut)
 	if !errors.Is(err, errUsage) || !strings.Contains(errOut.String(), "perwrite") {
 		t.Fatalf("floor -floor-mode sometimes gave %v, %q", err, errOut.String())
-	}
-}
-
-// Both floors in one run: the table has a column for each and the AMP
-// columns a percentage of each.
-func TestRunBothFloors(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("CALLBENCH_AS_MAIN", "1")
-	var out, errOut bytes.Buffer
-	opt := runOptions{Inflight: []int{4}, APIs: []string{"raw", "typed"}, Floors: []string{floorBatched, floorPerWrite},
-		Duration: testDuration, Warmup: testWarmup, Runs: 1}
-	if err := runBench(context.Background(), self, opt, &out, &errOut); err != nil {
-		t.Fatalf("%v\nstderr:\n%s", err, errOut.String())
-	}
-	t.Logf("\n%s\n%s", errOut.String(), out.String())
-	table := out.String()
-	for _, want := range []string{
-		"| in flight | floor batched calls/s | floor per-write calls/s | amp raw calls/s | % of batched | % of per-write | amp typed calls/s | % of batched | % of per-write | floor batched p50/p99 µs | floor per-write p50/p99 µs |",
-		"\n| 4 | ", "- floor per-write: the client makes one Write per request",
-	} {
-		if !strings.Contains(table, want) {
-			t.Errorf("table lacks %q", want)
-		}
 	}
 }

@@ -8,19 +8,17 @@
 //	callbench serve-floor -addr 127.0.0.1:0 [-cpuprofile F]
 //	callbench amp   -addr A -inflight N -duration 3s [-api raw|typed|async] [-warmup 500ms] [-cpuprofile F]
 //	callbench floor -addr A -inflight N -duration 3s [-floor-mode batched|perwrite] [-warmup 500ms] [-cpuprofile F]
-//	callbench run   [-inflight 1,16,256] [-duration 3s] [-runs 3] [-api raw,typed,async] [-floor-mode batched,perwrite] [-warmup 500ms]
 //
 // The floor client comes in two modes: batched (the default) writes all
 // the refills one Read calls for in one Write; perwrite makes one Write
 // per 44-byte request, as a client whose callers each send their own
 // message does, and is the floor other AMP implementations are usually
-// measured against. run measures both in the same interleaved runs.
+// measured against.
 //
 // Servers print "LISTENING <addr>" on stdout and serve until stdin closes
 // or SIGTERM/SIGINT. Clients print one "RESULT key=value ..." line and exit
-// non-zero if any call failed or got a wrong answer. run re-executes this
-// binary for every server and every client and prints a Markdown table;
-// see scripts/bench-conn.
+// non-zero if any call failed or got a wrong answer. bench/report runs
+// them (bench/run.sh, scripts/bench-conn).
 package main
 
 import (
@@ -39,7 +37,6 @@ commands:
   serve-floor  raw TCP floor server: 44-byte requests, 29-byte responses
   amp          AMP client: -inflight goroutines calling Sum on one connection
   floor        pipelined raw TCP client against serve-floor (-floor-mode batched or perwrite)
-  run          start servers and clients as processes, print a Markdown table
 
 "callbench <command> -h" lists the command's flags.
 `
@@ -64,7 +61,6 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		"serve-floor": serve("serve-floor"),
 		"amp":         client("amp"),
 		"floor":       client("floor"),
-		"run":         func(rest []string) error { return runMain(ctx, rest, stdout, stderr) },
 	})
 }
 

@@ -315,8 +315,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			o.Contenders = append(o.Contenders, s)
 		}
 	}
-	if o.Callbench == "" || o.RPC == "" || o.Scale == "" || o.TwistedDir == "" {
-		fmt.Fprintln(stderr, "report run: -callbench, -rpc, -scale and -twisted-dir are required")
+	if missing := o.missingTools(); len(missing) > 0 {
+		fmt.Fprintf(stderr, "report run: these contenders need %s\n", strings.Join(missing, ", "))
 		return errUsage
 	}
 	if o.Runs < 1 || o.Duration <= 0 || o.Warmup < 0 || o.ScaleConns < 0 || o.PprofNodes < 1 {
@@ -345,6 +345,35 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	writeRPC(stdout, rep)
 	writeProfiles(stdout, rep)
 	return nil
+}
+
+// missingTools names the flags the chosen measures need and lack.
+func (o runOptions) missingTools() []string {
+	servers := map[string]bool{}
+	for _, id := range o.Contenders {
+		servers[contenderByID(contenders, id).server] = true
+	}
+	if o.ScaleConns > 0 {
+		for _, c := range scaleContenders {
+			servers[c.server] = true
+		}
+	}
+	var missing []string
+	need := func(flag, have string, keys ...string) {
+		for _, k := range keys {
+			if servers[k] && have == "" {
+				missing = append(missing, flag)
+				return
+			}
+		}
+	}
+	need("-callbench", o.Callbench, "amp-raw", "amp-typed", "floor", "serve-demo")
+	need("-rpc", o.RPC, "grpc", "netrpc")
+	need("-twisted-dir", o.TwistedDir, "twisted")
+	if o.ScaleConns > 0 && o.Scale == "" {
+		missing = append(missing, "-scale (or -scale-conns 0)")
+	}
+	return missing
 }
 
 func contenderIDs() string {
