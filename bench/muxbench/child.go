@@ -2,13 +2,11 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os/exec"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ampmux/ampmux/internal/benchkit"
@@ -30,7 +28,7 @@ var tags = []string{"LISTENING ", "STATS ", "READY ", "DONE "}
 
 func startChild(self, name string, args []string, stderr io.Writer) (*child, error) {
 	cmd := exec.Command(self, args...)
-	cmd.Stderr = &prefixWriter{prefix: name + ": ", w: stderr}
+	cmd.Stderr = benchkit.PrefixWriter(stderr, name+": ")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -117,27 +115,4 @@ func (c *child) stop(grace time.Duration) error {
 		return fmt.Errorf("%s: %w", c.name, c.err)
 	}
 	return nil
-}
-
-// prefixWriter writes whole lines to w, each after prefix.
-type prefixWriter struct {
-	prefix string
-	w      io.Writer
-	mu     sync.Mutex
-	buf    []byte
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.buf = append(p.buf, b...)
-	for {
-		i := bytes.IndexByte(p.buf, '\n')
-		if i < 0 {
-			break
-		}
-		fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf[:i])
-		p.buf = p.buf[i+1:]
-	}
-	return len(b), nil
 }
