@@ -93,7 +93,9 @@ func TestLogQueueWaitsWhenFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := &gatedWriter{gate: make(chan struct{})}
 		log, q := newQueuedLogger(w, "text")
-		const total = maxQueuedLog + 100
+		// The goroutine may take up to maxQueuedLog in its first batch before
+		// its Write sticks; then maxQueuedLog more may queue.
+		const total = 2*maxQueuedLog + 100
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
