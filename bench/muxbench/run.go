@@ -401,7 +401,7 @@ func measureIdleOnce(ctx context.Context, self, mode, profile string, opt runOpt
 	if s.Before, err = srv.stats(ctx); err != nil {
 		return s, err
 	}
-	if s.RSSBefore, err = readRSS(pid); err != nil {
+	if s.RSSBefore, err = benchkit.RSS(pid); err != nil {
 		return s, err
 	}
 	cl, err := startChild(self, "idle client", []string{"idle", "-addr", ampAddr,
@@ -428,7 +428,7 @@ func measureIdleOnce(ctx context.Context, self, mode, profile string, opt runOpt
 	if err := sleep(ctx, opt.Settle); err != nil {
 		return s, err
 	}
-	rss, err := readRSS(pid)
+	rss, err := benchkit.RSS(pid)
 	if err != nil {
 		return s, err
 	}

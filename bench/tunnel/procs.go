@@ -19,10 +19,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 const readyTimeout = 30 * time.Second
@@ -60,39 +61,9 @@ func (p *proc) logTail(lines int) string {
 	return strings.Join(all, "\n")
 }
 
-// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on
-// every Linux port that matters.
-const clockTicks = 100
-
-// cpuTime is the CPU time (user + system) the child has used so far, all
-// its threads and the children it has reaped (sslh-fork's), at the
-// kernel's tick resolution (10 ms).
-func (p *proc) cpuTime() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", p.cmd.Process.Pid, s)
-	}
-	// After "pid (comm)": state ppid pgrp session tty_nr tpgid flags
-	// minflt cminflt majflt cmajflt utime stime cutime cstime ...
-	f := strings.Fields(s[i+1:])
-	if len(f) < 15 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", p.cmd.Process.Pid, s)
-	}
-	var ticks int64
-	for _, v := range f[11:15] {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %v", p.cmd.Process.Pid, err)
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
-}
+// cpuTime is the CPU time the child and the children it has reaped
+// (sslh-fork's) have used so far.
+func (p *proc) cpuTime() (time.Duration, error) { return benchkit.CPUTime(p.cmd.Process.Pid, true) }
 
 // cpuTimes sums cpuTime over ps.
 func cpuTimes(ps []*proc) (time.Duration, error) {
