@@ -84,7 +84,7 @@ func TestFloorClient(t *testing.T) {
 	defer srv.Close()
 	for _, n := range []int{1, 16, 300} {
 		r, err := runFloorClient(context.Background(), clientConfig{
-			Addr: srv.l.Addr().String(), Inflight: n, Duration: testDuration, Warmup: testWarmup})
+			Addr: srv.L.Addr().String(), Inflight: n, Duration: testDuration, Warmup: testWarmup})
 		if err != nil {
 			t.Fatalf("inflight %d: %v", n, err)
 		}
@@ -248,7 +248,7 @@ func TestFloorSender(t *testing.T) {
 	if err := newFloorSender(&buf, floorPerWrite, 3)(3); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(buf.Bytes(), bytesRepeat(floorReq, 3)) {
+	if !bytes.Equal(buf.Bytes(), bytes.Repeat(floorReq, 3)) {
 		t.Fatalf("per-write sent %q", buf.Bytes())
 	}
 }
@@ -258,7 +258,7 @@ func TestFloorClientPerWrite(t *testing.T) {
 	defer srv.Close()
 	for _, n := range []int{1, 16, 300} {
 		r, err := runFloorClient(context.Background(), clientConfig{
-			Addr: srv.l.Addr().String(), Inflight: n, Duration: testDuration, Warmup: testWarmup, FloorMode: floorPerWrite})
+			Addr: srv.L.Addr().String(), Inflight: n, Duration: testDuration, Warmup: testWarmup, FloorMode: floorPerWrite})
 		if err != nil {
 			t.Fatalf("inflight %d: %v", n, err)
 		}
@@ -268,7 +268,7 @@ func TestFloorClientPerWrite(t *testing.T) {
 		}
 	}
 	if _, err := runFloorClient(context.Background(), clientConfig{
-		Addr: srv.l.Addr().String(), Inflight: 1, Duration: testDuration, FloorMode: "bogus"}); err == nil {
+		Addr: srv.L.Addr().String(), Inflight: 1, Duration: testDuration, FloorMode: "bogus"}); err == nil {
 		t.Fatal("floor mode bogus accepted")
 	}
 }

@@ -86,7 +86,7 @@ func runAMPClient(ctx context.Context, cfg clientConfig) (load.Result, error) {
 // newFloorSender returns the function that writes k requests (k <= n) to
 // w: in one Write (batched), or in k Writes of one request (perwrite).
 func newFloorSender(w io.Writer, mode string, n int) func(k int) error {
-	reqs := bytesRepeat(floorReq, n)
+	reqs := bytes.Repeat(floorReq, n)
 	if mode == floorPerWrite {
 		return func(k int) error {
 			for range k {

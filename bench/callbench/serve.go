@@ -1,13 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"sync"
 
 	"github.com/ampmux/ampmux/amp"
 	"github.com/ampmux/ampmux/amp/conn"
@@ -69,51 +69,15 @@ const floorBufSize = 64 << 10
 
 // floorServer answers every complete 44-byte request with a 29-byte
 // response: one Read of whatever is there, one Write of all its answers.
-type floorServer struct {
-	l     net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	done  bool
-	wg    sync.WaitGroup
+type floorServer struct{ *benchkit.ConnServer }
+
+func startFloorServer(l net.Listener) floorServer {
+	return floorServer{benchkit.ServeConns(l, serveFloor)}
 }
 
-func startFloorServer(l net.Listener) *floorServer {
-	s := &floorServer{l: l, conns: make(map[net.Conn]struct{})}
-	s.wg.Add(1)
-	go s.accept()
-	return s
-}
-
-func (s *floorServer) accept() {
-	defer s.wg.Done()
-	for {
-		nc, err := s.l.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.done {
-			s.mu.Unlock()
-			nc.Close()
-			return
-		}
-		s.conns[nc] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serve(nc)
-	}
-}
-
-func (s *floorServer) serve(nc net.Conn) {
-	defer func() {
-		nc.Close()
-		s.mu.Lock()
-		delete(s.conns, nc)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
+func serveFloor(nc net.Conn) {
 	buf := make([]byte, floorBufSize)
-	out := bytesRepeat(floorResp, floorBufSize/floorReqSize+1)
+	out := bytes.Repeat(floorResp, floorBufSize/floorReqSize+1)
 	partial := 0 // bytes of a request not yet complete
 	for {
 		n, err := nc.Read(buf)
@@ -131,27 +95,6 @@ func (s *floorServer) serve(nc net.Conn) {
 			return
 		}
 	}
-}
-
-// Close stops accepting, closes every connection and waits.
-func (s *floorServer) Close() error {
-	s.mu.Lock()
-	s.done = true
-	s.l.Close()
-	for nc := range s.conns {
-		nc.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return nil
-}
-
-func bytesRepeat(p []byte, n int) []byte {
-	out := make([]byte, 0, len(p)*n)
-	for range n {
-		out = append(out, p...)
-	}
-	return out
 }
 
 // serveMain runs serve-amp or serve-floor until stdin closes or ctx ends.

@@ -273,7 +273,6 @@ func writeHeapProfile(path string) error {
 	return f.Close()
 }
 
-
 // waitTimeout is how long setup steps (a server starting, idle connections
 // opening) may take before the run fails.
 const waitTimeout = 60 * time.Second

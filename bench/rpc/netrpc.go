@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"net/rpc"
-	"sync"
 
 	"github.com/ampmux/ampmux/internal/benchkit"
 	"github.com/ampmux/ampmux/internal/benchkit/load"
@@ -35,65 +34,15 @@ func (Calc) Sum(args SumArgs, reply *SumReply) error {
 	return nil
 }
 
-// netRPCServer serves net/rpc on every connection l accepts, each with
-// rpc.Server.ServeConn (gob codec; a goroutine per request, as net/rpc
+// startNetRPCServer serves net/rpc on every connection l accepts, each
+// with rpc.Server.ServeConn (gob codec; a goroutine per request, as net/rpc
 // does), until Close.
-type netRPCServer struct {
-	l     net.Listener
-	srv   *rpc.Server
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	done  bool
-	wg    sync.WaitGroup
-}
-
-func startNetRPCServer(l net.Listener) (*netRPCServer, error) {
-	s := &netRPCServer{l: l, srv: rpc.NewServer(), conns: map[net.Conn]struct{}{}}
-	if err := s.srv.RegisterName("Calc", Calc{}); err != nil {
+func startNetRPCServer(l net.Listener) (*benchkit.ConnServer, error) {
+	srv := rpc.NewServer()
+	if err := srv.RegisterName("Calc", Calc{}); err != nil {
 		return nil, err
 	}
-	s.wg.Add(1)
-	go s.accept()
-	return s, nil
-}
-
-func (s *netRPCServer) accept() {
-	defer s.wg.Done()
-	for {
-		nc, err := s.l.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.done {
-			s.mu.Unlock()
-			nc.Close()
-			return
-		}
-		s.conns[nc] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			s.srv.ServeConn(nc) // closes nc when the client goes
-			s.mu.Lock()
-			delete(s.conns, nc)
-			s.mu.Unlock()
-		}()
-	}
-}
-
-// Close stops accepting, closes every connection and waits.
-func (s *netRPCServer) Close() error {
-	s.mu.Lock()
-	s.done = true
-	s.l.Close()
-	for nc := range s.conns {
-		nc.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return nil
+	return benchkit.ServeConns(l, func(nc net.Conn) { srv.ServeConn(nc) }), nil
 }
 
 // serveNetRPC runs the net/rpc server until stdin closes or ctx ends.
