@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/ampmux/ampmux/amp"
@@ -141,6 +140,7 @@ func bench(e *env, cfg benchConfig) error {
 	}()
 	parent, stop := interruptContext(e) // Ctrl-C ends the run early, with a summary
 	defer stop()
+	context.AfterFunc(parent, stop) // and a second Ctrl-C, the process
 	for range cfg.connections {
 		ctx, cancel := context.WithTimeout(parent, 10*time.Second)
 		c, err := startAMP(ctx, cfg.server, cfg.tls)
@@ -161,20 +161,10 @@ func bench(e *env, cfg benchConfig) error {
 	if err != nil {
 		return err
 	}
-	var firstErr atomic.Pointer[string]
-	noteErr := func(msg string) { firstErr.CompareAndSwap(nil, &msg) }
 	lc.Warmup, lc.Duration = cfg.warmup, cfg.duration
-	lc.Tolerate = func(err error) bool {
+	lc.Tolerate = func(err error) bool { // declared errors and wrong answers; a lost connection ends the run
 		var re *amp.RemoteError
-		switch {
-		case errors.As(err, &re):
-			noteErr(remoteErrorLine(re))
-		case errors.Is(err, benchkit.ErrWrongAnswer):
-			noteErr(err.Error())
-		default:
-			return false
-		}
-		return true
+		return errors.As(err, &re) || errors.Is(err, benchkit.ErrWrongAnswer)
 	}
 	var lastCalls int64
 	var lastAt time.Duration
@@ -196,10 +186,15 @@ func bench(e *env, cfg benchConfig) error {
 	var lost error
 	if runErr != nil && !r.Interrupted && !errors.Is(runErr, load.ErrNoCalls) {
 		lost = runErr
-		noteErr(runErr.Error())
 	}
-	if p := firstErr.Load(); p != nil {
-		r.FirstError = *p
+	var re *amp.RemoteError
+	switch err := res.FirstTolerated; {
+	case errors.As(err, &re):
+		r.FirstError = remoteErrorLine(re)
+	case err != nil:
+		r.FirstError = err.Error()
+	case lost != nil:
+		r.FirstError = lost.Error()
 	}
 	switch {
 	case cfg.resultLine:
@@ -216,6 +211,8 @@ func bench(e *env, cfg benchConfig) error {
 		return fmt.Errorf("connection to %s lost during the run: %v", cfg.server, lost)
 	case r.Calls == 0 && r.Errors > 0:
 		return fmt.Errorf("every call failed (first error: %s)", r.FirstError)
+	case r.Calls == 0 && r.Interrupted:
+		return errors.New("interrupted before any call was measured")
 	case r.Calls == 0:
 		return fmt.Errorf("no call was answered within %v", cfg.duration)
 	}

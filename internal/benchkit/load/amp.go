@@ -87,17 +87,19 @@ func (a AMP) Config(callers int) (Config, error) {
 		}
 	case "async":
 		// One done callback per slot, made once. A slot has one call at a
-		// time, so slotCtx[i] and outcome[i] are only ever touched by one
-		// goroutine at once.
+		// time: its done callback writes slotCtx[i] and outcome[i] is set
+		// before the slot's next Go, which orders them before the next
+		// callback (on whatever goroutine: the reader, or the one failing
+		// the pending calls). So nothing is written after outcome returns:
+		// the next callback may already run (review finding).
 		dones := make([]func(context.Context, *box.Box, error), callers)
 		outcome := make([]func(error), callers)
 		slotCtx := make([]context.Context, callers)
 		for i := range dones {
 			slotCtx[i] = bg
 			dones[i] = func(ctx context.Context, reply *box.Box, err error) {
-				slotCtx[i] = ctx // the next call goes out from this callback
+				slotCtx[i] = ctx // the next call goes out from this callback, with its context
 				outcome[i](check(reply, err))
-				slotCtx[i] = bg
 			}
 		}
 		cfg.Start = func(i int, done func(error)) error {

@@ -40,19 +40,22 @@ const WatchdogGrace = 10 * time.Second
 // Result is one client run; String is its RESULT line, the same fields as
 // callbench's plus conns.
 type Result struct {
-	Kind          string // grpc, amp, floor, twisted ...
-	API           string // optional
-	Mode          string // optional: the floor's writing (batched, perwrite)
-	Inflight      int    // callers at once, over all connections
-	Conns         int    // connections
-	Calls         int64  // completed in the measured window
-	Seconds       float64
-	CallsPerSec   float64
-	P50us, P99us  float64
-	P90us, MaxUs  float64 // of the timed calls (one in SampleEvery)
-	Errors        int64
-	AllocsPerCall float64 // client process, measured window
-	GCs           int64
+	Kind         string // grpc, amp, floor, twisted ...
+	API          string // optional
+	Mode         string // optional: the floor's writing (batched, perwrite)
+	Inflight     int    // callers at once, over all connections
+	Conns        int    // connections
+	Calls        int64  // completed in the measured window
+	Seconds      float64
+	CallsPerSec  float64
+	P50us, P99us float64
+	P90us, MaxUs float64 // of the timed calls (one in SampleEvery)
+	Errors       int64
+	// FirstTolerated is the first error Config.Tolerate let pass in the
+	// window (not in the RESULT line).
+	FirstTolerated error
+	AllocsPerCall  float64 // client process, measured window
+	GCs            int64
 }
 
 // String is the machine-readable RESULT line.
@@ -146,6 +149,10 @@ type worker struct {
 	calls  atomic.Int64 // in the measured window
 	errors atomic.Int64 // tolerated (Config.Tolerate), in the window
 	all    atomic.Int64 // answered, warm-up included (Progress)
+	// allErrs: tolerated, warm-up included (Progress); firstErr: the
+	// first tolerated in the window.
+	allErrs  atomic.Int64
+	firstErr atomic.Pointer[error]
 	Samples
 	_ [64]byte // keep workers on separate cache lines
 }
@@ -212,8 +219,10 @@ func (cfg *Config) outcome(w *worker, err error, phase *atomic.Int32, fail func(
 		}
 		return true
 	case cfg.Tolerate != nil && cfg.Tolerate(err):
+		w.allErrs.Add(1)
 		if phase.Load() == phaseMeasure {
 			w.errors.Add(1)
+			w.firstErr.CompareAndSwap(nil, &err)
 		}
 		return phase.Load() != phaseStop
 	}
@@ -239,12 +248,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		failOnce sync.Once
 		wg       sync.WaitGroup
 	)
-	fail := func(err error) {
-		errCount.Add(1)
-		firstErr.CompareAndSwap(nil, &err)
+	// stop ends the run with err, once; a failure (not an interruption)
+	// counts as one error, however many callers see it.
+	stop := func(err error, failure bool) {
+		failOnce.Do(func() {
+			if failure {
+				errCount.Add(1)
+			}
+			firstErr.Store(&err)
+			phase.Store(phaseStop)
+			close(failed)
+		})
 		phase.Store(phaseStop)
-		failOnce.Do(func() { close(failed) })
 	}
+	fail := func(err error) { stop(err, true) }
 	perWorker := max(totalSamples/cfg.Callers, 64)
 	workers := make([]*worker, cfg.Callers)
 	for i := range workers {
@@ -295,7 +312,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		var calls, errs int64
 		for _, w := range workers {
 			calls += w.all.Load()
-			errs += w.errors.Load()
+			errs += w.allErrs.Load()
 		}
 		cfg.Progress(now.Sub(begun), calls, errs)
 	}
@@ -311,7 +328,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				continue
 			case <-failed:
 			case <-ctx.Done():
-				fail(ctx.Err())
+				// Interrupted: not an error of the server's; calls still
+				// waiting (a server that stopped answering) are failed
+				// now rather than at the watchdog.
+				stop(ctx.Err(), false)
+				if cfg.Abort != nil {
+					cfg.Abort()
+				}
 			}
 			return false
 		}
@@ -343,6 +366,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	for _, w := range workers {
 		res.Calls += w.calls.Load()
 		res.Errors += w.errors.Load()
+		if p := w.firstErr.Load(); p != nil && res.FirstTolerated == nil {
+			res.FirstTolerated = *p
+		}
 		all = append(all, w.buf...)
 	}
 	if !start.IsZero() {
