@@ -163,16 +163,16 @@ func runBench(ctx context.Context, self string, opt runOptions, stdout, stderr i
 }
 
 // startServer runs "self serve -mode mode" and waits for its addresses.
-func startServer(ctx context.Context, self, mode, profile string, stderr io.Writer) (*child, string, string, error) {
+func startServer(ctx context.Context, self, mode, profile string, stderr io.Writer) (*benchkit.Proc, string, string, error) {
 	args := []string{"serve", "-mode", mode, "-addr", "127.0.0.1:0"}
 	if profile != "" {
 		args = append(args, "-cpuprofile", profile)
 	}
-	c, err := startChild(self, mode+" server", args, stderr)
+	c, err := startChild(ctx, self, mode+" server", args, stderr)
 	if err != nil {
 		return nil, "", "", err
 	}
-	line, err := c.expect(ctx, "LISTENING", waitTimeout)
+	line, err := c.Expect(ctx, "LISTENING", waitTimeout)
 	if err == nil {
 		var kv map[string]string
 		if kv, err = parseKV(line, "LISTENING"); err == nil && (kv["http"] == "" || kv["amp"] == "") {
@@ -182,7 +182,7 @@ func startServer(ctx context.Context, self, mode, profile string, stderr io.Writ
 			return c, kv["http"], kv["amp"], nil
 		}
 	}
-	c.stop(5 * time.Second)
+	c.Stop(5 * time.Second)
 	return nil, "", "", err
 }
 
@@ -290,12 +290,12 @@ func runCallbench(ctx context.Context, opt runOptions, addr string) (sample, err
 func measureThroughput(ctx context.Context, self, measure string, opt runOptions, res results, stderr io.Writer) (err error) {
 	type target struct {
 		mode, addr string
-		srv        *child
+		srv        *benchkit.Proc
 	}
 	var targets []target
 	defer func() {
 		for _, t := range targets {
-			if serr := t.srv.stop(10 * time.Second); serr != nil && err == nil {
+			if serr := t.srv.Stop(10 * time.Second); serr != nil && err == nil {
 				err = serr
 			}
 		}
@@ -328,7 +328,7 @@ func measureThroughput(ctx context.Context, self, measure string, opt runOptions
 	for run := 1; run <= opt.Runs; run++ {
 		line := fmt.Sprintf("%s, run %d/%d:", measure, run, opt.Runs)
 		for _, t := range targets {
-			st0, err := t.srv.stats(ctx)
+			st0, err := stats(ctx, t.srv)
 			if err != nil {
 				return err
 			}
@@ -343,7 +343,7 @@ func measureThroughput(ctx context.Context, self, measure string, opt runOptions
 			if err != nil {
 				return err
 			}
-			st1, err := t.srv.stats(ctx)
+			st1, err := stats(ctx, t.srv)
 			if err != nil {
 				return err
 			}
@@ -390,31 +390,31 @@ func measureIdleOnce(ctx context.Context, self, mode, profile string, opt runOpt
 		return s, err
 	}
 	defer func() {
-		if serr := srv.stop(30 * time.Second); serr != nil && err == nil {
+		if serr := srv.Stop(30 * time.Second); serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	pid := srv.cmd.Process.Pid
+	pid := srv.Pid()
 	if err := sleep(ctx, 200*time.Millisecond); err != nil {
 		return s, err
 	}
-	if s.Before, err = srv.stats(ctx); err != nil {
+	if s.Before, err = stats(ctx, srv); err != nil {
 		return s, err
 	}
 	if s.RSSBefore, err = benchkit.RSS(pid); err != nil {
 		return s, err
 	}
-	cl, err := startChild(self, "idle client", []string{"idle", "-addr", ampAddr,
+	cl, err := startChild(ctx, self, "idle client", []string{"idle", "-addr", ampAddr,
 		"-conns", strconv.Itoa(opt.IdleConns), "-parallel", strconv.Itoa(opt.IdleParallel)}, stderr)
 	if err != nil {
 		return s, err
 	}
 	defer func() {
-		if cerr := cl.stop(30 * time.Second); cerr != nil && err == nil {
+		if cerr := cl.Stop(30 * time.Second); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
-	line, err := cl.expect(ctx, "READY", waitTimeout+time.Duration(opt.IdleConns)*time.Millisecond)
+	line, err := cl.Expect(ctx, "READY", waitTimeout+time.Duration(opt.IdleConns)*time.Millisecond)
 	if err != nil {
 		return s, err
 	}
@@ -433,14 +433,14 @@ func measureIdleOnce(ctx context.Context, self, mode, profile string, opt runOpt
 		return s, err
 	}
 	s.Value = float64(rss)
-	if s.After, err = srv.stats(ctx); err != nil {
+	if s.After, err = stats(ctx, srv); err != nil {
 		return s, err
 	}
 	if s.After.AMPConns != int64(opt.IdleConns) {
 		return s, fmt.Errorf("%s server holds %d AMP connections, want %d", mode, s.After.AMPConns, opt.IdleConns)
 	}
 	if profile != "" {
-		if err := srv.heapProfile(ctx, strings.TrimSuffix(profile, ".pprof")+".heap.pprof"); err != nil {
+		if err := heapProfile(ctx, srv, strings.TrimSuffix(profile, ".pprof")+".heap.pprof"); err != nil {
 			return s, err
 		}
 	}

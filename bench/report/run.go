@@ -403,24 +403,21 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 	rep.Machine = machine(o)
 
 	// One server of each kind, started before any client and kept.
-	servers := map[string]*server{}
+	servers := map[string]*benchkit.Proc{}
 	defer func() {
 		for _, s := range servers {
-			if serr := s.Stop(); serr != nil && err == nil {
+			if serr := s.Stop(serverGrace); serr != nil && err == nil {
 				err = serr
 			}
 		}
 	}()
-	need := func(key string) (*server, error) {
+	need := func(key string) (*benchkit.Proc, error) {
 		if s := servers[key]; s != nil {
 			return s, nil
 		}
 		s, err := startServer(ctx, key, o.serverArgs(key), stderr)
 		if err != nil {
 			return nil, err
-		}
-		if key == "serve-demo" {
-			s.StopSignal = syscall.SIGTERM // serve stops on SIGTERM, not on stdin's end
 		}
 		servers[key] = s
 		return s, nil
@@ -439,17 +436,17 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 	}
 
 	timeout := o.Warmup + o.Duration + load.WatchdogGrace + 60*time.Second
-	one := func(srv *server, argv []string) (sample, error) {
-		cpu0, err0 := srv.cpuTime()
-		io0, err1 := readIO(srv.Cmd.Process.Pid)
+	one := func(srv *benchkit.Proc, argv []string) (sample, error) {
+		cpu0, err0 := srv.CPUTime(false)
+		io0, err1 := readIO(srv.Pid())
 		r, err := load.RunClient(ctx, argv, timeout, stderr)
 		if err != nil {
 			return sample{}, err
 		}
 		s := sample{Result: r}
-		cpu1, err2 := srv.cpuTime()
-		io1, err3 := readIO(srv.Cmd.Process.Pid)
-		s.ServerRSS, _ = srv.rss()
+		cpu1, err2 := srv.CPUTime(false)
+		io1, err3 := readIO(srv.Pid())
+		s.ServerRSS, _ = srv.RSS()
 		approxCalls := r.CallsPerSec * (o.Warmup + o.Duration).Seconds()
 		if approxCalls > 0 && errors.Join(err0, err2) == nil {
 			s.ServerCPUus = float64(cpu1-cpu0) / 1e3 / approxCalls
@@ -492,7 +489,7 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 		}
 	}
 	for _, s := range servers {
-		if serr := s.Stop(); serr != nil {
+		if serr := s.Stop(serverGrace); serr != nil {
 			return nil, serr
 		}
 	}
@@ -520,6 +517,19 @@ func measure(ctx context.Context, o runOptions, stderr io.Writer) (rep *Report, 
 	rep.Machine.Load1 = benchkit.LoadAvg()
 	rep.Seconds = time.Since(rep.Started).Seconds()
 	return rep, nil
+}
+
+// serverGrace is how long a server has to exit once told to stop.
+const serverGrace = 5 * time.Second
+
+// startServer runs a benchmark server and waits for its LISTENING line;
+// its output goes to stderr after its name.
+func startServer(ctx context.Context, key string, argv []string, stderr io.Writer) (*benchkit.Proc, error) {
+	spec := benchkit.Spec{Name: key + " server", Argv: argv, Ready: benchkit.Listening, Log: benchkit.PrefixWriter(stderr, key+" server: ")}
+	if key == "serve-demo" {
+		spec.StopSignal = syscall.SIGTERM // serve stops on SIGTERM, not on stdin's end
+	}
+	return benchkit.Start(ctx, spec)
 }
 
 // rotate returns s started at its k-th element (mod len), so that no
@@ -611,7 +621,7 @@ func profileAt(ctx context.Context, o runOptions, n int, stderr io.Writer) ([]Pr
 	po.Duration = o.ProfileTime
 	argv := append(po.clientArgs("amp-raw", srv.Addr, n), "-cpuprofile", cp)
 	r, err := load.RunClient(ctx, argv, o.Warmup+o.ProfileTime+load.WatchdogGrace+30*time.Second, stderr)
-	if serr := srv.Stop(); err == nil {
+	if serr := srv.Stop(serverGrace); err == nil {
 		err = serr
 	}
 	if err != nil {

@@ -157,7 +157,7 @@ func measure(ctx context.Context, cfg *config, b *bed, ps *procs) (*results, err
 				cfg.logf("run %d/%d: calls    %3d in flight: %.0f calls/s, p50 %s p99 %s", run, cfg.runs, n, br.rate, fmtDur(br.p50), fmtDur(br.p99))
 			}
 		}
-		if err := ps.checkAlive(); err != nil {
+		if err := ps.CheckAlive(); err != nil {
 			return nil, err
 		}
 	}

@@ -68,14 +68,14 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		os.RemoveAll(tmp)
 	}()
 	ps := &procs{dir: tmp, logf: cfg.logf}
-	defer ps.killAll()
+	defer ps.KillAll()
 	defer func() { // before killAll: say which process died and how
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
 			err = fmt.Errorf("interrupted (%v): %w", context.Cause(ctx), err)
 		default:
-			err = fmt.Errorf("%w\n\nprocesses:\n%s", err, ps.report())
+			err = fmt.Errorf("%w\n\nprocesses:\n%s", err, ps.Report())
 		}
 	}()
 
@@ -364,7 +364,7 @@ func startSSLH(ctx context.Context, ps *procs, bin, backend string) (*proc, stri
 		if lastErr = waitListening(ctx, p, addr); lastErr == nil {
 			return p, addr, nil
 		}
-		ps.stop(p)
+		ps.Kill(p)
 	}
 	return nil, "", lastErr
 }

@@ -128,55 +128,6 @@ func children(t *testing.T) []string {
 	return out
 }
 
-// alive reports whether pid runs (a zombie does not).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
-}
-
-// TestKillAllReachesGrandchildren: a child's own children die with it
-// (sslh-fork forks one per connection).
-func TestKillAllReachesGrandchildren(t *testing.T) {
-	ps := &procs{dir: t.TempDir()}
-	_, pid, err := ps.start(context.Background(), "sh", listeningRe, nil,
-		"sh", "-c", `sleep 60 & echo "listening on $!"; wait`)
-	if err != nil {
-		ps.killAll()
-		t.Fatal(err)
-	}
-	n, err := strconv.Atoi(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !alive(n) {
-		t.Fatalf("grandchild %d not running", n)
-	}
-	ps.killAll()
-	deadline := time.Now().Add(5 * time.Second)
-	for alive(n) {
-		if time.Now().After(deadline) {
-			t.Fatalf("grandchild %d survived killAll", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// TestEarlyExitIsReported: a child that dies before it is ready fails
-// start with its log.
-func TestEarlyExitIsReported(t *testing.T) {
-	ps := &procs{dir: t.TempDir()}
-	defer ps.killAll()
-	_, _, err := ps.start(context.Background(), "dies", listeningRe, nil, "sh", "-c", "echo cannot bind >&2; exit 3")
-	if err == nil || !strings.Contains(err.Error(), "cannot bind") || !strings.Contains(err.Error(), "exit status 3") {
-		t.Fatalf("err = %v", err)
-	}
-}
-
 // fault is what badProxy does to one direction: pass at most limit bytes
 // (-1: all), flip the byte at offset flipAt (-1: none), add extra at the
 // end; then half-close.

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime/pprof"
 	"slices"
@@ -19,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // CPUModel returns the "model name" line of /proc/cpuinfo, or "unknown CPU".
@@ -83,23 +81,6 @@ func HumanUs(us float64) string {
 
 // HumanMB writes a number of bytes as megabytes with one decimal ("1.5 MB").
 func HumanMB(bytes float64) string { return strconv.FormatFloat(bytes/1e6, 'f', 1, 64) + " MB" }
-
-// StopChild closes a child's stdin and waits for done to be closed (by
-// whoever waits on cmd). If that takes longer than grace it kills the
-// process, waits for done, and reports killed = true.
-func StopChild(stdin io.Closer, cmd *exec.Cmd, done <-chan struct{}, grace time.Duration) (killed bool) {
-	stdin.Close()
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-done:
-		return false
-	case <-t.C:
-		cmd.Process.Kill()
-		<-done
-		return true
-	}
-}
 
 // LockedWriter serialises writes to W, for a writer several goroutines
 // (child processes' output copiers) share.

@@ -2,10 +2,8 @@ package benchkit
 
 import (
 	"bytes"
-	"os/exec"
 	"sync"
 	"testing"
-	"time"
 )
 
 func TestHumanInt(t *testing.T) {
@@ -63,40 +61,6 @@ func TestLockedWriter(t *testing.T) {
 	wg.Wait()
 	if buf.Len() != 800 {
 		t.Errorf("wrote %d bytes, want 800", buf.Len())
-	}
-}
-
-func startChild(t *testing.T, script string) (*exec.Cmd, chan struct{}, func() error) {
-	t.Helper()
-	cmd := exec.Command("sh", "-c", script)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Skipf("no sh: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	return cmd, done, stdin.Close
-}
-
-type closer func() error
-
-func (c closer) Close() error { return c() }
-
-func TestStopChild(t *testing.T) {
-	cmd, done, cl := startChild(t, "cat >/dev/null")
-	if StopChild(closer(cl), cmd, done, 5*time.Second) {
-		t.Error("child reading stdin was killed, want clean exit")
-	}
-	cmd, done, cl = startChild(t, "exec sleep 30")
-	start := time.Now()
-	if !StopChild(closer(cl), cmd, done, 100*time.Millisecond) {
-		t.Error("sleeping child not killed")
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("StopChild took %v", d)
 	}
 }
 

@@ -8,42 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 )
-
-func TestStartServer(t *testing.T) {
-	var buf strings.Builder
-	log := LockedWriter{W: &buf}
-	s, err := StartServer(context.Background(), "demo", []string{"sh", "-c", "echo hello; echo LISTENING 127.0.0.1:5; echo oops >&2; read x; echo bye"}, &log, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Addr != "127.0.0.1:5" {
-		t.Fatalf("Addr %q", s.Addr)
-	}
-	if err := s.Stop(); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
-	<-s.Done()
-	log.mu.Lock()
-	got := buf.String()
-	log.mu.Unlock()
-	for _, want := range []string{"demo server: hello\n", "demo server: oops\n", "demo server: bye\n"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("stderr lacks %q: %q", want, got)
-		}
-	}
-	if strings.Contains(got, "LISTENING") {
-		t.Errorf("the LISTENING line was passed on: %q", got)
-	}
-
-	if _, err := StartServer(context.Background(), "early", []string{"sh", "-c", "exit 3"}, &log, 5*time.Second); err == nil || !strings.Contains(err.Error(), "exited before listening") {
-		t.Errorf("a server that exits: %v", err)
-	}
-	if _, err := StartServer(context.Background(), "mute", []string{"sh", "-c", "read x"}, &log, 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "no LISTENING line") {
-		t.Errorf("a server that never listens: %v", err)
-	}
-}
 
 func TestAnnounce(t *testing.T) {
 	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7}
