@@ -19,7 +19,7 @@
 #      client against it; then 1,000
 #      connections with one call in flight each (bench/scale); where ampmux
 #      misses a goal, CPU profiles of it at that level.
-#   2. bench/tunnel (go run ./tunnel --markdown): tunnels and setup time.
+#   2. bench/tunnel (go run ./tunnel): tunnels and setup time.
 #   3. scripts/bench-mux: HTTP on the shared port vs direct, and the memory
 #      of 10,000 idle AMP connections; scripts/bench-limits: a new client under
 #      a flood of 10,000 idle sniffing connections, and serve's limits on vs off;
@@ -120,14 +120,14 @@ echo "== RPC comparison (bench/report run ${rpc_args[*]})" >&2
 tunnel_note=""
 : >"$work/tunnel.md"
 if [ -d bench/tunnel ]; then
-	echo "== tunnels (cd bench && go run ./tunnel --markdown ${quick_flag[*]-})" >&2
-	if ! (cd bench && go run ./tunnel --markdown ${quick_flag[@]+"${quick_flag[@]}"}) >"$work/tunnel.md"; then
+	echo "== tunnels (cd bench && go run ./tunnel ${quick_flag[*]-})" >&2
+	if ! (cd bench && go run ./tunnel ${quick_flag[@]+"${quick_flag[@]}"}) >"$work/tunnel.md"; then
 		tunnel_note="bench/tunnel failed; its errors went to run.sh's stderr."
 		: >"$work/tunnel.md"
 		failed+=(tunnel)
 	fi
 else
-	tunnel_note="Skipped: bench/tunnel is not in this tree (run.sh calls \`cd bench && go run ./tunnel --markdown\` when it is)."
+	tunnel_note="Skipped: bench/tunnel is not in this tree (run.sh calls \`cd bench && go run ./tunnel\` when it is)."
 	echo "== tunnels: skipped, bench/tunnel is missing" >&2
 fi
 

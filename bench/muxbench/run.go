@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ampmux/ampmux/internal/benchkit"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 // Measures, in the order run makes them.
@@ -251,38 +252,11 @@ func runTool(ctx context.Context, bin string, args []string, timeout time.Durati
 	return out.String(), nil
 }
 
-// runCallbench runs "callbench amp" against addr and reads its RESULT line.
-func runCallbench(ctx context.Context, opt runOptions, addr string) (sample, error) {
-	args := []string{"amp", "-addr", addr, "-inflight", strconv.Itoa(opt.AMPInflight), "-api", "raw",
-		"-duration", opt.Duration.String(), "-warmup", opt.Warmup.String()}
-	out, err := runTool(ctx, opt.Callbench, args, opt.Warmup+opt.Duration+40*time.Second)
-	if err != nil {
-		return sample{}, err
-	}
-	var s sample
-	for line := range strings.Lines(out) {
-		if !strings.HasPrefix(line, "RESULT ") {
-			continue
-		}
-		kv, err := parseKV(line, "RESULT")
-		if err != nil {
-			return s, err
-		}
-		var calls, errs int64
-		if err := intFields(kv, map[string]*int64{"calls": &calls, "errors": &errs}); err != nil {
-			return s, fmt.Errorf("callbench RESULT %q: %w", line, err)
-		}
-		for k, p := range map[string]*float64{"calls_per_sec": &s.Value, "p50_us": &s.P50us, "p99_us": &s.P99us} {
-			if *p, err = strconv.ParseFloat(kv[k], 64); err != nil {
-				return s, fmt.Errorf("callbench RESULT %q: %s: %w", line, k, err)
-			}
-		}
-		if calls <= 0 || errs != 0 || kv["kind"] != "amp" {
-			return s, fmt.Errorf("callbench RESULT %q: %d calls, %d errors", line, calls, errs)
-		}
-		return s, nil
-	}
-	return s, fmt.Errorf("callbench %s printed no RESULT line: %q", strings.Join(args, " "), out)
+// runCallbench runs "callbench amp" against addr.
+func runCallbench(ctx context.Context, opt runOptions, addr string, stderr io.Writer) (sample, error) {
+	r, err := load.RunClient(ctx, []string{opt.Callbench, "amp", "-addr", addr, "-inflight", strconv.Itoa(opt.AMPInflight), "-api", "raw",
+		"-duration", opt.Duration.String(), "-warmup", opt.Warmup.String()}, opt.Warmup+opt.Duration+40*time.Second, stderr)
+	return sample{Value: r.CallsPerSec, P50us: r.P50us, P99us: r.P99us}, err
 }
 
 // measureThroughput runs one HTTP or AMP measure: a shared and a direct
@@ -334,7 +308,7 @@ func measureThroughput(ctx context.Context, self, measure string, opt runOptions
 			}
 			var s sample
 			if measure == measureAMP {
-				s, err = runCallbench(ctx, opt, t.addr)
+				s, err = runCallbench(ctx, opt, t.addr, stderr)
 			} else {
 				var w wrkResult
 				w, err = runWrk(ctx, opt, t.addr, measure == measureClose, opt.Duration)
@@ -489,71 +463,26 @@ func printTables(w io.Writer, opt runOptions, res results, started time.Time, lo
 	}
 	fmt.Fprintln(w)
 
-	fmt.Fprintln(w, "| measure | shared port | own port | shared / own | goal | met |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|:---:|")
 	names := map[string]string{
 		measureKeepAlive: "HTTP keep-alive",
 		measureClose:     "HTTP new connection per request",
 		measureAMP:       fmt.Sprintf("AMP Sum, %d in flight", opt.AMPInflight),
+		measureIdle:      "server RSS, idle connections",
 	}
 	units := map[string]string{measureKeepAlive: ", requests/s", measureClose: ", requests/s", measureAMP: ", calls/s"}
+	var measured []string
 	for _, m := range opt.Measures {
-		if !has(m) {
-			continue
+		if has(m) {
+			measured = append(measured, m)
 		}
+	}
+	kb := func(s sample) float64 { return perConnKB(s, opt.IdleConns) }
+	goalT := benchkit.Table{Head: []string{"measure", "shared port", "own port", "shared / own", "goal", "met"}}
+	latT := benchkit.Table{Head: []string{"measure", "shared p50 / p99", "own p50 / p99", "shared CPU µs", "own CPU µs", "shared / own CPU"}}
+	runsT := benchkit.Table{Head: []string{"measure", "shared port", "own port"}}
+	for _, m := range measured {
 		sh, di := median(res[m][modeShared]), median(res[m][modeDirect])
-		if m == measureIdle {
-			met := sh.Value < idleGoal
-			fmt.Fprintf(w, "| server RSS holding %s idle AMP connections | %s | %s | %+.1f%% | < %.0f MB (shared) | %s |\n",
-				benchkit.HumanInt(float64(opt.IdleConns)), benchkit.HumanMB(sh.Value), benchkit.HumanMB(di.Value), 100*(sh.Value/di.Value-1), idleGoal/1e6, yesNo(met))
-			fmt.Fprintf(w, "| RSS growth per idle connection | %.1f KB | %.1f KB | %+.1f KB | | |\n",
-				perConnKB(sh, opt.IdleConns), perConnKB(di, opt.IdleConns), perConnKB(sh, opt.IdleConns)-perConnKB(di, opt.IdleConns))
-			continue
-		}
-		ratio := sh.Value / di.Value
-		fmt.Fprintf(w, "| %s | %s | %s | %.1f%% | >= %.0f%% | %s |\n", names[m]+units[m], benchkit.HumanInt(sh.Value), benchkit.HumanInt(di.Value), 100*ratio, 100*goals[m], yesNo(ratio >= goals[m]))
-	}
-
-	var lat []string
-	for _, m := range opt.Measures {
-		if m != measureIdle && has(m) {
-			lat = append(lat, m)
-		}
-	}
-	if len(lat) > 0 {
-		fmt.Fprintf(w, "\nAt the median run: latency p50 / p99 µs (wrk --latency; callbench times 1 call in 16), and the server's CPU time (user + system, getrusage) per request or call over the whole run:\n\n")
-		fmt.Fprintln(w, "| measure | shared p50 / p99 | own p50 / p99 | shared CPU µs | own CPU µs | shared / own CPU |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
-		for _, m := range lat {
-			sh, di := median(res[m][modeShared]), median(res[m][modeDirect])
-			fmt.Fprintf(w, "| %s | %s / %s | %s / %s | %.1f | %.1f | %.0f%% |\n", names[m], benchkit.HumanUs(sh.P50us), benchkit.HumanUs(sh.P99us), benchkit.HumanUs(di.P50us), benchkit.HumanUs(di.P99us),
-				sh.CPUus, di.CPUus, 100*sh.CPUus/di.CPUus)
-		}
-	}
-
-	if has(measureIdle) {
-		fmt.Fprintf(w, "\nIdle connections at the median run (Go figures from runtime.ReadMemStats in the server, after):\n\n")
-		fmt.Fprintln(w, "| server | RSS before | RSS after | per conn | AMP conns | goroutines | heap in use | stacks in use | Go sys | opening took |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-		for _, mode := range modes {
-			s := median(res[measureIdle][mode])
-			fmt.Fprintf(w, "| %s | %s | %s | %.1f KB | %s | %s | %s | %s | %s | %.2f s |\n", mode, benchkit.HumanMB(float64(s.RSSBefore)), benchkit.HumanMB(s.Value),
-				perConnKB(s, opt.IdleConns), benchkit.HumanInt(float64(s.After.AMPConns)), benchkit.HumanInt(float64(s.After.Goroutines)),
-				benchkit.HumanMB(float64(s.After.HeapInuse)), benchkit.HumanMB(float64(s.After.StackInuse)), benchkit.HumanMB(float64(s.After.Sys)), s.OpenSeconds)
-		}
-	}
-
-	fmt.Fprintf(w, "\nEvery run, in run order:\n\n")
-	fmt.Fprintln(w, "| measure | shared port | own port |")
-	fmt.Fprintln(w, "|---|---:|---:|")
-	for _, m := range opt.Measures {
-		if !has(m) {
-			continue
-		}
-		row := []string{names[m] + units[m]}
-		if m == measureIdle {
-			row[0] = "server RSS, idle connections"
-		}
+		runs := []string{names[m] + units[m]}
 		for _, mode := range modes {
 			var parts []string
 			errs := int64(0)
@@ -569,10 +498,38 @@ func printTables(w io.Writer, opt runOptions, res results, started time.Time, lo
 			if errs > 0 {
 				cell += fmt.Sprintf(" (wrk socket errors: %d)", errs)
 			}
-			row = append(row, cell)
+			runs = append(runs, cell)
 		}
-		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+		runsT.Add(runs...)
+		if m == measureIdle {
+			goalT.Add(fmt.Sprintf("server RSS holding %s idle AMP connections", benchkit.HumanInt(float64(opt.IdleConns))), benchkit.HumanMB(sh.Value), benchkit.HumanMB(di.Value),
+				fmt.Sprintf("%+.1f%%", 100*(sh.Value/di.Value-1)), fmt.Sprintf("< %.0f MB (shared)", idleGoal/1e6), yesNo(sh.Value < idleGoal))
+			goalT.Add("RSS growth per idle connection", fmt.Sprintf("%.1f KB", kb(sh)), fmt.Sprintf("%.1f KB", kb(di)), fmt.Sprintf("%+.1f KB", kb(sh)-kb(di)), "", "")
+			continue
+		}
+		ratio := sh.Value / di.Value
+		goalT.Add(names[m]+units[m], benchkit.HumanInt(sh.Value), benchkit.HumanInt(di.Value), fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf(">= %.0f%%", 100*goals[m]), yesNo(ratio >= goals[m]))
+		latT.Add(names[m], benchkit.HumanUs(sh.P50us)+" / "+benchkit.HumanUs(sh.P99us), benchkit.HumanUs(di.P50us)+" / "+benchkit.HumanUs(di.P99us),
+			fmt.Sprintf("%.1f", sh.CPUus), fmt.Sprintf("%.1f", di.CPUus), benchkit.Ratio(sh.CPUus, di.CPUus, true))
 	}
+	goalT.Write(w)
+	if len(latT.Rows) > 0 {
+		fmt.Fprintf(w, "\nAt the median run: latency p50 / p99 µs (wrk --latency; callbench times 1 call in 16), and the server's CPU time (user + system, getrusage) per request or call over the whole run:\n\n")
+		latT.Write(w)
+	}
+	if has(measureIdle) {
+		fmt.Fprintf(w, "\nIdle connections at the median run (Go figures from runtime.ReadMemStats in the server, after):\n\n")
+		t := benchkit.Table{Head: []string{"server", "RSS before", "RSS after", "per conn", "AMP conns", "goroutines", "heap in use", "stacks in use", "Go sys", "opening took"}}
+		for _, mode := range modes {
+			s := median(res[measureIdle][mode])
+			mb := func(v int64) string { return benchkit.HumanMB(float64(v)) }
+			t.Add(mode, mb(s.RSSBefore), benchkit.HumanMB(s.Value), fmt.Sprintf("%.1f KB", kb(s)), benchkit.HumanInt(float64(s.After.AMPConns)), benchkit.HumanInt(float64(s.After.Goroutines)),
+				mb(s.After.HeapInuse), mb(s.After.StackInuse), mb(s.After.Sys), fmt.Sprintf("%.2f s", s.OpenSeconds))
+		}
+		t.Write(w)
+	}
+	fmt.Fprintf(w, "\nEvery run, in run order:\n\n")
+	runsT.Write(w)
 }
 
 func yesNo(ok bool) string {

@@ -44,7 +44,7 @@ func assembleMain(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&o.JSON, "json", "", "report run -json output (required)")
 	fs.StringVar(&o.Mux, "mux", "", "scripts/bench-mux output (Markdown)")
 	fs.StringVar(&o.MuxNote, "mux-note", "", "said instead when -mux is empty")
-	fs.StringVar(&o.Tunnel, "tunnel", "", "go run ./tunnel --markdown output")
+	fs.StringVar(&o.Tunnel, "tunnel", "", "go run ./tunnel output")
 	fs.StringVar(&o.TunnelNote, "tunnel-note", "", "said instead when -tunnel is empty")
 	fs.StringVar(&o.Compare, "compare", "", "scripts/bench-compare output (Markdown): this build's calls/s against a base commit's")
 	fs.StringVar(&o.Limits, "limits", "", "scripts/bench-limits output (Markdown): the flood and limits on vs off")
@@ -185,7 +185,7 @@ func assembleBody(ctx context.Context, w io.Writer, rep *Report, mux, tunnel str
 	var missed []string
 	for _, g := range rep.Goals {
 		if !g.Met {
-			missed = append(missed, fmt.Sprintf("%s vs %s at %d in flight (%s, goal %s)", goalWho(g.Goal), g.Label, g.Inflight, ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal)))
+			missed = append(missed, fmt.Sprintf("%s vs %s at %d in flight (%s, goal %s)", goalWho(g.Goal), g.Label, g.Inflight, benchkit.Ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal)))
 		}
 	}
 	if len(missed) > 0 {

@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
-	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -45,7 +45,7 @@ func writeRPC(w io.Writer, rep *Report) {
 			others = append(others, id)
 		}
 	}
-	hasRaw, hasTyped := contains(rep.Contenders, "amp-raw"), contains(rep.Contenders, "amp-typed")
+	hasRaw, hasTyped := slices.Contains(rep.Contenders, "amp-raw"), slices.Contains(rep.Contenders, "amp-typed")
 	if hasRaw && len(others) > 0 {
 		fmt.Fprintf(w, "\nampmux raw against each contender: × = ampmux calls/s ÷ the contender's, %% = ampmux as a share of the floor")
 		if hasTyped {
@@ -64,9 +64,9 @@ func writeRPC(w io.Writer, rep *Report) {
 			for _, id := range others {
 				v := median(rep.Results[n][id]).CallsPerSec
 				pct := strings.HasPrefix(id, "floor")
-				cell := ratio(raw, v, pct)
+				cell := benchkit.Ratio(raw, v, pct)
 				if hasTyped {
-					cell += " (" + ratio(typed, v, pct) + ")"
+					cell += " (" + benchkit.Ratio(typed, v, pct) + ")"
 				}
 				r = append(r, cell)
 			}
@@ -131,7 +131,7 @@ func writeScale(w io.Writer, rep *Report) {
 	amp := median(rep.Scale["amp-raw"]).CallsPerSec
 	for _, c := range scaleContenders {
 		s := median(rep.Scale[c.id])
-		rel := ratio(amp, s.CallsPerSec, c.id == "floor")
+		rel := benchkit.Ratio(amp, s.CallsPerSec, c.id == "floor")
 		if c.id == "amp-raw" {
 			rel = "—"
 		}
@@ -146,7 +146,7 @@ func writeGoals(w io.Writer, rep *Report, extra [][]string) {
 	row(w, []string{"goal (2-core machine)", "in flight", "ampmux", "contender", "ratio", "goal", "met"}, true)
 	for _, g := range rep.Goals {
 		what := goalWho(g.Goal) + " vs " + g.Label
-		row(w, []string{what, strconv.Itoa(g.Inflight), benchkit.HumanInt(g.Ampmux), benchkit.HumanInt(g.Value), ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal), yesNo(g.Met)}, false)
+		row(w, []string{what, strconv.Itoa(g.Inflight), benchkit.HumanInt(g.Ampmux), benchkit.HumanInt(g.Value), benchkit.Ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal), yesNo(g.Met)}, false)
 	}
 	for _, g := range goals {
 		found := false
@@ -186,7 +186,7 @@ func writeProfiles(w io.Writer, rep *Report) {
 		var missed []string
 		for _, g := range rep.Goals {
 			if g.Inflight == p.Inflight && !g.Met {
-				missed = append(missed, fmt.Sprintf("%s vs %s %s (goal %s)", goalWho(g.Goal), g.Label, ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal)))
+				missed = append(missed, fmt.Sprintf("%s vs %s %s (goal %s)", goalWho(g.Goal), g.Label, benchkit.Ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal)))
 			}
 		}
 		fmt.Fprintf(w, "\n### %d in flight, %s (%s calls/s while profiled; missed: %s)\n\n", p.Inflight, p.Side, benchkit.HumanInt(float64(p.Calls)), strings.Join(missed, ", "))
@@ -255,43 +255,12 @@ func labels(ids []string) []string {
 	return out
 }
 
-// ratio writes a / b as "12.3×", or as a percentage.
-func ratio(a, b float64, percent bool) string {
-	if b <= 0 {
-		return "—"
-	}
-	if percent {
-		return fmt.Sprintf("%.0f%%", 100*a/b)
-	}
-	r := a / b
-	switch {
-	case r >= 100:
-		return fmt.Sprintf("%.0f×", r)
-	case r >= 10:
-		return fmt.Sprintf("%.1f×", r)
-	}
-	return fmt.Sprintf("%.2f×", r)
-}
-
 func row(w io.Writer, cells []string, head bool) {
-	fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	if head {
-		seps := make([]string, len(cells))
-		seps[0] = "---"
-		for i := 1; i < len(seps); i++ {
-			seps[i] = "---:"
-		}
-		fmt.Fprintf(w, "|%s|\n", strings.Join(seps, "|"))
+		benchkit.Table{Head: cells}.Write(w)
+		return
 	}
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
+	fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 }
 
 func yesNo(ok bool) string {
@@ -300,8 +269,3 @@ func yesNo(ok bool) string {
 	}
 	return "**no**"
 }
-
-func numCPU() int { return runtime.NumCPU() }
-
-// humanInt writes 1234567.8 as 1,234,568.
-func humanInt(f float64) string { return benchkit.HumanInt(f) }

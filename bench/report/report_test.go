@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 const muxSample = `## Port sharing: HTTP and AMP through one mux.New port vs each on its own port
@@ -57,11 +59,11 @@ func TestFormat(t *testing.T) {
 		percent bool
 		want    string
 	}{{1000, 10, false, "100×"}, {150, 10, false, "15.0×"}, {15, 10, false, "1.50×"}, {8, 10, true, "80%"}, {1, 0, false, "—"}} {
-		if got := ratio(c.a, c.b, c.percent); got != c.want {
-			t.Errorf("ratio(%v, %v, %v) = %q, want %q", c.a, c.b, c.percent, got, c.want)
+		if got := benchkit.Ratio(c.a, c.b, c.percent); got != c.want {
+			t.Errorf("benchkit.Ratio(%v, %v, %v) = %q, want %q", c.a, c.b, c.percent, got, c.want)
 		}
 	}
-	if got := humanInt(1234567.6); got != "1,234,568" {
+	if got := benchkit.HumanInt(1234567.6); got != "1,234,568" {
 		t.Errorf("humanInt = %q", got)
 	}
 	if got := rotate([]int{1, 2, 3}, 4); len(got) != 3 || got[0] != 2 || got[2] != 1 {

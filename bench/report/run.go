@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -708,7 +709,7 @@ func summarize(top string) string {
 
 // machine describes this machine and the contenders' versions.
 func machine(o runOptions) Machine {
-	m := Machine{NProc: numCPU(), CPU: benchkit.CPUModel(), Kernel: benchkit.Kernel(), Go: goVersion(o.Go), Load0: benchkit.LoadAvg()}
+	m := Machine{NProc: runtime.NumCPU(), CPU: benchkit.CPUModel(), Kernel: benchkit.Kernel(), Go: goVersion(o.Go), Load0: benchkit.LoadAvg()}
 	if out, err := exec.Command(o.Python, "-c", "import sys, twisted; print(sys.version.split()[0], twisted.__version__)").Output(); err == nil {
 		if f := strings.Fields(string(out)); len(f) == 2 {
 			m.Python, m.Twisted = f[0], f[1]

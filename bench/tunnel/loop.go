@@ -1,25 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"math"
-	"os/exec"
-	"regexp"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-)
 
-// benchResult is one `ampmux bench` run, as it printed it.
-type benchResult struct {
-	rate          float64 // calls/s
-	p50, p90, p99 time.Duration
-}
+	"github.com/ampmux/ampmux/internal/benchkit"
+)
 
 // Library-path keys.
 const (
@@ -38,7 +30,6 @@ type results struct {
 	libDial50, libDial99 map[string][]time.Duration // by libSwitch, libTLS
 	libEcho50, libEcho99 map[string][]time.Duration
 	libState             map[string]tls.ConnectionState
-	bench                map[int][]benchResult // by calls in flight
 	elapsed              time.Duration
 	load                 [2]string // 1-minute load average before and after
 }
@@ -50,7 +41,7 @@ func newResults() *results {
 		setupP50: map[string][]time.Duration{}, setupP99: map[string][]time.Duration{}, rate: map[string][]float64{}, rateFailed: map[string]int64{},
 		libDial50: map[string][]time.Duration{}, libDial99: map[string][]time.Duration{},
 		libEcho50: map[string][]time.Duration{}, libEcho99: map[string][]time.Duration{},
-		libState: map[string]tls.ConnectionState{}, bench: map[int][]benchResult{},
+		libState: map[string]tls.ConnectionState{},
 	}
 }
 
@@ -147,16 +138,6 @@ func measure(ctx context.Context, cfg *config, b *bed, ps *procs) (*results, err
 				return nil, fmt.Errorf("run %d, library path: %w", run, err)
 			}
 		}
-		if cfg.parts["calls"] {
-			for _, n := range rotate(cfg.benchLevels, r) {
-				br, err := runBench(ctx, b, n, cfg.benchDuration)
-				if err != nil {
-					return nil, fmt.Errorf("run %d: %w", run, err)
-				}
-				res.bench[n] = append(res.bench[n], br)
-				cfg.logf("run %d/%d: calls    %3d in flight: %.0f calls/s, p50 %s p99 %s", run, cfg.runs, n, br.rate, fmtDur(br.p50), fmtDur(br.p99))
-			}
-		}
 		if err := ps.CheckAlive(); err != nil {
 			return nil, err
 		}
@@ -181,7 +162,7 @@ func setupRun(ctx context.Context, cfg *config, run int, order []path, res *resu
 		p50, p99 := percentiles(samples[p.key])
 		res.setupP50[p.key] = append(res.setupP50[p.key], p50)
 		res.setupP99[p.key] = append(res.setupP99[p.key], p99)
-		cfg.logf("run %d/%d: setup    %s p50 %s p99 %s", run, cfg.runs, p.key, fmtDur(p50), fmtDur(p99))
+		cfg.logf("run %d/%d: setup    %s p50 %s p99 %s", run, cfg.runs, p.key, benchkit.Dur(p50), benchkit.Dur(p99))
 	}
 	return nil
 }
@@ -215,7 +196,7 @@ func libraryRun(ctx context.Context, cfg *config, run int, b *bed, res *results)
 		res.libEcho50[k] = append(res.libEcho50[k], e50)
 		res.libEcho99[k] = append(res.libEcho99[k], e99)
 		cfg.logf("run %d/%d: library  %-6s dial p50 %s p99 %s, +echo p50 %s p99 %s", run, cfg.runs, k,
-			fmtDur(d50), fmtDur(d99), fmtDur(e50), fmtDur(e99))
+			benchkit.Dur(d50), benchkit.Dur(d99), benchkit.Dur(e50), benchkit.Dur(e99))
 	}
 	return nil
 }
@@ -229,44 +210,6 @@ func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
 		return ds[max(i, 0)]
 	}
 	return at(0.50), at(0.99)
-}
-
-var (
-	benchCallsRe = regexp.MustCompile(`(?m)^\s*(\d+) calls in [0-9.]+s, (\d+) errors$`)
-	benchRateRe  = regexp.MustCompile(`(?m)^\s*(\d+) calls/s$`)
-	benchLatRe   = regexp.MustCompile(`(?m)^\s*latency p50 (\S+)\s+p90 (\S+)\s+p99 (\S+)\s+max (\S+)$`)
-)
-
-// runBench runs `ampmux bench` against serve --demo (one connection, the
-// default) and reads its summary.
-func runBench(ctx context.Context, b *bed, inFlight int, d time.Duration) (benchResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, d+time.Minute)
-	defer cancel()
-	args := []string{"bench", "--server", b.demo, "--concurrency", strconv.Itoa(inFlight), "--duration", d.String()}
-	cmd := exec.CommandContext(ctx, b.ampmux, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	out := stdout.String()
-	what := fmt.Sprintf("ampmux %v", args)
-	if err != nil {
-		return benchResult{}, fmt.Errorf("%s: %v\n%s", what, err, indent(out+stderr.String()))
-	}
-	calls, rate, lat := benchCallsRe.FindStringSubmatch(out), benchRateRe.FindStringSubmatch(out), benchLatRe.FindStringSubmatch(out)
-	if calls == nil || rate == nil || lat == nil {
-		return benchResult{}, fmt.Errorf("%s: unexpected output:\n%s", what, indent(out))
-	}
-	if calls[2] != "0" {
-		return benchResult{}, fmt.Errorf("%s: %s errors:\n%s", what, calls[2], indent(out))
-	}
-	var r benchResult
-	r.rate, _ = strconv.ParseFloat(rate[1], 64)
-	for i, p := range []*time.Duration{&r.p50, &r.p90, &r.p99} {
-		if *p, err = time.ParseDuration(lat[i+1]); err != nil {
-			return benchResult{}, fmt.Errorf("%s: latency %q: %v", what, lat[i+1], err)
-		}
-	}
-	return r, nil
 }
 
 // rateWorkers connect at once in rateRun.

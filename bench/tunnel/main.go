@@ -1,16 +1,17 @@
 // Command tunnel measures ampmux's tunnels against a plain Go TLS proxy,
 // sslh and a direct connection, each piece a process of its own on
-// loopback, and ampmux's AMP calls with `ampmux bench`:
+// loopback:
 //
-//	cd bench && go run ./tunnel [--quick] [--markdown] [--runs 3]
+//	cd bench && go run ./tunnel [--quick] [--runs 3]
 //
 // It builds the ampmux binary from the repository (go build ./cmd/ampmux
 // in the repository root, with the root module's go.mod), makes a PKI
 // with `ampmux cert`, starts a backend (a sink, a source and an echo, on
 // one port), `ampmux serve` routing to it, `ampmux forward` in front of
 // that, the two halves of a plain TLS proxy (this same program in another
-// role), sslh (installed with apt-get when missing and run as root), and
-// `ampmux serve --demo`; then it measures, in every run and interleaved:
+// role), sslh (installed with apt-get when missing and run as root), an
+// `ampmux expose` agent and ssh -R (the reverse paths); then it measures,
+// in every run and interleaved:
 //
 //   - bulk throughput, one way (upload to the sink) and request/response
 //     (download from the source), through forward → serve, the TLS proxy
@@ -19,12 +20,10 @@
 //   - connection setup: connect until a 1-byte echo is back, p50/p99 over
 //     sequential connections, on the same four paths, and the library path
 //     alone: switching.Dial (connect + StartTLS + ProtocolSwitch) against
-//     crypto/tls (connect + handshake), with the same certificates;
-//   - `ampmux bench` against `ampmux serve --demo` at 1, 16 and 256 calls
-//     in flight.
+//     crypto/tls (connect + handshake), with the same certificates.
 //
-// It prints medians over the runs: a Markdown section with --markdown, a
-// plain table otherwise. Every process it starts is killed when it ends,
+// It prints medians over the runs as a Markdown section (AMP calls are
+// bench/report's: ampmux bench against serve --demo is a contender there). Every process it starts is killed when it ends,
 // on error too; a wrong byte count or a corrupted byte fails the run.
 package main
 
@@ -37,27 +36,22 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
-	"time"
 )
 
 type config struct {
-	markdown      bool
-	quick         bool
-	runs          int
-	size          int64           // bytes per bulk transfer
-	conns         int             // sequential connections per run, per path
-	benchDuration time.Duration   // per `ampmux bench` run
-	benchLevels   []int           // calls in flight
-	sslh          string          // "select", "fork" or "none"
-	installSSLH   bool            // apt-get install sslh when missing (as root)
-	keep          bool            // keep the temporary directory (logs)
-	paths         map[string]bool // path keys to measure (a, b, c, d)
-	parts         map[string]bool // measurements to take (see allParts)
-	progress      io.Writer       // progress lines; nil: none
-	command       string          // how the run was started, for the report
+	quick       bool
+	runs        int
+	size        int64           // bytes per bulk transfer
+	conns       int             // sequential connections per run, per path
+	sslh        string          // "select", "fork" or "none"
+	installSSLH bool            // apt-get install sslh when missing (as root)
+	keep        bool            // keep the temporary directory (logs)
+	paths       map[string]bool // path keys to measure (a, b, c, d)
+	parts       map[string]bool // measurements to take (see allParts)
+	progress    io.Writer       // progress lines; nil: none
+	command     string          // how the run was started, for the report
 
 	// self and selfArgs start this program in a role (the backend, the
 	// TLS proxy halves); roleEnv=ROLE is added to the environment.
@@ -97,16 +91,13 @@ func main() {
 func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("tunnel", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: cd bench && go run ./tunnel [flags]\n\nTunnel throughput and setup time: ampmux forward → serve against a plain Go TLS\nproxy, sslh and a direct connection; and ampmux bench against serve --demo.\nWrap long runs in: flock /tmp/ampmux-bench.lock go run ./tunnel ...\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: cd bench && go run ./tunnel [flags]\n\nTunnel throughput and setup time: ampmux forward → serve against a plain Go TLS\nproxy, sslh, a direct connection, and ssh -R for the reverse tunnels.\nWrap long runs in: flock /tmp/ampmux-bench.lock go run ./tunnel ...\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	quick := fs.Bool("quick", false, "one run, 64 MiB transfers, 1 s per ampmux bench level")
-	markdown := fs.Bool("markdown", false, "print a Markdown section instead of plain tables")
+	quick := fs.Bool("quick", false, "one run, 64 MiB transfers, 1 s of connections/s")
 	runs := fs.Int("runs", 3, "runs to take the median of (1 with --quick unless given)")
 	sizeMiB := fs.Int("size-mib", 256, "MiB per bulk transfer (64 with --quick unless given)")
 	conns := fs.Int("conns", 200, "sequential connections per path and run, for setup times")
-	benchDur := fs.Duration("bench-duration", 5*time.Second, "duration of each ampmux bench run (1s with --quick unless given)")
-	levels := fs.String("bench-levels", "1,16,256", "calls in flight for ampmux bench, comma-separated")
 	sslh := fs.String("sslh", "select", "sslh flavour: select (sslh-select), fork (sslh, i.e. sslh-fork) or none")
 	keep := fs.Bool("keep", false, "keep the temporary directory with the processes' logs")
 	paths := fs.String("paths", "a,b,c,d,e,f", "paths to measure: a (forward → serve), b (TLS proxy), c (sslh), d (direct), e (reverse: forward → serve → expose), f (ssh -N -R)")
@@ -119,17 +110,13 @@ func parseFlags(args []string) (config, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	cfg := config{markdown: *markdown, quick: *quick, runs: *runs, size: int64(*sizeMiB) << 20,
-		conns: *conns, benchDuration: *benchDur, sslh: *sslh, keep: *keep}
+	cfg := config{quick: *quick, runs: *runs, size: int64(*sizeMiB) << 20, conns: *conns, sslh: *sslh, keep: *keep}
 	if *quick {
 		if !set["runs"] {
 			cfg.runs = 1
 		}
 		if !set["size-mib"] {
 			cfg.size = 64 << 20
-		}
-		if !set["bench-duration"] {
-			cfg.benchDuration = time.Second
 		}
 	}
 	var err error
@@ -139,13 +126,6 @@ func parseFlags(args []string) (config, error) {
 	if cfg.parts, err = keySet("--parts", *parts, allParts); err != nil {
 		return config{}, err
 	}
-	for _, s := range strings.Split(*levels, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return config{}, fmt.Errorf("--bench-levels: %q is not a positive number", s)
-		}
-		cfg.benchLevels = append(cfg.benchLevels, n)
-	}
 	switch {
 	case cfg.runs < 1:
 		return config{}, errors.New("--runs must be at least 1")
@@ -153,8 +133,6 @@ func parseFlags(args []string) (config, error) {
 		return config{}, errors.New("--size-mib must be at least 1")
 	case cfg.conns < 1:
 		return config{}, errors.New("--conns must be at least 1")
-	case cfg.benchDuration <= 0:
-		return config{}, errors.New("--bench-duration must be positive")
 	case cfg.sslh != "select" && cfg.sslh != "fork" && cfg.sslh != "none":
 		return config{}, fmt.Errorf("--sslh must be select, fork or none, not %q", cfg.sslh)
 	}
@@ -166,7 +144,7 @@ func parseFlags(args []string) (config, error) {
 }
 
 // The measurements --parts chooses from.
-var allParts = []string{"upload", "download", "setup", "rate", "library", "calls"}
+var allParts = []string{"upload", "download", "setup", "rate", "library"}
 
 // keySet parses a comma-separated subset of known.
 func keySet(flagName, list string, known []string) (map[string]bool, error) {

@@ -4,12 +4,12 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 // Goals the report checks.
@@ -18,15 +18,9 @@ const (
 	goalSetup      = 1.30 // switching.Dial at most 1.3x crypto/tls
 )
 
-type table struct {
-	head  []string
-	right []bool // right-aligned columns
-	rows  [][]string
-}
-
 type section struct {
 	title string
-	table table
+	table benchkit.Table
 	notes []string
 }
 
@@ -39,7 +33,7 @@ type report struct {
 
 func buildReport(cfg *config, b *bed, res *results) report {
 	var rp report
-	rp.title = "Tunnels and AMP calls (`bench/tunnel`)"
+	rp.title = "Tunnels (`bench/tunnel`)"
 	runs := "1 run"
 	if cfg.runs > 1 {
 		runs = fmt.Sprintf("median of %d runs", cfg.runs)
@@ -47,7 +41,7 @@ func buildReport(cfg *config, b *bed, res *results) report {
 	rp.intro = append(rp.intro,
 		fmt.Sprintf("`cd bench && %s`, %s, ampmux built from %s; %s %s/%s, %d CPUs (%s), loopback. Every piece is its own process, not pinned to a CPU; %s, the paths interleaved within each run in rotating order. The whole run took %s; the 1-minute load average was %s before it and %s after (the machine is shared).",
 			cfg.command, time.Now().UTC().Format("2006-01-02 15:04 UTC"), b.source, runtime.Version(), runtime.GOOS, runtime.GOARCH,
-			runtime.NumCPU(), cpuModel(), runs, res.elapsed.Round(time.Second), res.load[0], res.load[1]))
+			runtime.NumCPU(), benchkit.CPUModel(), runs, res.elapsed.Round(time.Second), res.load[0], res.load[1]))
 	if st, ok := res.libState[libSwitch]; ok {
 		rp.intro = append(rp.intro, fmt.Sprintf("TLS (paths a and b, and the library rows): %s, with ECDSA P-256 certificates from `ampmux cert`; the server verifies the client's certificate against the CA.", tlsParams(st)))
 	}
@@ -78,15 +72,13 @@ func buildReport(cfg *config, b *bed, res *results) report {
 		} {
 			if cfg.parts[dir.part] {
 				cols = append(cols,
-					column{dir.part + " MB/s", dir.mbs, false, mbCell},
+					column{dir.part + " MB/s", dir.mbs, false, countCell},
 					column{dir.part + " proxy CPU s/GB", dir.cpuPerG, true, cpuCell})
 			}
 		}
-		bulk.table.head = []string{"path"}
-		bulk.table.right = []bool{false}
+		bulk.table.Head = []string{"path"}
 		for _, c := range cols {
-			bulk.table.head = append(bulk.table.head, c.head)
-			bulk.table.right = append(bulk.table.right, true)
+			bulk.table.Head = append(bulk.table.Head, c.head)
 		}
 		for _, p := range b.paths {
 			row := []string{p.key + ". " + p.name}
@@ -97,29 +89,27 @@ func buildReport(cfg *config, b *bed, res *results) report {
 				}
 				row = append(row, c.format(c.vals[p.key]))
 			}
-			bulk.table.rows = append(bulk.table.rows, row)
+			bulk.table.Add(row...)
 		}
-		if ab {
-			row := []string{fmt.Sprintf("a / b (goal ≥ %.0f%% on MB/s)", goalThroughput*100)}
+		for _, pr := range []struct {
+			x, y, label string
+			goal        float64
+		}{
+			{"a", "b", fmt.Sprintf("a / b (goal ≥ %.0f%% on MB/s)", goalThroughput*100), goalThroughput},
+			{"e", "f", "e / f (reverse tunnels; goal ≥ 150% on MB/s)", 1.5},
+		} {
+			if !hasPath(b, pr.x) || !hasPath(b, pr.y) {
+				continue
+			}
+			row := []string{pr.label}
 			for _, c := range cols {
-				if c.cpu {
-					row = append(row, ratioCell(pairRatios(c.vals["a"], c.vals["b"]), true))
+				if r := pairRatios(c.vals[pr.x], c.vals[pr.y]); c.cpu {
+					row = append(row, ratioCell(r, true))
 				} else {
-					row = append(row, goalCell(pairRatios(c.vals["a"], c.vals["b"]), false, goalThroughput))
+					row = append(row, goalCell(r, false, pr.goal))
 				}
 			}
-			bulk.table.rows = append(bulk.table.rows, row)
-		}
-		if hasPath(b, "e") && hasPath(b, "f") {
-			row := []string{"e / f (reverse tunnels; goal ≥ 150% on MB/s)"}
-			for _, c := range cols {
-				if c.cpu {
-					row = append(row, ratioCell(pairRatios(c.vals["e"], c.vals["f"]), true))
-				} else {
-					row = append(row, goalCell(pairRatios(c.vals["e"], c.vals["f"]), false, 1.5))
-				}
-			}
-			bulk.table.rows = append(bulk.table.rows, row)
+			bulk.table.Add(row...)
 		}
 		bulk.notes = []string{
 			"MB/s is 10^6 bytes per second, timed from before the client's connect until the sink's report (upload: the client sends the bytes, the backend counts and checks them and reports the count) or until the last byte (download: the client sends a 9-byte request, the backend streams the bytes and ends its side). Every byte is checked against the pattern sent. " +
@@ -135,20 +125,16 @@ func buildReport(cfg *config, b *bed, res *results) report {
 	// Setup through the paths.
 	if cfg.parts["setup"] {
 		setup := section{title: fmt.Sprintf("Connection setup: connect until a 1-byte echo is back (%d sequential connections per path and run)", cfg.conns)}
-		setup.table.head = []string{"path", "p50", "p99"}
-		setup.table.right = []bool{false, true, true}
+		setup.table.Head = []string{"path", "p50", "p99"}
 		for _, p := range b.paths {
-			setup.table.rows = append(setup.table.rows, []string{p.key + ". " + p.name, durCell(res.setupP50[p.key]), durCell(res.setupP99[p.key])})
+			setup.table.Add(p.key+". "+p.name, durCell(res.setupP50[p.key]), durCell(res.setupP99[p.key]))
 		}
-		if ab {
-			setup.table.rows = append(setup.table.rows, []string{"a / b",
-				ratioCell(pairRatios(durs(res.setupP50["a"]), durs(res.setupP50["b"])), true),
-				ratioCell(pairRatios(durs(res.setupP99["a"]), durs(res.setupP99["b"])), true)})
-		}
-		if hasPath(b, "e") && hasPath(b, "f") {
-			setup.table.rows = append(setup.table.rows, []string{"e / f",
-				ratioCell(pairRatios(durs(res.setupP50["e"]), durs(res.setupP50["f"])), true),
-				ratioCell(pairRatios(durs(res.setupP99["e"]), durs(res.setupP99["f"])), true)})
+		for _, pr := range [][2]string{{"a", "b"}, {"e", "f"}} {
+			if hasPath(b, pr[0]) && hasPath(b, pr[1]) {
+				setup.table.Add(pr[0]+" / "+pr[1],
+					ratioCell(pairRatios(durs(res.setupP50[pr[0]]), durs(res.setupP50[pr[1]])), true),
+					ratioCell(pairRatios(durs(res.setupP99[pr[0]]), durs(res.setupP99[pr[1]])), true))
+			}
 		}
 		note := ""
 		if hasPath(b, "e") {
@@ -167,16 +153,15 @@ func buildReport(cfg *config, b *bed, res *results) report {
 	// Connections per second.
 	if cfg.parts["rate"] {
 		rate := section{title: fmt.Sprintf("New connections per second: %d workers, each connect, 1 byte echoed, close", rateWorkers)}
-		rate.table.head = []string{"path", "connections/s", "failed"}
-		rate.table.right = []bool{false, true, true}
+		rate.table.Head = []string{"path", "connections/s", "failed"}
 		for _, p := range b.paths {
-			rate.table.rows = append(rate.table.rows, []string{p.key + ". " + p.name, rateCell(res.rate[p.key]), thousands(float64(res.rateFailed[p.key]))})
+			rate.table.Add(p.key+". "+p.name, countCell(res.rate[p.key]), benchkit.HumanInt(float64(res.rateFailed[p.key])))
 		}
 		if ab {
-			rate.table.rows = append(rate.table.rows, []string{"a / b", ratioCell(pairRatios(res.rate["a"], res.rate["b"]), false), ""})
+			rate.table.Add("a / b", ratioCell(pairRatios(res.rate["a"], res.rate["b"]), false), "")
 		}
 		if hasPath(b, "e") && hasPath(b, "f") {
-			rate.table.rows = append(rate.table.rows, []string{"e / f (goal ≥ 2×)", goalCell(pairRatios(res.rate["e"], res.rate["f"]), false, 2), ""})
+			rate.table.Add("e / f (goal ≥ 2×)", goalCell(pairRatios(res.rate["e"], res.rate["f"]), false, 2), "")
 		}
 		rate.notes = []string{spreadNote(cfg.runs)}
 		rp.sections = append(rp.sections, rate)
@@ -185,9 +170,8 @@ func buildReport(cfg *config, b *bed, res *results) report {
 	// The library path.
 	if cfg.parts["library"] {
 		lib := section{title: "Connection setup, library path alone (same certificates, same client, alternating)"}
-		lib.table.head = []string{"client", "dial p50", "dial p99", "dial + echo p50", "dial + echo p99"}
-		lib.table.right = []bool{false, true, true, true, true}
-		lib.table.rows = [][]string{
+		lib.table.Head = []string{"client", "dial p50", "dial p99", "dial + echo p50", "dial + echo p99"}
+		lib.table.Rows = [][]string{
 			{"switching.Dial → ampmux serve (connect + StartTLS + ProtocolSwitch)",
 				durCell(res.libDial50[libSwitch]), durCell(res.libDial99[libSwitch]), durCell(res.libEcho50[libSwitch]), durCell(res.libEcho99[libSwitch])},
 			{"switching.Dialer{Optimistic: true} → ampmux serve (the same, not waiting for the switch's answer)",
@@ -209,25 +193,6 @@ func buildReport(cfg *config, b *bed, res *results) report {
 		rp.sections = append(rp.sections, lib)
 	}
 
-	// AMP calls.
-	if cfg.parts["calls"] {
-		calls := section{title: fmt.Sprintf("AMP calls: `ampmux bench` against `ampmux serve --demo` (Sum, 1 connection, plain TCP, %v per run)", cfg.benchDuration)}
-		calls.table.head = []string{"in flight", "calls/s", "p50", "p90", "p99"}
-		calls.table.right = []bool{true, true, true, true, true}
-		for _, n := range cfg.benchLevels {
-			rs := res.bench[n]
-			var rate []float64
-			var p50, p90, p99 []time.Duration
-			for _, r := range rs {
-				rate = append(rate, r.rate)
-				p50, p90, p99 = append(p50, r.p50), append(p90, r.p90), append(p99, r.p99)
-			}
-			calls.table.rows = append(calls.table.rows, []string{fmt.Sprint(n), countCell(rate), durCell(p50), durCell(p90), durCell(p99)})
-		}
-		calls.notes = []string{"`ampmux bench --server ADDR --concurrency N --duration D`: N callers, each with one call in flight, on one connection; the latencies are the percentiles it prints. Client and server share the 2 CPUs. " + spreadNote(cfg.runs)}
-		rp.sections = append(rp.sections, calls)
-	}
-
 	for _, c := range b.cmds {
 		rp.procs = append(rp.procs, strings.ReplaceAll(c, b.tmp, "$TMP"))
 	}
@@ -243,19 +208,7 @@ func writeMarkdown(w io.Writer, cfg *config, b *bed, res *results) {
 	}
 	for _, s := range rp.sections {
 		fmt.Fprintf(w, "### %s\n\n", s.title)
-		t := s.table
-		fmt.Fprintf(w, "| %s |\n|", strings.Join(t.head, " | "))
-		for _, r := range t.right {
-			if r {
-				fmt.Fprint(w, "---:|")
-			} else {
-				fmt.Fprint(w, "---|")
-			}
-		}
-		fmt.Fprintln(w)
-		for _, row := range t.rows {
-			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
-		}
+		s.table.Write(w)
 		fmt.Fprintln(w)
 		for _, n := range s.notes {
 			fmt.Fprintf(w, "%s\n\n", n)
@@ -264,41 +217,6 @@ func writeMarkdown(w io.Writer, cfg *config, b *bed, res *results) {
 	fmt.Fprintf(w, "Processes (`ampmux` built from this repository, `tunnel` is this program in another role, $TMP a fresh directory):\n\n")
 	for _, p := range rp.procs {
 		fmt.Fprintf(w, "- `%s`\n", p)
-	}
-}
-
-func writeText(w io.Writer, cfg *config, b *bed, res *results) {
-	rp := buildReport(cfg, b, res)
-	plain := func(s string) string { return strings.ReplaceAll(s, "`", "") }
-	fmt.Fprintln(w, plain(rp.title))
-	for _, p := range rp.intro {
-		fmt.Fprintf(w, "  %s\n", plain(p))
-	}
-	for _, s := range rp.sections {
-		fmt.Fprintf(w, "\n%s\n", plain(s.title))
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		// tabwriter aligns every column alike: pad the left-aligned
-		// first column ourselves.
-		width := len([]rune(s.table.head[0]))
-		for _, row := range s.table.rows {
-			width = max(width, len([]rune(row[0])))
-		}
-		line := func(cells []string) {
-			first := cells[0] + strings.Repeat(" ", width-len([]rune(cells[0])))
-			fmt.Fprintf(tw, "  %s\t%s\t\n", first, strings.Join(cells[1:], "\t"))
-		}
-		line(s.table.head)
-		for _, row := range s.table.rows {
-			line(row)
-		}
-		tw.Flush()
-		for _, n := range s.notes {
-			fmt.Fprintf(w, "  %s\n", plain(n))
-		}
-	}
-	fmt.Fprintln(w, "\nProcesses:")
-	for _, p := range rp.procs {
-		fmt.Fprintf(w, "  %s\n", p)
 	}
 }
 
@@ -315,31 +233,6 @@ func spreadNote(runs int) string {
 
 func tlsParams(st tls.ConnectionState) string {
 	return fmt.Sprintf("%s, %s, key exchange %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), st.CurveID)
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.Join(strings.Fields(v), " ")
-		}
-	}
-	return "unknown CPU"
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func durs(ds []time.Duration) []float64 {
@@ -361,41 +254,20 @@ func pairRatios(a, b []float64) []float64 {
 	return out
 }
 
-// spread formats the median of xs, and the range when there are several.
-func spread(xs []float64, f func(float64) string) string {
-	if len(xs) == 0 {
-		return "–"
-	}
-	m := f(median(xs))
-	if len(xs) == 1 {
-		return m
-	}
-	return fmt.Sprintf("%s (%s–%s)", m, f(slices.Min(xs)), f(slices.Max(xs)))
-}
-
-func mbCell(xs []float64) string { return spread(xs, func(v float64) string { return thousands(v) }) }
-
-// rateCell is connections per second, median and spread.
-func rateCell(xs []float64) string { return mbCell(xs) }
+// countCell is MB/s or connections/s, median and spread.
+func countCell(xs []float64) string { return benchkit.Spread(xs, benchkit.HumanInt) }
 
 func cpuCell(xs []float64) string {
-	return spread(xs, func(v float64) string { return fmt.Sprintf("%.2f", v) })
+	return benchkit.Spread(xs, func(v float64) string { return fmt.Sprintf("%.2f", v) })
 }
 
-func countCell(xs []float64) string { return spread(xs, thousands) }
-
 func durCell(ds []time.Duration) string {
-	return spread(durs(ds), func(v float64) string { return fmtDur(time.Duration(v)) })
+	return benchkit.Spread(durs(ds), func(v float64) string { return benchkit.Dur(time.Duration(v)) })
 }
 
 // ratioCell is a ratio as a percentage, or as a factor (1.23x).
 func ratioCell(xs []float64, factor bool) string {
-	return spread(xs, func(v float64) string {
-		if factor {
-			return fmt.Sprintf("%.2fx", v)
-		}
-		return fmt.Sprintf("%.0f%%", v*100)
-	})
+	return benchkit.Spread(xs, func(v float64) string { return benchkit.Ratio(v, 1, !factor) })
 }
 
 // goalCell is ratioCell with a verdict on the median: a percentage must
@@ -404,7 +276,7 @@ func goalCell(xs []float64, factor bool, goal float64) string {
 	if len(xs) == 0 {
 		return "–"
 	}
-	m := median(xs)
+	m := benchkit.Median(xs, func(v float64) float64 { return v })
 	ok := m >= goal
 	if factor {
 		ok = m <= goal
@@ -413,35 +285,4 @@ func goalCell(xs []float64, factor bool, goal float64) string {
 		return ratioCell(xs, factor) + " ✓"
 	}
 	return ratioCell(xs, factor) + " ✗"
-}
-
-// thousands rounds v and groups its digits: 1,234,567.
-func thousands(v float64) string {
-	s := fmt.Sprintf("%.0f", v)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
-
-// fmtDur rounds d to three significant digits, as ampmux bench prints
-// latencies: 87.3µs, 1.24ms.
-func fmtDur(d time.Duration) string {
-	if d <= 0 {
-		return "0s"
-	}
-	unit := time.Duration(1)
-	for v := d; v >= 1000; v /= 10 {
-		unit *= 10
-	}
-	return d.Round(unit).String()
 }

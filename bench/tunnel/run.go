@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ampmux/ampmux/internal/benchkit"
 )
 
 var (
@@ -40,7 +42,6 @@ type bed struct {
 	backend string
 	serve   string // ampmux serve, route "bench" to the backend
 	tlsSrv  string // the TLS proxy's server half
-	demo    string // ampmux serve --demo
 	sslhVer string // e.g. "sslh-select 1.20-1+deb12u1"; "" without sslh
 	source  string // the commit ampmux was built from, and whether the tree differs
 	paths   []path
@@ -55,7 +56,7 @@ const (
 
 func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 	start := time.Now()
-	load0 := loadAvg()
+	load0 := benchkit.LoadAvg()
 	tmp, err := os.MkdirTemp("", "ampmux-tunnel-")
 	if err != nil {
 		return err
@@ -88,22 +89,9 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		return err
 	}
 	res.elapsed = time.Since(start)
-	res.load = [2]string{load0, loadAvg()}
-	if cfg.markdown {
-		writeMarkdown(stdout, &cfg, b, res)
-	} else {
-		writeText(stdout, &cfg, b, res)
-	}
+	res.load = [2]string{load0, benchkit.LoadAvg()}
+	writeMarkdown(stdout, &cfg, b, res)
 	return nil
-}
-
-// loadAvg is the 1-minute load average, "?" if unknown.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-		return f[0]
-	}
-	return "?"
 }
 
 // sourceState says which commit ampmux was built from and whether files
@@ -246,9 +234,6 @@ func setUp(ctx context.Context, cfg *config, tmp string, ps *procs) (*bed, error
 	tlsCli, err := self("tlsclient", "tlsclient", "--listen", "127.0.0.1:0", "--server", b.tlsSrv,
 		"--ca", ca, "--cert", cliCert, "--key", cliKey)
 	if err != nil {
-		return nil, err
-	}
-	if b.demo, err = amp("demo", listeningRe, "serve", "--demo", "--listen", "127.0.0.1:0"); err != nil {
 		return nil, err
 	}
 	b.paths = []path{

@@ -243,23 +243,10 @@ func printBench(e *env, r benchReport) {
 	fmt.Fprintf(w, "  %d calls in %.2fs, %d errors\n", r.Calls, r.Seconds, r.Errors)
 	fmt.Fprintf(w, "  %d calls/s\n", int64(math.Round(r.CallsPerSec)))
 	if r.Calls > 0 {
-		us := func(v float64) string { return fmtLatency(time.Duration(v * 1e3)) }
+		us := func(v float64) string { return benchkit.Dur(time.Duration(v * 1e3)) }
 		fmt.Fprintf(w, "  latency p50 %s  p90 %s  p99 %s  max %s\n", us(r.Latency.P50), us(r.Latency.P90), us(r.Latency.P99), us(r.Latency.Max))
 	}
 	if r.FirstError != "" {
 		fmt.Fprintf(w, "  first error: %s\n", r.FirstError)
 	}
-}
-
-// fmtLatency rounds d to three significant digits, in Go's duration
-// syntax (time.ParseDuration reads it back): 87.3µs, 1.24ms, 12s.
-func fmtLatency(d time.Duration) string {
-	if d <= 0 {
-		return "0s"
-	}
-	unit := time.Duration(1)
-	for v := d; v >= 1000; v /= 10 {
-		unit *= 10
-	}
-	return d.Round(unit).String()
 }

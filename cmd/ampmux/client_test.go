@@ -814,19 +814,6 @@ func TestBenchProgressAndInterrupt(t *testing.T) {
 	}
 }
 
-func TestFmtLatency(t *testing.T) {
-	for _, tt := range []struct {
-		d    time.Duration
-		want string
-	}{
-		{0, "0s"}, {999, "999ns"}, {12345, "12.3µs"}, {123456, "123µs"}, {1234567, "1.23ms"}, {98765432, "98.8ms"}, {3 * time.Second, "3s"},
-	} {
-		if got := fmtLatency(tt.d); got != tt.want {
-			t.Errorf("fmtLatency(%d) = %s, want %s", tt.d, got, tt.want)
-		}
-	}
-}
-
 // --optimistic: the tunnel carries the same bytes, and a refused switch
 // is reported as one, from forward and from connect.
 func TestTunnelsOptimistic(t *testing.T) {
