@@ -17,7 +17,7 @@
 #      batched and per-write), both interop directions, and ampmux bench
 #      (plain and --pipeline) against ampmux serve --demo next to callbench's
 #      client against it; then 1,000
-#      connections with one call in flight each (bench/scale); where ampmux
+#      connections with one call in flight each (callbench -conns); where ampmux
 #      misses a goal, CPU profiles of it at that level.
 #   2. bench/tunnel (go run ./tunnel): tunnels and setup time.
 #   3. scripts/bench-mux: HTTP on the shared port vs direct, and the memory
@@ -99,7 +99,7 @@ trap 'rm -rf "$work"' EXIT
 echo "== building" >&2
 (cd bench && go build -o "$work/callbench" ./callbench)
 go build -o "$work/ampmux" ./cmd/ampmux
-(cd bench && go build -o "$work/rpc" ./rpc && go build -o "$work/scale" ./scale && go build -o "$work/report" ./report)
+(cd bench && go build -o "$work/rpc" ./rpc && go build -o "$work/report" ./report)
 
 if [ -n "$quick" ]; then
 	rpc_args=(-runs 1 -duration 500ms -warmup 200ms -inflight 1,256 -scale-conns 1000 -profile-duration 1s)
@@ -112,7 +112,7 @@ failed=()
 
 # --- 1. RPC: ampmux vs Twisted AMP, grpc-go, net/rpc, the raw TCP floor -------
 echo "== RPC comparison (bench/report run ${rpc_args[*]})" >&2
-"$work/report" run -callbench "$work/callbench" -ampmux "$work/ampmux" -rpc "$work/rpc" -scale "$work/scale" \
+"$work/report" run -callbench "$work/callbench" -ampmux "$work/ampmux" -rpc "$work/rpc" \
 	-python "$python" -twisted-dir "$root/bench/twisted" -json "$work/rpc.json" \
 	"${rpc_args[@]}" >"$work/rpc.md"
 

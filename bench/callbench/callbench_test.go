@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,11 +123,15 @@ func TestAMPClientWrongAnswer(t *testing.T) {
 	srv := &conn.Server{Config: conn.Config{Handler: m}}
 	go srv.Serve(l)
 	defer srv.Close()
-	for _, api := range []string{"raw", "typed", "async"} {
-		r, err := runAMPClient(context.Background(), clientConfig{
-			Addr: l.Addr().String(), Inflight: 4, Duration: testDuration, Warmup: testWarmup, API: api})
-		if err == nil || r.Errors == 0 || !strings.Contains(err.Error(), "95") {
-			t.Fatalf("%s: wrong answers gave %+v, %v", api, r, err)
+	// Over several connections too: the first call on each only checks
+	// that it is answered, so the wrong total fails the measured run.
+	for _, cfg := range []clientConfig{{Inflight: 4}, {Inflight: 1, Conns: 3}} {
+		for _, api := range []string{"raw", "typed", "async"} {
+			cfg.Addr, cfg.Duration, cfg.Warmup, cfg.API = l.Addr().String(), testDuration, testWarmup, api
+			r, err := runAMPClient(context.Background(), cfg)
+			if err == nil || r.Errors == 0 || !strings.Contains(err.Error(), "95") {
+				t.Fatalf("%s, %d conns: wrong answers gave %+v, %v", api, cfg.Conns, r, err)
+			}
 		}
 	}
 	// An unknown command (UNHANDLED) is an error too.
@@ -134,40 +139,138 @@ func TestAMPClientWrongAnswer(t *testing.T) {
 	l2 := listen(t)
 	go srv2.Serve(l2)
 	defer srv2.Close()
-	for _, api := range []string{"raw", "async"} {
-		_, err := runAMPClient(context.Background(), clientConfig{
-			Addr: l2.Addr().String(), Inflight: 2, Duration: testDuration, Warmup: testWarmup, API: api})
-		var re *amp.RemoteError
-		if !errors.As(err, &re) || re.Code != amp.CodeUnhandled {
-			t.Fatalf("%s: no Sum responder gave %v", api, err)
+	for _, cfg := range []clientConfig{{Inflight: 2}, {Inflight: 1, Conns: 3}} {
+		for _, api := range []string{"raw", "async"} {
+			cfg.Addr, cfg.Duration, cfg.Warmup, cfg.API = l2.Addr().String(), testDuration, testWarmup, api
+			_, err := runAMPClient(context.Background(), cfg)
+			var re *amp.RemoteError
+			if !errors.As(err, &re) || re.Code != amp.CodeUnhandled {
+				t.Fatalf("%s, %d conns: no Sum responder gave %v", api, cfg.Conns, err)
+			}
 		}
 	}
 }
 
-func TestFloorClientWrongAnswer(t *testing.T) {
+// strictFloor serves raw TCP on every connection it accepts: each
+// request must be the Sum call box, each is answered with answer. It
+// counts the connections accepted.
+func strictFloor(t *testing.T, answer []byte) (addr string, accepted *atomic.Int32) {
 	l := listen(t)
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
+	accepted = new(atomic.Int32)
 	go func() {
-		nc, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		bad := bytes.Replace(floorResp, []byte("94"), []byte("95"), 1)
-		buf := make([]byte, floorReqSize)
 		for {
-			if _, err := io.ReadFull(nc, buf); err != nil {
+			nc, err := l.Accept()
+			if err != nil {
 				return
 			}
-			if _, err := nc.Write(bad); err != nil {
-				return
-			}
+			accepted.Add(1)
+			go func() {
+				defer nc.Close()
+				buf := make([]byte, floorReqSize)
+				for {
+					if _, err := io.ReadFull(nc, buf); err != nil || !bytes.Equal(buf, floorReq) {
+						return
+					}
+					if _, err := nc.Write(answer); err != nil {
+						return
+					}
+				}
+			}()
 		}
 	}()
+	return l.Addr().String(), accepted
+}
+
+func TestFloorClientWrongAnswer(t *testing.T) {
+	addr, _ := strictFloor(t, bytes.Replace(floorResp, []byte("94"), []byte("95"), 1))
 	r, err := runFloorClient(context.Background(), clientConfig{
-		Addr: l.Addr().String(), Inflight: 4, Duration: testDuration, Warmup: testWarmup})
+		Addr: addr, Inflight: 4, Duration: testDuration, Warmup: testWarmup})
 	if err == nil || r.Errors == 0 {
 		t.Fatalf("wrong answers gave %+v, %v", r, err)
+	}
+	// Over several connections, the first call on each fails it.
+	_, err = runFloorClient(context.Background(), clientConfig{
+		Addr: addr, Inflight: 1, Conns: 3, Parallel: 2, Duration: testDuration, Warmup: testWarmup})
+	if err == nil || !strings.Contains(err.Error(), "95") {
+		t.Fatalf("wrong answers on 3 connections gave %v", err)
+	}
+}
+
+// countingListener counts the connections it accepted.
+type countingListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// -conns N opens N connections, one caller on each: every one is accepted
+// (and answered its first call) before the run, which reports them all.
+func TestManyConns(t *testing.T) {
+	const n = 50
+	for _, api := range []string{"raw", "typed", "async", ""} {
+		kind, args := "amp", []string{"-api", api}
+		var accepted *atomic.Int32
+		var addr string
+		if api == "" {
+			kind, args = "floor", []string{"-floor-mode", "perwrite"}
+			addr, accepted = strictFloor(t, floorResp)
+		} else {
+			cl := &countingListener{Listener: listen(t)}
+			srv, err := startAMPServer(cl, api)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			addr, accepted = cl.Addr().String(), &cl.n
+		}
+		var out bytes.Buffer
+		args = append([]string{kind, "-addr", addr, "-conns", "50", "-parallel", "8", "-duration", "150ms", "-warmup", "30ms"}, args...)
+		if err := dispatch(context.Background(), args, nil, &out, io.Discard); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		r, err := load.ParseResult(strings.TrimSpace(out.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Log(r)
+		if r.Kind != "scale-"+kind || r.API != api || r.Mode != "" || r.Conns != n || r.Inflight != n ||
+			r.Calls <= 0 || r.Errors != 0 || r.P50us <= 0 || r.P99us < r.P50us {
+			t.Fatalf("%v: implausible %+v", args, r)
+		}
+		if got := accepted.Load(); got != n {
+			t.Fatalf("%v: the server accepted %d connections, want %d", args, got, n)
+		}
+	}
+}
+
+func TestManyConnsFailWithoutServer(t *testing.T) {
+	l := listen(t)
+	addr := l.Addr().String()
+	l.Close()
+	for _, kind := range []string{"amp", "floor"} {
+		var out bytes.Buffer
+		err := dispatch(context.Background(), []string{kind, "-addr", addr, "-conns", "3", "-duration", "50ms"}, nil, &out, io.Discard)
+		if err == nil || errors.Is(err, errUsage) || out.Len() != 0 {
+			t.Fatalf("%s without a server gave %v and printed %q", kind, err, out.String())
+		}
+	}
+}
+
+func TestConnsFlags(t *testing.T) {
+	for _, bad := range [][]string{{"-conns", "0"}, {"-parallel", "0"}, {"-conns", "4", "-inflight", "2"}} {
+		var errOut bytes.Buffer
+		err := dispatch(context.Background(), append([]string{"amp", "-addr", "127.0.0.1:1"}, bad...), nil, io.Discard, &errOut)
+		if !errors.Is(err, errUsage) || !strings.Contains(errOut.String(), "-conns") {
+			t.Errorf("amp %v gave %v, %q", bad, err, errOut.String())
+		}
 	}
 }
 
@@ -190,18 +293,26 @@ func TestServeSubcommands(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s printed %q", args[0], line)
 		}
-		var out bytes.Buffer
-		client := []string{"floor"}
+		kind := "floor"
 		if args[0] == "serve-amp" {
-			client = []string{"amp", "-api", "typed"}
+			kind = "amp"
 		}
-		client = append(client, "-addr", addr, "-duration", testDuration.String(), "-warmup", testWarmup.String(), "-inflight", "8")
-		if err := dispatch(context.Background(), client, nil, &out, io.Discard); err != nil {
-			t.Fatalf("%v: %v", client, err)
-		}
-		r, err := load.ParseResult(strings.TrimSpace(out.String()))
-		if err != nil || r.Calls <= 0 || r.Errors != 0 {
-			t.Fatalf("%v printed %q: %v", client, out.String(), err)
+		for _, c := range []struct {
+			flags []string
+			kind  string
+		}{{[]string{"-inflight", "8"}, kind}, {[]string{"-conns", "20"}, "scale-" + kind}} {
+			var out bytes.Buffer
+			client := append([]string{kind, "-addr", addr, "-duration", testDuration.String(), "-warmup", testWarmup.String()}, c.flags...)
+			if kind == "amp" {
+				client = append(client, "-api", "typed")
+			}
+			if err := dispatch(context.Background(), client, nil, &out, io.Discard); err != nil {
+				t.Fatalf("%v: %v", client, err)
+			}
+			r, err := load.ParseResult(strings.TrimSpace(out.String()))
+			if err != nil || r.Kind != c.kind || r.Calls <= 0 || r.Errors != 0 {
+				t.Fatalf("%v printed %q: %v", client, out.String(), err)
+			}
 		}
 		stdinW.Close()
 		select {

@@ -20,6 +20,10 @@ import (
 type clientConfig struct {
 	Addr     string
 	Inflight int
+	// Conns above 1 opens that many connections, Parallel at a time, with
+	// one caller each (Inflight 1): the scale measure.
+	Conns    int
+	Parallel int
 	Duration time.Duration
 	Warmup   time.Duration
 	API      string // amp only: raw or typed
@@ -54,32 +58,127 @@ func readMem() memWindow {
 	return memWindow{ms.Mallocs, uint64(ms.NumGC)}
 }
 
+// many: -conns above 1, one caller per connection.
+func (cfg clientConfig) many() bool { return cfg.Conns > 1 }
+
+// callers is the load's callers: -inflight on one connection, or one per
+// connection.
+func (cfg clientConfig) callers() int {
+	if cfg.many() {
+		return cfg.Conns
+	}
+	return cfg.Inflight
+}
+
+// openConns opens the client's connections with dial. Several are opened
+// cfg.Parallel at a time, each making its first call with first before
+// the clock starts (as the idle client does), so that all are up when the
+// warm-up begins.
+func openConns[T io.Closer](ctx context.Context, cfg clientConfig, dial func(context.Context) (T, error), first func(context.Context, T) error) ([]T, error) {
+	if !cfg.many() {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c, err := dial(dctx)
+		if err != nil {
+			return nil, err
+		}
+		return []T{c}, nil
+	}
+	n := uint64(cfg.Conns)
+	if limit := load.RaiseFileLimit(n + 256); limit != 0 && n+64 > limit {
+		return nil, fmt.Errorf("%d connections need more open files than the limit of %d (ulimit -n)", n, limit)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	return benchkit.OpenAll(dctx, cfg.Conns, max(cfg.Parallel, 1), func(ctx context.Context, _ int) (T, error) {
+		var none T
+		c, err := dial(ctx)
+		if err != nil {
+			return none, err
+		}
+		if err := first(ctx, c); err != nil {
+			c.Close()
+			return none, err
+		}
+		return c, nil
+	})
+}
+
 // runAMPClient runs cfg.Inflight goroutines, each calling Sum and waiting
-// for its answer, on one shared connection; with the async API, as many
-// slots keep a call each in flight through conn.Go, with no goroutine.
+// for its answer, on one shared connection (or one on each of cfg.Conns);
+// with the async API, as many slots keep a call each in flight through
+// conn.Go, with no goroutine.
 func runAMPClient(ctx context.Context, cfg clientConfig) (load.Result, error) {
-	res := load.Result{Conns: 1, Kind: "amp", API: cfg.API, Inflight: cfg.Inflight}
+	res := load.Result{Conns: max(cfg.Conns, 1), Kind: "amp", API: cfg.API, Inflight: cfg.callers()}
+	if cfg.many() {
+		res.Kind = "scale-amp"
+	}
 	if err := checkAPI(cfg.API); err != nil {
 		return res, err
 	}
 	if cfg.Inflight < 1 {
 		return res, errors.New("-inflight must be at least 1")
 	}
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	c, err := conn.Dial(dctx, "tcp", cfg.Addr, nil)
-	cancel()
+	conns, err := openConns(ctx, cfg, func(ctx context.Context) (*conn.Conn, error) {
+		return conn.Dial(ctx, "tcp", cfg.Addr, nil)
+	}, func(ctx context.Context, c *conn.Conn) error {
+		_, err := benchkit.Sum.Call(ctx, c, benchkit.SumArgs{A: 13, B: 81})
+		return err
+	})
 	if err != nil {
 		return res, err
 	}
-	defer c.Close()
+	defer benchkit.CloseAll(conns)
 
-	lc, err := load.SumLoad([]*conn.Conn{c}, cfg.API).Config(cfg.Inflight)
+	lc, err := load.SumLoad(conns, cfg.API).Config(res.Inflight)
 	if err != nil {
 		return res, err
 	}
 	lc.Warmup, lc.Duration = cfg.Warmup, cfg.Duration
 	lr, err := load.Run(ctx, lc)
-	lr.Kind, lr.API, lr.Conns = res.Kind, res.API, 1
+	lr.Kind, lr.API, lr.Conns = res.Kind, res.API, res.Conns
+	return lr, err
+}
+
+func dialFloor(addr string) func(context.Context) (net.Conn, error) {
+	var d net.Dialer
+	return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+}
+
+// floorCall writes one request and reads one answer into buf.
+func floorCall(nc net.Conn, buf []byte) error {
+	if _, err := nc.Write(floorReq); err != nil {
+		return err
+	}
+	if _, err := io.ReadFull(nc, buf); err != nil {
+		return err
+	}
+	if !bytes.Equal(buf, floorResp) {
+		return fmt.Errorf("floor answer %q, want %q", buf, floorResp)
+	}
+	return nil
+}
+
+// runFloorConns calls on cfg.Conns raw TCP connections, one caller each
+// writing a request and reading its answer: the least any protocol can do
+// per call.
+func runFloorConns(ctx context.Context, cfg clientConfig) (load.Result, error) {
+	res := load.Result{Kind: "scale-floor", Inflight: cfg.Conns, Conns: cfg.Conns}
+	conns, err := openConns(ctx, cfg, dialFloor(cfg.Addr), func(_ context.Context, nc net.Conn) error {
+		return floorCall(nc, make([]byte, floorRespSize))
+	})
+	if err != nil {
+		return res, err
+	}
+	defer benchkit.CloseAll(conns)
+	bufs := make([][]byte, len(conns))
+	for i := range bufs {
+		bufs[i] = make([]byte, floorRespSize)
+	}
+	lr, err := load.Run(ctx, load.Config{Callers: len(conns), Warmup: cfg.Warmup, Duration: cfg.Duration,
+		Call:  func(i int) error { return floorCall(conns[i], bufs[i]) },
+		Abort: func() { benchkit.CloseAll(conns) }})
+	lr.Kind, lr.Conns = res.Kind, res.Conns
 	return lr, err
 }
 
@@ -108,8 +207,11 @@ func newFloorSender(w io.Writer, mode string, n int) func(k int) error {
 // request per complete answer. Batched, all of one read's refills (and the
 // first cfg.Inflight requests) go in one Write; per-write, every request
 // has a Write of its own, as a client whose callers each send their own
-// message would do.
+// message would do. With -conns above 1 it is runFloorConns.
 func runFloorClient(ctx context.Context, cfg clientConfig) (load.Result, error) {
+	if cfg.many() {
+		return runFloorConns(ctx, cfg)
+	}
 	mode := cfg.FloorMode
 	if mode == "" {
 		mode = floorBatched
@@ -122,13 +224,11 @@ func runFloorClient(ctx context.Context, cfg clientConfig) (load.Result, error) 
 	if n < 1 {
 		return res, errors.New("-inflight must be at least 1")
 	}
-	var d net.Dialer
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	nc, err := d.DialContext(dctx, "tcp", cfg.Addr)
-	cancel()
+	conns, err := openConns(ctx, cfg, dialFloor(cfg.Addr), nil)
 	if err != nil {
 		return res, err
 	}
+	nc := conns[0]
 	defer nc.Close()
 	stopCtx := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
 	defer stopCtx()
@@ -231,14 +331,16 @@ func clientMain(ctx context.Context, cmd string, args []string, stdout, stderr i
 	fs.SetOutput(stderr)
 	var cfg clientConfig
 	fs.StringVar(&cfg.Addr, "addr", "", "server address (required)")
-	fs.IntVar(&cfg.Inflight, "inflight", 1, "calls in flight at once")
+	fs.IntVar(&cfg.Inflight, "inflight", 1, "calls in flight at once (1 with -conns above 1)")
+	fs.IntVar(&cfg.Conns, "conns", 1, "connections; above 1, one caller each, every connection making one call before the clock starts")
+	fs.IntVar(&cfg.Parallel, "parallel", 64, "connections being opened at once")
 	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "length of the measured window")
 	fs.DurationVar(&cfg.Warmup, "warmup", 500*time.Millisecond, "unmeasured run before the window")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the client (warmup included) to `file`")
 	if cmd == "amp" {
 		fs.StringVar(&cfg.API, "api", "raw", "raw (Conn.CallBox, reused boxes) or typed (Command.Call)")
 	} else {
-		fs.StringVar(&cfg.FloorMode, "floor-mode", floorBatched, "batched (one Write per Read: all its refills) or perwrite (one Write per 44-byte request)")
+		fs.StringVar(&cfg.FloorMode, "floor-mode", floorBatched, "batched (one Write per Read: all its refills) or perwrite (one Write per 44-byte request); moot with -conns above 1")
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -249,6 +351,10 @@ func clientMain(ctx context.Context, cmd string, args []string, stdout, stderr i
 	}
 	if cfg.Duration <= 0 || cfg.Warmup < 0 {
 		fmt.Fprintf(stderr, "callbench %s: -duration must be positive and -warmup not negative\n", cmd)
+		return errUsage
+	}
+	if cfg.Conns < 1 || cfg.Parallel < 1 || cfg.many() && cfg.Inflight != 1 {
+		fmt.Fprintf(stderr, "callbench %s: -conns and -parallel must be at least 1, and -inflight 1 with -conns above 1\n", cmd)
 		return errUsage
 	}
 	if cmd == "floor" {
@@ -270,6 +376,9 @@ func clientMain(ctx context.Context, cmd string, args []string, stdout, stderr i
 	stopProfile()
 	if err == nil || res.Calls > 0 || res.Errors > 0 {
 		fmt.Fprintln(stdout, res)
+	}
+	if err != nil && cfg.many() {
+		return fmt.Errorf("%s client (%d connections): %w", cmd, cfg.Conns, err)
 	}
 	if err != nil {
 		return fmt.Errorf("%s client (inflight %d): %w", cmd, cfg.Inflight, err)

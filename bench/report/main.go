@@ -4,7 +4,7 @@
 // connections with one call in flight each; every client and server a
 // process of its own.
 //
-//	report run -callbench BIN -rpc BIN -scale BIN -twisted-dir DIR [-python /usr/bin/python3]
+//	report run -callbench BIN -rpc BIN -twisted-dir DIR [-python /usr/bin/python3]
 //	           [-inflight 1,16,256] [-runs 3] [-duration 2s] [-warmup 500ms] [-scale-conns 1000]
 //	           [-contenders amp-raw,...] [-profile=true] [-profile-dir DIR] [-json FILE]
 //	report assemble -json FILE -out BENCHMARKS.md [-mux FILE] [-tunnel FILE] [-tunnel-note TEXT]

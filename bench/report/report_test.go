@@ -71,7 +71,22 @@ func TestFormat(t *testing.T) {
 	}
 }
 
-// TestRunAndAssemble builds callbench, ampmux, rpc and scale, runs every contender
+// The scale measure's clients are callbench's, so it needs -callbench only.
+func TestMissingTools(t *testing.T) {
+	o := runOptions{ScaleConns: 10, tools: tools{RPC: "rpc", TwistedDir: "tw"}}
+	if got := o.missingTools(); len(got) != 1 || got[0] != "-callbench" {
+		t.Fatalf("missing %q, want -callbench", got)
+	}
+	o.Callbench = "callbench"
+	if got := o.missingTools(); len(got) != 0 {
+		t.Fatalf("missing %q", got)
+	}
+	if argv := o.scaleArgs("floor", "a:1", 10); argv[0] != "callbench" || argv[1] != "floor" || !strings.Contains(strings.Join(argv, " "), "-conns 10") {
+		t.Fatalf("scaleArgs floor = %q", argv)
+	}
+}
+
+// TestRunAndAssemble builds callbench, ampmux and rpc, runs every contender
 // (Twisted's included) for a fraction of a second at two levels, profiles
 // ampmux, and assembles a BENCHMARKS.md: the whole of bench/run.sh but the
 // tunnel and bench-mux parts, small. Twisted must be installed for
@@ -103,11 +118,10 @@ func TestRunAndAssemble(t *testing.T) {
 	callbench := build(bench, "./callbench", "callbench")
 	ampmux := build(root, "./cmd/ampmux", "ampmux")
 	rpc := build(bench, "./rpc", "rpc")
-	scale := build(bench, "./scale", "scale")
 
 	jsonPath := filepath.Join(bin, "rep.json")
 	var out, errOut bytes.Buffer
-	err = dispatch(context.Background(), []string{"run", "-callbench", callbench, "-ampmux", ampmux, "-rpc", rpc, "-scale", scale,
+	err = dispatch(context.Background(), []string{"run", "-callbench", callbench, "-ampmux", ampmux, "-rpc", rpc,
 		"-python", python, "-twisted-dir", filepath.Join(bench, "twisted"), "-json", jsonPath,
 		"-inflight", "1,16", "-runs", "1", "-duration", "150ms", "-warmup", "50ms", "-scale-conns", "20"}, &out, &errOut)
 	t.Log(errOut.String())
@@ -134,6 +148,10 @@ func TestRunAndAssemble(t *testing.T) {
 		if s := median(rep.Scale[c.id]); s.Calls <= 0 || s.Conns != 20 || s.P50us <= 0 {
 			t.Errorf("scale %s: %+v", c.id, s)
 		}
+	}
+	// callbench -conns ran its many-connection clients, not one connection.
+	if a, f := median(rep.Scale["amp-raw"]).Kind, median(rep.Scale["floor"]).Kind; a != "scale-amp" || f != "scale-floor" {
+		t.Errorf("scale kinds %q and %q, want scale-amp and scale-floor", a, f)
 	}
 	if len(rep.Goals) != 10 { // the goals at 1 and 16 in flight: the floors at both (async vs the batched one too), Twisted, grpc and both ampmux bench ones at 16
 		t.Errorf("%d goals evaluated, want 10", len(rep.Goals))
@@ -172,6 +190,7 @@ func TestRunAndAssemble(t *testing.T) {
 	for _, want := range []string{"# Benchmarks", "## Goals", "## RPC: Sum calls/s on one loopback connection", "## Scale: 20 connections",
 		"## Profiles where ampmux misses a goal", "skipped in the test", "## Port sharing", "server memory per idle AMP connection (2,000 held",
 		"Idle memory missed: 16.3 KB", "Twisted 22.4", "- net/rpc: rpc netrpc → rpc serve-netrpc", "| net/rpc | ",
+		"- ampmux raw: callbench amp -conns 20 -api raw: conn.Dial per connection", "- floor: callbench floor -conns 20: write 44 bytes",
 		"\n## AMP calls/s: 8a1b8f1 (8a1b8f1f0ce4) vs the working tree\n\n| api | in flight |\n|---|---:|\n| raw | 1 |\n"} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("BENCHMARKS.md lacks %q", want)

@@ -26,7 +26,6 @@ type tools struct {
 	Callbench  string // go build ./callbench (bench/)
 	Ampmux     string // go build ./cmd/ampmux: serve --demo and ampmux bench ("": those contenders are left out)
 	RPC        string // go build ./rpc (bench/): grpc-go and net/rpc
-	Scale      string // go build ./scale (bench/)
 	Python     string // a python3 with Twisted
 	TwistedDir string // bench/twisted
 	Go         string // go, for go tool pprof
@@ -78,11 +77,11 @@ func needsAmpmux(id string) bool { return contenderByID(contenders, id).server =
 
 // Contenders of the scale measure.
 var scaleContenders = []contender{
-	{"amp-raw", "ampmux raw", "amp-raw", "scale amp -api raw: conn.Dial per connection, Conn.CallBox → callbench serve-amp -api raw"},
+	{"amp-raw", "ampmux raw", "amp-raw", "callbench amp -conns {N} -api raw: conn.Dial per connection, Conn.CallBox → callbench serve-amp -api raw"},
 	{"twisted", "Twisted AMP", "twisted", "bench/twisted/client.py --conns {N} --inflight {N} → bench/twisted/server.py"},
 	{"grpc", "grpc-go", "grpc", "rpc grpc -conns {N} -inflight {N}: a grpc.ClientConn (one HTTP/2 connection) each → rpc serve"},
 	{"netrpc", "net/rpc", "netrpc", "rpc netrpc -conns {N} -inflight {N}: an rpc.Client (one TCP connection, gob) each → rpc serve-netrpc"},
-	{"floor", "floor", "floor", "scale floor: write 44 bytes, read 29, on each raw TCP connection → callbench serve-floor"},
+	{"floor", "floor", "floor", "callbench floor -conns {N}: write 44 bytes, read 29, on each raw TCP connection → callbench serve-floor"},
 }
 
 func contenderByID(list []contender, id string) contender {
@@ -160,9 +159,9 @@ func (o runOptions) scaleArgs(id, addr string, n int) []string {
 	common := []string{"-addr", addr, "-conns", ns, "-duration", o.Duration.String(), "-warmup", o.Warmup.String()}
 	switch id {
 	case "amp-raw":
-		return append(append([]string{o.Scale, "amp"}, common...), "-api", "raw")
+		return append(append([]string{o.Callbench, "amp"}, common...), "-api", "raw")
 	case "floor":
-		return append([]string{o.Scale, "floor"}, common...)
+		return append([]string{o.Callbench, "floor"}, common...)
 	case "grpc":
 		return append(append([]string{o.RPC, "grpc"}, common...), "-inflight", ns)
 	case "netrpc":
@@ -274,7 +273,6 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&o.Callbench, "callbench", "", "callbench binary (go build ./callbench in bench/)")
 	fs.StringVar(&o.RPC, "rpc", "", "rpc binary (go build ./rpc in bench/)")
 	fs.StringVar(&o.Ampmux, "ampmux", "", "ampmux binary (go build ./cmd/ampmux), for ampmux bench against serve --demo (default: left out)")
-	fs.StringVar(&o.Scale, "scale", "", "scale binary (go build ./scale in bench/)")
 	fs.StringVar(&o.Python, "python", "/usr/bin/python3", "a python3 with Twisted")
 	fs.StringVar(&o.TwistedDir, "twisted-dir", "", "directory of client.py and server.py (bench/twisted)")
 	fs.StringVar(&o.Go, "go", "go", "go command, for go tool pprof")
@@ -371,9 +369,6 @@ func (o runOptions) missingTools() []string {
 	need("-callbench", o.Callbench, "amp-raw", "amp-typed", "floor", "serve-demo")
 	need("-rpc", o.RPC, "grpc", "netrpc")
 	need("-twisted-dir", o.TwistedDir, "twisted")
-	if o.ScaleConns > 0 && o.Scale == "" {
-		missing = append(missing, "-scale (or -scale-conns 0)")
-	}
 	return missing
 }
 

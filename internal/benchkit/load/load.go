@@ -74,7 +74,7 @@ func (r Result) String() string {
 }
 
 // ParseResult reads a RESULT line printed by any client of the comparison
-// (callbench, rpc, scale, twisted/client.py). Fields it does not know are
+// (callbench, rpc, twisted/client.py). Fields it does not know are
 // ignored; calls, seconds, calls_per_sec, p50_us, p99_us and errors are
 // required. conns defaults to 1.
 func ParseResult(line string) (Result, error) {
