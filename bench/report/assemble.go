@@ -185,7 +185,7 @@ func assembleBody(ctx context.Context, w io.Writer, rep *Report, mux, tunnel str
 	var missed []string
 	for _, g := range rep.Goals {
 		if !g.Met {
-			missed = append(missed, fmt.Sprintf("%s vs %s at %d in flight (%s, goal %s)", goalWho(g.Goal), g.Label, g.Inflight, benchkit.Ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal)))
+			missed = append(missed, fmt.Sprintf("%s vs %s at %d in flight (%s, goal %s)", goalWho(g.Goal), g.Label, g.Inflight, benchkit.Ratio(g.Ratio, 1, g.Percent), goalText(g.Goal)))
 		}
 	}
 	if len(missed) > 0 {

@@ -142,11 +142,11 @@ func writeScale(w io.Writer, rep *Report) {
 
 // writeGoals writes the goals table (and extra rows, already formatted).
 func writeGoals(w io.Writer, rep *Report, extra [][]string) {
-	fmt.Fprintf(w, "ampmux (raw: callbench, Conn.CallBox, a goroutine per caller; async: Conn.Go, no goroutine per call) against each contender on one connection, calls/s medians; × = ampmux ÷ contender, %% = ampmux as a share of the floor:\n\n")
+	fmt.Fprintf(w, "ampmux (raw: callbench, Conn.CallBox, a goroutine per caller; async: Conn.Go, no goroutine per call) against each contender on one connection, calls/s medians; ratio: the median of the per-run ratios (each run measures both in turn), × = ampmux ÷ contender, %% = ampmux as a share of the floor:\n\n")
 	row(w, []string{"goal (2-core machine)", "in flight", "ampmux", "contender", "ratio", "goal", "met"}, true)
 	for _, g := range rep.Goals {
 		what := goalWho(g.Goal) + " vs " + g.Label
-		row(w, []string{what, strconv.Itoa(g.Inflight), benchkit.HumanInt(g.Ampmux), benchkit.HumanInt(g.Value), benchkit.Ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal), yesNo(g.Met)}, false)
+		row(w, []string{what, strconv.Itoa(g.Inflight), benchkit.HumanInt(g.Ampmux), benchkit.HumanInt(g.Value), benchkit.Ratio(g.Ratio, 1, g.Percent), goalText(g.Goal), yesNo(g.Met)}, false)
 	}
 	for _, g := range goals {
 		found := false
@@ -156,7 +156,7 @@ func writeGoals(w io.Writer, rep *Report, extra [][]string) {
 			}
 		}
 		if !found {
-			row(w, []string{goalWho(g) + " vs " + contenderByID(contenders, g.Other).label, strconv.Itoa(g.Inflight), "", "", "", goalText(g), "not measured"}, false)
+			row(w, []string{goalWho(g) + " vs " + label(g.Other), strconv.Itoa(g.Inflight), "", "", "", goalText(g), "not measured"}, false)
 		}
 	}
 	for _, r := range extra {
@@ -165,7 +165,7 @@ func writeGoals(w io.Writer, rep *Report, extra [][]string) {
 }
 
 // goalWho names the ampmux contender of a goal.
-func goalWho(g Goal) string { return contenderByID(contenders, g.who()).label }
+func goalWho(g Goal) string { return label(g.who()) }
 
 func goalText(g Goal) string {
 	if g.Percent {
@@ -186,7 +186,7 @@ func writeProfiles(w io.Writer, rep *Report) {
 		var missed []string
 		for _, g := range rep.Goals {
 			if g.Inflight == p.Inflight && !g.Met {
-				missed = append(missed, fmt.Sprintf("%s vs %s %s (goal %s)", goalWho(g.Goal), g.Label, benchkit.Ratio(g.Ampmux, g.Value, g.Percent), goalText(g.Goal)))
+				missed = append(missed, fmt.Sprintf("%s vs %s %s (goal %s)", goalWho(g.Goal), g.Label, benchkit.Ratio(g.Ratio, 1, g.Percent), goalText(g.Goal)))
 			}
 		}
 		fmt.Fprintf(w, "\n### %d in flight, %s (%s calls/s while profiled; missed: %s)\n\n", p.Inflight, p.Side, benchkit.HumanInt(float64(p.Calls)), strings.Join(missed, ", "))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ampmux/ampmux/internal/benchkit"
+	"github.com/ampmux/ampmux/internal/benchkit/load"
 )
 
 const muxSample = `## Port sharing: HTTP and AMP through one mux.New port vs each on its own port
@@ -153,8 +155,8 @@ func TestRunAndAssemble(t *testing.T) {
 	if a, f := median(rep.Scale["amp-raw"]).Kind, median(rep.Scale["floor"]).Kind; a != "scale-amp" || f != "scale-floor" {
 		t.Errorf("scale kinds %q and %q, want scale-amp and scale-floor", a, f)
 	}
-	if len(rep.Goals) != 10 { // the goals at 1 and 16 in flight: the floors at both (async vs the batched one too), Twisted, grpc and both ampmux bench ones at 16
-		t.Errorf("%d goals evaluated, want 10", len(rep.Goals))
+	if len(rep.Goals) != 11 { // the goals at 1 and 16 in flight: the floors at both (async vs the batched one too), Twisted, grpc and the three ampmux bench ones at 16
+		t.Errorf("%d goals evaluated, want 11", len(rep.Goals))
 	}
 
 	// Profiles, whether or not a goal was missed.
@@ -206,5 +208,59 @@ func TestRunAndAssemble(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(doc)
+	}
+}
+
+func TestEvalGoals(t *testing.T) {
+	runs := func(cps ...float64) []sample {
+		var s []sample
+		for _, c := range cps {
+			s = append(s, sample{Result: load.Result{CallsPerSec: c}})
+		}
+		return s
+	}
+	// Run 2 was slow for everyone: bench's per-run ratios to callbench raw
+	// are 1, 1 and 0.5, while the medians alone (100 vs 200) would say 0.5.
+	rep := &Report{Results: map[int]map[string][]sample{256: {
+		"demo-raw":            runs(200, 40, 200),
+		"demo-async":          runs(300, 60, 100),
+		"demo-bench":          runs(200, 40, 100),
+		"demo-bench-pipeline": runs(270, 50, 90),
+	}}}
+	got := map[string]GoalResult{}
+	for _, g := range evalGoals(rep) {
+		got[g.who()+" vs "+g.Other] = g
+	}
+	for _, tc := range []struct {
+		key          string
+		ratio, a, v  float64
+		met          bool
+		label, whoIs string
+	}{
+		{"demo-bench vs demo-raw", 1, 100, 200, true, "callbench raw → serve --demo", "ampmux bench → serve --demo"},
+		{"demo-bench-pipeline vs demo-async", 0.9, 90, 100, true, "callbench async → serve --demo", "ampmux bench --pipeline → serve --demo"},
+		// Per run: faster bench mode 270, 50, 100 against the fastest client 300, 60, 200.
+		{"demo-bench|demo-bench-pipeline vs demo-raw|demo-async", 50.0 / 60, 100, 200, false,
+			"the fastest callbench client → serve --demo", "ampmux bench → serve --demo, its faster mode"},
+	} {
+		g, ok := got[tc.key]
+		if !ok {
+			t.Errorf("%s: not evaluated (got %v)", tc.key, got)
+			continue
+		}
+		if math.Abs(g.Ratio-tc.ratio) > 1e-9 || g.Ampmux != tc.a || g.Value != tc.v || g.Met != tc.met || g.Label != tc.label || goalWho(g.Goal) != tc.whoIs {
+			t.Errorf("%s: ratio %v ampmux %v value %v met %v label %q who %q, want %v %v %v %v %q %q",
+				tc.key, g.Ratio, g.Ampmux, g.Value, g.Met, g.Label, goalWho(g.Goal), tc.ratio, tc.a, tc.v, tc.met, tc.label, tc.whoIs)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("%d goals evaluated at 256 with only the serve --demo contenders, want 3", len(got))
+	}
+	// A series with a part not measured is left out.
+	delete(rep.Results[256], "demo-async")
+	for _, g := range evalGoals(rep) {
+		if strings.Contains(g.Other, "demo-async") || strings.Contains(g.who(), "pipeline") {
+			t.Errorf("goal %s vs %s evaluated without demo-async or the pipeline's partner", g.who(), g.Other)
+		}
 	}
 }
