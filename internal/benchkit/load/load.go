@@ -222,7 +222,10 @@ func (cfg *Config) outcome(w *worker, err error, phase *atomic.Int32, fail func(
 		w.allErrs.Add(1)
 		if phase.Load() == phaseMeasure {
 			w.errors.Add(1)
-			w.firstErr.CompareAndSwap(nil, &err)
+			// A copy, so that err itself stays off the heap: taking its
+			// address would cost every call, answered or not, an alloc.
+			first := err
+			w.firstErr.CompareAndSwap(nil, &first)
 		}
 		return phase.Load() != phaseStop
 	}

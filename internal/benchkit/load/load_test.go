@@ -189,3 +189,53 @@ func TestRunProgress(t *testing.T) {
 		}
 	})
 }
+
+// The loop itself must allocate nothing per call: every client's
+// allocs_per_call in BENCHMARKS.md includes it (an escaping error once
+// added one to each).
+func TestRunAllocatesNothingPerCall(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  func() (Config, func())
+	}{
+		{"call", func() (Config, func()) {
+			return Config{Callers: 2, Call: func(int) error { return nil }}, func() {}
+		}},
+		{"start", func() (Config, func()) {
+			// One goroutine answers every slot, as a connection's reader.
+			queue := make(chan func(error), 4)
+			quit := make(chan struct{})
+			exited := make(chan struct{})
+			go func() {
+				defer close(exited)
+				for {
+					select {
+					case done := <-queue:
+						done(nil)
+					case <-quit:
+						return
+					}
+				}
+			}()
+			cfg := Config{Callers: 4, Start: func(_ int, done func(error)) error {
+				queue <- done
+				return nil
+			}}
+			return cfg, func() { close(quit); <-exited }
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, cleanup := tc.cfg()
+			t.Cleanup(cleanup)
+			cfg.Warmup, cfg.Duration = 10*time.Millisecond, 100*time.Millisecond
+			r, err := Run(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Calls < 1000 || r.AllocsPerCall > 0.05 {
+				t.Fatalf("%d calls at %.3f allocs each; want at least 1,000 at none", r.Calls, r.AllocsPerCall)
+			}
+		})
+	}
+}
