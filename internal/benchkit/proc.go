@@ -56,6 +56,11 @@ type Proc struct {
 	out    *procOutput
 	done   chan struct{} // closed once Wait has returned
 	err    error         // Wait's error, once done is closed
+	// quit is closed by Stop and Kill: nobody will Expect again, so the
+	// reader logs tagged lines rather than block on a full tagged (which
+	// would keep it from Wait, and done from closing, for ever).
+	quit     chan struct{}
+	quitOnce sync.Once
 }
 
 const tailLines = 20
@@ -94,6 +99,9 @@ func (o *procOutput) Write(p []byte) (int, error) {
 // Start runs spec.Argv and, with spec.Ready, waits for its ready line. On
 // failure the child is killed and the error holds the end of its output.
 func Start(ctx context.Context, spec Spec) (*Proc, error) {
+	if len(spec.Argv) == 0 {
+		return nil, fmt.Errorf("benchkit: starting %s: no command", spec.Name)
+	}
 	out := &procOutput{log: spec.Log}
 	if spec.LogFile != "" {
 		f, err := os.Create(spec.LogFile)
@@ -107,7 +115,7 @@ func Start(ctx context.Context, spec Spec) (*Proc, error) {
 	cmd.Env = append(os.Environ(), spec.Env...)
 	cmd.SysProcAttr = childAttr()
 	cmd.Stderr = out
-	p := &Proc{Name: spec.Name, Cmd: cmd, spec: spec, out: out, tagged: make(chan string, 64), done: make(chan struct{})}
+	p := &Proc{Name: spec.Name, Cmd: cmd, spec: spec, out: out, tagged: make(chan string, 64), done: make(chan struct{}), quit: make(chan struct{})}
 	stdout, err := cmd.StdoutPipe()
 	if err == nil {
 		p.stdin, err = cmd.StdinPipe()
@@ -165,8 +173,11 @@ func (p *Proc) read(stdout io.Reader, ready chan<- string) {
 		}
 		trimmed := strings.TrimSpace(line)
 		if slices.ContainsFunc(p.spec.Tags, func(t string) bool { return strings.HasPrefix(trimmed, t+" ") || trimmed == t }) {
-			p.tagged <- trimmed
-			continue
+			select {
+			case p.tagged <- trimmed:
+				continue
+			case <-p.quit:
+			}
 		}
 		p.out.line(line)
 	}
@@ -200,11 +211,26 @@ func (p *Proc) Err() error { return p.err }
 func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
 
 // CPUTime is the child's user + system CPU time so far; with children,
-// that of the children it has reaped too.
-func (p *Proc) CPUTime(children bool) (time.Duration, error) { return CPUTime(p.Pid(), children) }
+// that of the children it has reaped too. Once it has exited, its pid may
+// be another process's: the figure is then wait's, children included.
+func (p *Proc) CPUTime(children bool) (time.Duration, error) {
+	if p.Exited() {
+		st := p.Cmd.ProcessState
+		return st.UserTime() + st.SystemTime(), nil
+	}
+	return CPUTime(p.Pid(), children)
+}
+
+// ErrExited is RSS's error for a child that has ended.
+var ErrExited = errors.New("benchkit: the child has exited")
 
 // RSS is the child's resident memory in bytes.
-func (p *Proc) RSS() (int64, error) { return RSS(p.Pid()) }
+func (p *Proc) RSS() (int64, error) {
+	if p.Exited() {
+		return 0, fmt.Errorf("%s: %w", p.Name, ErrExited)
+	}
+	return RSS(p.Pid())
+}
 
 // Tail is the child's last lines of output (at most 20).
 func (p *Proc) Tail(n int) string {
@@ -253,6 +279,7 @@ var ErrKilled = errors.New("benchkit: did not exit in time; killed")
 // for it to exit, then kills its process group. It reports how the child
 // ended.
 func (p *Proc) Stop(grace time.Duration) error {
+	p.quitOnce.Do(func() { close(p.quit) })
 	p.stdin.Close()
 	if p.spec.StopSignal != nil {
 		p.Cmd.Process.Signal(p.spec.StopSignal)
@@ -273,6 +300,7 @@ func (p *Proc) Stop(grace time.Duration) error {
 
 // Kill kills the child's process group now and waits for it.
 func (p *Proc) Kill() {
+	p.quitOnce.Do(func() { close(p.quit) })
 	p.stdin.Close()
 	killGroup(p.Cmd.Process)
 	select {
@@ -287,25 +315,49 @@ type Procs struct {
 	mu   sync.Mutex
 	list []*Proc
 	shut bool
+	quit chan struct{} // closed by KillAll: Starts in flight give up
+	// starting counts Starts in flight; KillAll waits for them, so that
+	// no child outlives it. Add only under mu while !shut.
+	starting sync.WaitGroup
 }
+
+// ErrShuttingDown is Procs.Start's error once KillAll has begun.
+var ErrShuttingDown = errors.New("benchkit: shutting down")
 
 // Start starts a child (see Start) and keeps it.
 func (ps *Procs) Start(ctx context.Context, spec Spec) (*Proc, error) {
 	ps.mu.Lock()
-	shut := ps.shut
+	if ps.shut {
+		ps.mu.Unlock()
+		return nil, ErrShuttingDown
+	}
+	if ps.quit == nil {
+		ps.quit = make(chan struct{})
+	}
+	quit := ps.quit
+	ps.starting.Add(1)
 	ps.mu.Unlock()
-	if shut {
-		return nil, errors.New("benchkit: shutting down")
-	}
+	defer ps.starting.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	p, err := Start(ctx, spec)
-	if err != nil {
-		return nil, err
-	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.shut {
-		p.Kill()
-		return nil, errors.New("benchkit: shutting down")
+		if p != nil {
+			p.Kill()
+		}
+		return nil, ErrShuttingDown
+	}
+	if err != nil {
+		return nil, err
 	}
 	ps.list = append(ps.list, p)
 	return p, nil
@@ -322,6 +374,9 @@ func (ps *Procs) Kill(p *Proc) {
 // KillAll kills every child and waits for them; Start fails after it.
 func (ps *Procs) KillAll() {
 	ps.mu.Lock()
+	if !ps.shut && ps.quit != nil {
+		close(ps.quit)
+	}
 	ps.shut = true
 	list := ps.list
 	ps.mu.Unlock()
@@ -330,6 +385,7 @@ func (ps *Procs) KillAll() {
 		wg.Go(p.Kill)
 	}
 	wg.Wait()
+	ps.starting.Wait()
 }
 
 // CheckAlive fails if a child has ended while it should be serving.
