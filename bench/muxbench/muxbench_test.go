@@ -318,3 +318,26 @@ func TestRunFlags(t *testing.T) {
 		}
 	}
 }
+
+// A goal is judged on the median of the per-run ratios (shared and direct
+// take turns in every run), not on the ratio of the medians.
+func TestGoalsOnPairedRatios(t *testing.T) {
+	res := results{}
+	for i, v := range [][2]float64{{30, 42}, {43, 39}, {40, 44}} {
+		res.add(measureKeepAlive, modeShared, sample{Value: v[0]})
+		res.add(measureKeepAlive, modeDirect, sample{Value: v[1]})
+		res.add(measureAMP, modeShared, sample{Value: 100 + float64(i)})
+		res.add(measureAMP, modeDirect, sample{Value: 100})
+	}
+	var out bytes.Buffer
+	printTables(&out, runOptions{Runs: 3, Measures: allMeasures, AMPInflight: 16}, res, time.Now(), "0 0 0", "")
+	for _, want := range []string{
+		// Medians 40 and 42 (95.2%), but the runs' ratios 71%, 110%, 91%.
+		"| HTTP keep-alive, requests/s | 40 | 42 | 90.9% | >= 97% | **no** |",
+		"| AMP Sum, 16 in flight, calls/s | 101 | 100 | 101.0% | >= 97% | yes |",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("tables lack %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -122,6 +122,15 @@ func (r results) add(measure, mode string, s sample) {
 	r[measure][mode] = append(r[measure][mode], s)
 }
 
+// values is each run's value, in run order.
+func values(runs []sample) []float64 {
+	out := make([]float64, len(runs))
+	for i, s := range runs {
+		out[i] = s.Value
+	}
+	return out
+}
+
 // median returns the run with the median value (the lower middle one for
 // an even count).
 func median(runs []sample) sample {
@@ -446,7 +455,7 @@ func printTables(w io.Writer, opt runOptions, res results, started time.Time, lo
 	}
 	fmt.Fprintf(w, "\n- load average: %s before, %s after\n", load0, benchkit.LoadAvg())
 	fmt.Fprintf(w, "- each cell: median of %d runs, shared and direct interleaved (shared, direct, shared, direct ...); servers, wrk and clients are separate processes on loopback\n", opt.Runs)
-	fmt.Fprintf(w, "- shared: mux.New(l, mux.Config{HTTP: httpfallback.Server(h), AMP: conn.Server}) on one port; direct: the same two servers, each on a plain port of its own\n")
+	fmt.Fprintf(w, "- shared: mux.New(l, mux.Config{HTTP: httpfallback.Server(h), AMP: conn.Server}) on one port; direct: the same two servers, each on a plain port of its own; shared / own: the median of the per-run ratios\n")
 	has := func(m string) bool { return len(res[m]) > 0 }
 	if has(measureKeepAlive) || has(measureClose) {
 		fmt.Fprintf(w, "- HTTP: h writes a %d-byte body; wrk -t%d -c%d -d%ds --latency (new connection: -H 'Connection: close'); a fresh pair of servers per HTTP row", len(helloBody), opt.Threads, opt.Connections, wrkSeconds(opt.Duration))
@@ -503,11 +512,11 @@ func printTables(w io.Writer, opt runOptions, res results, started time.Time, lo
 		runsT.Add(runs...)
 		if m == measureIdle {
 			goalT.Add(fmt.Sprintf("server RSS holding %s idle AMP connections", benchkit.HumanInt(float64(opt.IdleConns))), benchkit.HumanMB(sh.Value), benchkit.HumanMB(di.Value),
-				fmt.Sprintf("%+.1f%%", 100*(sh.Value/di.Value-1)), fmt.Sprintf("< %.0f MB (shared)", idleGoal/1e6), yesNo(sh.Value < idleGoal))
+				fmt.Sprintf("%+.1f%%", 100*(benchkit.PairedRatio(values(res[m][modeShared]), values(res[m][modeDirect]))-1)), fmt.Sprintf("< %.0f MB (shared)", idleGoal/1e6), yesNo(sh.Value < idleGoal))
 			goalT.Add("RSS growth per idle connection", fmt.Sprintf("%.1f KB", kb(sh)), fmt.Sprintf("%.1f KB", kb(di)), fmt.Sprintf("%+.1f KB", kb(sh)-kb(di)), "", "")
 			continue
 		}
-		ratio := sh.Value / di.Value
+		ratio := benchkit.PairedRatio(values(res[m][modeShared]), values(res[m][modeDirect]))
 		goalT.Add(names[m]+units[m], benchkit.HumanInt(sh.Value), benchkit.HumanInt(di.Value), fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf(">= %.0f%%", 100*goals[m]), yesNo(ratio >= goals[m]))
 		latT.Add(names[m], benchkit.HumanUs(sh.P50us)+" / "+benchkit.HumanUs(sh.P99us), benchkit.HumanUs(di.P50us)+" / "+benchkit.HumanUs(di.P99us),
 			fmt.Sprintf("%.1f", sh.CPUus), fmt.Sprintf("%.1f", di.CPUus), benchkit.Ratio(sh.CPUus, di.CPUus, true))

@@ -577,13 +577,7 @@ func evalGoals(rep *Report) []GoalResult {
 		if len(a) == 0 || len(a) != len(v) {
 			continue
 		}
-		ratios := make([]float64, len(a))
-		for k := range a {
-			if v[k] > 0 {
-				ratios[k] = a[k] / v[k]
-			}
-		}
-		r := GoalResult{Goal: g, Label: label(g.Other), Ampmux: medianOf(a), Value: medianOf(v), Ratio: medianOf(ratios)}
+		r := GoalResult{Goal: g, Label: label(g.Other), Ampmux: medianOf(a), Value: medianOf(v), Ratio: benchkit.PairedRatio(a, v)}
 		r.Met = r.Ratio >= g.Min
 		out = append(out, r)
 	}

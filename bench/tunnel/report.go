@@ -103,7 +103,7 @@ func buildReport(cfg *config, b *bed, res *results) report {
 			}
 			row := []string{pr.label}
 			for _, c := range cols {
-				if r := pairRatios(c.vals[pr.x], c.vals[pr.y]); c.cpu {
+				if r := benchkit.PairRatios(c.vals[pr.x], c.vals[pr.y]); c.cpu {
 					row = append(row, ratioCell(r, true))
 				} else {
 					row = append(row, goalCell(r, false, pr.goal))
@@ -132,8 +132,8 @@ func buildReport(cfg *config, b *bed, res *results) report {
 		for _, pr := range [][2]string{{"a", "b"}, {"e", "f"}} {
 			if hasPath(b, pr[0]) && hasPath(b, pr[1]) {
 				setup.table.Add(pr[0]+" / "+pr[1],
-					ratioCell(pairRatios(durs(res.setupP50[pr[0]]), durs(res.setupP50[pr[1]])), true),
-					ratioCell(pairRatios(durs(res.setupP99[pr[0]]), durs(res.setupP99[pr[1]])), true))
+					ratioCell(benchkit.PairRatios(durs(res.setupP50[pr[0]]), durs(res.setupP50[pr[1]])), true),
+					ratioCell(benchkit.PairRatios(durs(res.setupP99[pr[0]]), durs(res.setupP99[pr[1]])), true))
 			}
 		}
 		note := ""
@@ -158,10 +158,10 @@ func buildReport(cfg *config, b *bed, res *results) report {
 			rate.table.Add(p.key+". "+p.name, countCell(res.rate[p.key]), benchkit.HumanInt(float64(res.rateFailed[p.key])))
 		}
 		if ab {
-			rate.table.Add("a / b", ratioCell(pairRatios(res.rate["a"], res.rate["b"]), false), "")
+			rate.table.Add("a / b", ratioCell(benchkit.PairRatios(res.rate["a"], res.rate["b"]), false), "")
 		}
 		if hasPath(b, "e") && hasPath(b, "f") {
-			rate.table.Add("e / f (goal ≥ 2×)", goalCell(pairRatios(res.rate["e"], res.rate["f"]), false, 2), "")
+			rate.table.Add("e / f (goal ≥ 2×)", goalCell(benchkit.PairRatios(res.rate["e"], res.rate["f"]), false, 2), "")
 		}
 		rate.notes = []string{spreadNote(cfg.runs)}
 		rp.sections = append(rp.sections, rate)
@@ -179,15 +179,15 @@ func buildReport(cfg *config, b *bed, res *results) report {
 			{"crypto/tls Dialer → TLS proxy server (connect + handshake)",
 				durCell(res.libDial50[libTLS]), durCell(res.libDial99[libTLS]), durCell(res.libEcho50[libTLS]), durCell(res.libEcho99[libTLS])},
 			{fmt.Sprintf("switching / tls (goal ≤ %.1fx on dial)", goalSetup),
-				goalCell(pairRatios(durs(res.libDial50[libSwitch]), durs(res.libDial50[libTLS])), true, goalSetup),
-				goalCell(pairRatios(durs(res.libDial99[libSwitch]), durs(res.libDial99[libTLS])), true, goalSetup),
-				ratioCell(pairRatios(durs(res.libEcho50[libSwitch]), durs(res.libEcho50[libTLS])), true),
-				ratioCell(pairRatios(durs(res.libEcho99[libSwitch]), durs(res.libEcho99[libTLS])), true)},
+				goalCell(benchkit.PairRatios(durs(res.libDial50[libSwitch]), durs(res.libDial50[libTLS])), true, goalSetup),
+				goalCell(benchkit.PairRatios(durs(res.libDial99[libSwitch]), durs(res.libDial99[libTLS])), true, goalSetup),
+				ratioCell(benchkit.PairRatios(durs(res.libEcho50[libSwitch]), durs(res.libEcho50[libTLS])), true),
+				ratioCell(benchkit.PairRatios(durs(res.libEcho99[libSwitch]), durs(res.libEcho99[libTLS])), true)},
 			{fmt.Sprintf("optimistic / tls (goal ≤ %.1fx on dial)", goalSetup),
-				goalCell(pairRatios(durs(res.libDial50[libOptimistic]), durs(res.libDial50[libTLS])), true, goalSetup),
-				goalCell(pairRatios(durs(res.libDial99[libOptimistic]), durs(res.libDial99[libTLS])), true, goalSetup),
-				ratioCell(pairRatios(durs(res.libEcho50[libOptimistic]), durs(res.libEcho50[libTLS])), true),
-				ratioCell(pairRatios(durs(res.libEcho99[libOptimistic]), durs(res.libEcho99[libTLS])), true)},
+				goalCell(benchkit.PairRatios(durs(res.libDial50[libOptimistic]), durs(res.libDial50[libTLS])), true, goalSetup),
+				goalCell(benchkit.PairRatios(durs(res.libDial99[libOptimistic]), durs(res.libDial99[libTLS])), true, goalSetup),
+				ratioCell(benchkit.PairRatios(durs(res.libEcho50[libOptimistic]), durs(res.libEcho50[libTLS])), true),
+				ratioCell(benchkit.PairRatios(durs(res.libEcho99[libOptimistic]), durs(res.libEcho99[libTLS])), true)},
 		}
 		lib.notes = []string{"In this process: dial is until the call returned a connection ready for the inner protocol; dial + echo adds one byte through the backend and back (it includes the proxy server's own backend dial, which switching.Dial already waited for). With TLS 1.3 a crypto/tls client finishes its handshake one flight before the server has checked the client certificate; switching.Dial waits for StartTLS's answer (one more round trip before the handshake) and for the switch's answer (one after it); an optimistic dial returns once the switch request is written, so its first bytes ride behind the request and a refusal shows on the first read. " + spreadNote(cfg.runs)}
 		rp.sections = append(rp.sections, lib)
@@ -239,17 +239,6 @@ func durs(ds []time.Duration) []float64 {
 	out := make([]float64, len(ds))
 	for i, d := range ds {
 		out[i] = float64(d)
-	}
-	return out
-}
-
-// pairRatios divides run by run.
-func pairRatios(a, b []float64) []float64 {
-	var out []float64
-	for i := range min(len(a), len(b)) {
-		if b[i] > 0 {
-			out = append(out, a[i]/b[i])
-		}
 	}
 	return out
 }

@@ -95,6 +95,30 @@ func (l *LockedWriter) Write(p []byte) (int, error) {
 	return l.W.Write(p)
 }
 
+// PairRatios divides run by run, a[i] / b[i], leaving out runs where b
+// is not positive.
+func PairRatios(a, b []float64) []float64 {
+	var out []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] > 0 {
+			out = append(out, a[i]/b[i])
+		}
+	}
+	return out
+}
+
+// PairedRatio is the median of PairRatios: how goals comparing two sides
+// are judged, since each run measures both in turn and a slow moment of
+// the shared machine hits both. It can differ from the ratio of the two
+// medians. 0 if no run has both.
+func PairedRatio(a, b []float64) float64 {
+	r := PairRatios(a, b)
+	if len(r) == 0 {
+		return 0
+	}
+	return Median(r, func(x float64) float64 { return x })
+}
+
 // Median returns the run with the median value (the lower middle one for an
 // even count); runs with equal values keep their order. runs must not be
 // empty.

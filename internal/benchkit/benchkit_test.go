@@ -2,6 +2,7 @@ package benchkit
 
 import (
 	"bytes"
+	"math"
 	"sync"
 	"testing"
 )
@@ -78,5 +79,21 @@ func TestMedian(t *testing.T) {
 	}
 	if got := Median([]run{{1, 0}, {1, 1}, {1, 2}, {1, 3}}, val); got.id != 1 {
 		t.Errorf("ties keep order: got %+v", got)
+	}
+}
+
+func TestPairedRatio(t *testing.T) {
+	for _, tc := range []struct {
+		a, b []float64
+		want float64
+	}{
+		// The median of 30/42, 43/39, 40/44 (run by run), not 40/42.
+		{[]float64{30, 43, 40}, []float64{42, 39, 44}, 40.0 / 44},
+		{[]float64{1, 2}, []float64{0, 4}, 0.5}, // no ratio for b = 0
+		{[]float64{1}, nil, 0},
+	} {
+		if got := PairedRatio(tc.a, tc.b); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("PairedRatio(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
 	}
 }
